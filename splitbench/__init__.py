@@ -1,0 +1,3 @@
+"""splitbench: measured, reproducible benchmarks for split computing and model compression."""
+
+__version__ = "0.1.0"

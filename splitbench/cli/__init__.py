@@ -1,0 +1,58 @@
+"""The ``splitbench`` command line: parse, call the library, render.
+
+Every command lives in its own module and registers itself on :data:`app`. Problems with
+the user's input surface as :class:`~splitbench.errors.SplitbenchError` and end the
+program with one line on stderr and exit code 2; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from splitbench.errors import SplitbenchError
+
+# torch and torchvision announce deprecations of their own internals at import time;
+# they are not the user's concern.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+app = typer.Typer(
+    name="splitbench",
+    help="Measured, reproducible benchmarks for split computing and model compression.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Importing the command modules registers their commands, in the order --help lists them.
+from splitbench.cli import models, profile, split, evaluate  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except SplitbenchError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        _fail("interrupted; results written so far are complete and kept", code=130)
+    except Exception as error:
+        # Usage errors (bad option, value out of range) come as click's exception classes,
+        # which recent typer releases vendor under another module: recognise them by shape.
+        if hasattr(error, "format_message") and hasattr(error, "exit_code"):
+            _fail(error.format_message())
+        if type(error).__name__ == "Abort":
+            _fail("aborted", code=130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    # One line, whatever the message: the first line is the message, the rest is detail
+    # that belongs in a log, not in a terminal.
+    print(f"error: {message.strip().splitlines()[0] if message.strip() else 'failed'}", file=sys.stderr)
+    sys.exit(code)

@@ -1,0 +1,60 @@
+"""``splitbench eval``: top-1/top-5 of a zoo model on a data set."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from splitbench import provenance
+from splitbench.cli import app
+from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.render import show_table, show_written
+from splitbench.data import open_dataset
+from splitbench.errors import SplitbenchError
+from splitbench.evaluation import evaluate_topk
+from splitbench.results import markdown_table, write_result
+from splitbench.zoo import load_model
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")],
+    weights: Weights = "default",
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Data manifest (default: the model's).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Data set split (default: the manifest's).")] = None,
+    data: DataRoot = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate the first N images only.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes.")] = 2,
+    out: OutDir = None,
+) -> None:
+    """Top-1 and top-5 accuracy of MODEL with WEIGHTS on a data set."""
+    start = time.perf_counter()
+    zoo_model = load_model(model, weights)
+    name = dataset or zoo_model.spec.dataset
+    if name is None:
+        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
+    images = open_dataset(name, split=split, root=data, limit=limit,
+                          transform=zoo_model.spec.preprocessing.transform())
+    result = evaluate_topk(zoo_model.model, images, batch_size=batch_size, workers=workers)
+    table = pd.DataFrame([{
+        "model": model, "dataset": name, "split": images.provenance()["split"], "images": result.images,
+        "top1": round(result.top1, 3), "top5": round(result.top5, 3), "wall_s": round(result.wall_s, 2),
+    }])
+    out = out or default_out("eval", f"{zoo_model.spec.name}-{name}")
+    meta = provenance.collect(
+        "eval",
+        {"model": model, "weights": weights, "dataset": name, "split": split, "limit": limit,
+         "batch_size": batch_size, "workers": workers, "out": out,
+         "preprocessing": zoo_model.spec.preprocessing.describe()},
+        weights=zoo_model.weights.describe(),
+        data=images.provenance(),
+        wall_s=time.perf_counter() - start,
+    )
+    markdown = f"# {model} on {name}\n\n{markdown_table(table)}\n"
+    written = write_result(out, "eval", table, meta, markdown)
+    show_table(table, title=f"{model} on {name}")
+    show_written(written)

@@ -1,0 +1,60 @@
+"""``splitbench split``: head/tail cost, transfer size, and shared-head multi-task accounting."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from splitbench import provenance
+from splitbench.cli import app
+from splitbench.cli.options import InputSize, OutDir, Weights, default_out
+from splitbench.cli.render import console, show_table, show_written
+from splitbench.reporting import split_markdown
+from splitbench.results import write_csv, write_result
+from splitbench.split import account_split
+from splitbench.zoo import load_model
+
+
+@app.command("split")
+def split_command(
+    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")],
+    at: Annotated[str, typer.Option("--at", help="Split point: a layer name (pool4) or a module path.")],
+    tasks: Annotated[
+        str, typer.Option("--tasks", help="Comma-separated tasks sharing the head: classification,detection.")
+    ] = "classification",
+    weights: Weights = "none",
+    input_size: InputSize = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=0, help="Timed runs per latency (median); 0 skips timing.")] = 5,
+    out: OutDir = None,
+) -> None:
+    """Cut MODEL at a split point and account MACs, parameters, bytes and latency."""
+    start = time.perf_counter()
+    zoo_model = load_model(model, weights)
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    account = account_split(zoo_model, at, task_list, repeats=repeats, input_size=input_size)
+    out = out or default_out("split", f"{zoo_model.spec.name}-{at}")
+    meta = provenance.collect(
+        "split",
+        {"model": model, "at": at, "tasks": task_list, "weights": weights, "input_size": input_size,
+         "repeats": repeats, "out": out},
+        weights=zoo_model.weights.describe(),
+        wall_s=time.perf_counter() - start,
+    )
+    written = write_result(out, "split", account.summary(), meta, split_markdown(account, meta))
+    written.append(write_csv(out / "split_tasks.csv", account.per_task()))
+
+    show_table(account.per_task(), title=f"{account.model} split at {account.split} ({account.module})")
+    summary = account.summary().iloc[0]
+    console.print(
+        f"transfer {summary['transfer_shape']} = {summary['transfer_elements']:,} elements "
+        f"({summary['transfer_bytes_fp32']:,} B fp32, {summary['transfer_bytes_uint8']:,} B uint8); "
+        f"head {account.head_macs / 1e9:.4g} GMACs, {account.head_ms} ms"
+    )
+    if len(account.tasks) > 1:
+        console.print(
+            f"shared head: {account.macs_separate / 1e9:.4g} → {account.macs_shared / 1e9:.4g} GMACs, "
+            f"reduction {account.reduction_percent:.2f} %"
+        )
+    show_written(written)

@@ -1,0 +1,204 @@
+"""Image classification datasets opened through their manifests.
+
+Every dataset is reduced to the same thing, a sorted list of (path, label), so that sample
+``i`` is the same image on every machine and ``limit=N`` always means the same N images.
+Decoding problems are reported as :class:`SplitbenchError` naming the file, because a bare
+``PIL.UnidentifiedImageError`` from inside a DataLoader worker does not say which image of
+60 000 is broken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from splitbench.data.manifests import (
+    Manifest,
+    SplitInfo,
+    class_folder_names,
+    dataset_directory,
+    file_list_sha256,
+    load_manifest,
+    resolve_data_root,
+    verify_manifest,
+)
+from splitbench.errors import SplitbenchError
+
+# Paths are kept as strings: building 50 000 Path objects costs most of a second.
+Sample = tuple[str, int]
+
+
+class ImageDataset(Dataset):
+    """A fixed, ordered list of (image path, label) with an optional transform.
+
+    ``dataset[i]`` is ``(transform(image), label)``; without a transform the image is the
+    decoded RGB ``PIL.Image`` (as in torchvision), which is what image codecs want.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[[Image.Image], Any] | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self._provenance = dict(provenance or {})
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        image = load_rgb_image(path)
+        return (self.transform(image) if self.transform is not None else image), label
+
+    def provenance(self) -> dict[str, Any]:
+        """Which data produced a result: manifest, split, folder, checksum, images used."""
+        return {**self._provenance, "images": len(self)}
+
+
+def load_rgb_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode ``path`` as RGB; a missing or undecodable file raises SplitbenchError naming it."""
+    try:
+        with Image.open(path) as image:
+            # convert() forces the full decode inside the try, so a truncated file fails here
+            # rather than later in a transform; it also turns greyscale and CMYK JPEGs into RGB.
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise SplitbenchError(f"missing image: {path}") from None
+    except UnidentifiedImageError:
+        raise SplitbenchError(f"corrupt image: {path} (cannot identify image file)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        # PIL reports truncated or malformed data as OSError, and some broken headers as
+        # SyntaxError or ValueError.
+        raise SplitbenchError(f"corrupt image: {path} ({error})") from None
+
+
+def open_dataset(
+    name: str,
+    *,
+    split: str | None = None,
+    root: Path | str | None = None,
+    transform: Callable[[Image.Image], Any] | None = None,
+    limit: int | None = None,
+    manifest: Manifest | None = None,
+) -> ImageDataset:
+    """Open the dataset ``name`` from the data root, after checking it against its manifest.
+
+    ``root`` is the ``--data`` value (else ``$SPLITBENCH_DATA``); ``split`` defaults to the
+    manifest's default split. ``limit`` keeps the first N images of the sorted order, so a
+    quick run is a prefix of the full one. Pass ``manifest`` to use one that is not shipped
+    (tests, private datasets); ``name`` is then only checked against it.
+    """
+    if manifest is None:
+        manifest = load_manifest(name)
+    elif manifest.name != name:
+        raise ValueError(f"open_dataset({name!r}) was given the manifest of {manifest.name!r}")
+    if limit is not None and limit < 1:
+        raise SplitbenchError(f"--limit must be a positive number of images, got {limit}")
+
+    data_root = resolve_data_root(root)
+    info = manifest.split(split)
+    files = verify_manifest(manifest, data_root, info.name)
+    dataset_dir = dataset_directory(manifest, data_root)
+    samples = _samples(manifest, info, dataset_dir, files)
+    if limit is not None:
+        samples = samples[:limit]
+    provenance = {
+        "dataset": manifest.name,
+        "split": info.name,
+        "directory": str(dataset_dir),
+        "file_list_sha256": file_list_sha256(files),
+        "limit": limit,
+    }
+    return ImageDataset(samples, transform, provenance)
+
+
+def _samples(manifest: Manifest, info: SplitInfo, dataset_dir: Path, files: list[str]) -> list[Sample]:
+    if manifest.layout == "class_folders":
+        return _class_folder_samples(info, dataset_dir, files)
+    return _labels_csv_samples(info, dataset_dir, files)
+
+
+def _class_folder_samples(info: SplitInfo, dataset_dir: Path, files: list[str]) -> list[Sample]:
+    """Label = index of the class folder in sorted order (torchvision's ImageFolder convention).
+
+    Classes come from the folders, not from the files, so that an empty class folder still
+    takes its index instead of shifting every later label.
+    """
+    index = {name: label for label, name in enumerate(class_folder_names(dataset_dir / info.path))}
+    depth = len(info.path.split("/"))  # files are "<split path>/<class>/.../<image>"
+    samples = []
+    for file in files:
+        parts = file.split("/")  # manifests' paths are POSIX strings; Path() is slow for 50 000
+        if len(parts) <= depth + 1:
+            raise SplitbenchError(f"image outside a class folder: {dataset_dir / file}")
+        samples.append((os.path.join(dataset_dir, file), index[parts[depth]]))
+    return samples
+
+
+def _labels_csv_samples(info: SplitInfo, dataset_dir: Path, files: list[str]) -> list[Sample]:
+    """Labels from the CSV; every listed file must exist and every image must be listed."""
+    assert info.labels is not None, "labels_csv splits name their labels file"
+    labels_path = dataset_dir / info.labels
+    on_disk = set(files)
+    labelled: dict[str, int] = {}
+    for line, file, label in _read_labels_csv(labels_path):
+        relative = (Path(info.path) / file).as_posix()
+        if relative not in on_disk:
+            raise SplitbenchError(f"missing image: {dataset_dir / relative} (listed in {labels_path}, line {line})")
+        if relative in labelled:
+            raise SplitbenchError(f"{labels_path}, line {line}: {file} is listed twice")
+        labelled[relative] = label
+    unlabelled = on_disk.difference(labelled)
+    if unlabelled:
+        raise SplitbenchError(
+            f"{len(unlabelled)} image(s) have no label in {labels_path}, e.g. {dataset_dir / min(unlabelled)}"
+        )
+    return [(os.path.join(dataset_dir, relative), labelled[relative]) for relative in files]
+
+
+def _read_labels_csv(path: Path) -> Iterator[tuple[int, str, int]]:
+    """(line number, file, label) rows of a ``file,label[,wnid]`` CSV."""
+    if not path.is_file():
+        raise SplitbenchError(f"labels file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+            raise SplitbenchError(f"{path}: expected a header with columns file,label, got {reader.fieldnames}")
+        for row in reader:
+            try:
+                label = int(row["label"])
+            except (TypeError, ValueError):
+                raise SplitbenchError(f"{path}, line {reader.line_num}: label {row['label']!r} is not an integer") from None
+            yield reader.line_num, row["file"], label
+
+
+_WORKER_ERROR_MARKER = f"{SplitbenchError.__module__}.{SplitbenchError.__qualname__}: "
+
+
+@contextlib.contextmanager
+def worker_errors_unwrapped() -> Iterator[None]:
+    """Turn a SplitbenchError re-raised by a DataLoader worker back into its one-line message.
+
+    A DataLoader re-raises a worker's exception as the same type, but with a message made of
+    "Caught SplitbenchError in DataLoader worker process 0." and the whole worker traceback,
+    which the command line would print verbatim. The traceback's last line is
+    ``splitbench.errors.SplitbenchError: <original message>``; keep only that message.
+    """
+    try:
+        yield
+    except SplitbenchError as error:
+        message = str(error)
+        if "DataLoader worker" not in message or _WORKER_ERROR_MARKER not in message:
+            raise
+        original = message.rsplit(_WORKER_ERROR_MARKER, 1)[1].strip()
+        raise SplitbenchError(original) from None

@@ -1,0 +1,76 @@
+"""Evaluation preprocessing, as a value that can be written next to the results it produced.
+
+Accuracy depends on resize, crop, interpolation and normalisation as much as on the weights
+(a 256→224 bilinear ImageNet pipeline and a 224 bicubic one differ by a point or more), so
+preprocessing is a frozen dataclass whose :meth:`Preprocessing.describe` goes into result
+sidecars, and whose :meth:`Preprocessing.transform` builds the matching torchvision pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+
+from splitbench.errors import SplitbenchError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+INTERPOLATIONS = {
+    "nearest": InterpolationMode.NEAREST,
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the short side to ``resize`` (skipped when ``None``), center-crop ``crop``, normalise.
+
+    ImageNet evaluation is ``Preprocessing(crop=224, resize=256)``; CIFAR-10 images are already
+    32×32, so ``Preprocessing(crop=32, resize=None, mean=..., std=...)`` only normalises. Use the
+    mean and std that the weights were trained with, which is not always the dataset's own.
+    """
+
+    crop: int
+    resize: int | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise SplitbenchError(
+                f"unknown interpolation {self.interpolation!r}; valid: {', '.join(INTERPOLATIONS)}"
+            )
+        if self.crop <= 0 or (self.resize is not None and self.resize <= 0):
+            raise SplitbenchError(f"crop and resize must be positive, got crop={self.crop}, resize={self.resize}")
+
+    def transform(self) -> transforms.Compose:
+        """PIL image → normalised float tensor of shape 3×crop×crop."""
+        steps: list[Any] = []
+        if self.resize is not None:
+            # An int size resizes the short side and keeps the aspect ratio; antialias=True
+            # makes tensor and PIL inputs agree (PIL always antialiases when downscaling).
+            steps.append(transforms.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation], antialias=True))
+        steps += [
+            transforms.CenterCrop(self.crop),
+            transforms.ToTensor(),
+            transforms.Normalize(self.mean, self.std),
+        ]
+        return transforms.Compose(steps)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready record of the preprocessing, for result sidecars."""
+        return {
+            "resize_short_side": self.resize,
+            "center_crop": self.crop,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }

@@ -1,0 +1,95 @@
+"""Top-1 / top-5 accuracy of a classifier on an :class:`~splitbench.data.ImageDataset`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from splitbench.data.datasets import worker_errors_unwrapped
+from splitbench.errors import SplitbenchError
+
+
+@dataclass
+class EvalResult:
+    """Accuracies in percent over ``images`` images; ``wall_s`` includes data loading."""
+
+    top1: float
+    top5: float
+    images: int
+    wall_s: float
+
+
+def evaluate_topk(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 32,
+    workers: int = 2,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate ``model`` (in eval mode, without autograd) on ``dataset`` in its own order.
+
+    A SplitbenchError raised while loading an image (a corrupt file, say) reaches the caller
+    as the same one-line error whether it happened here or in a DataLoader worker.
+    """
+    total = len(dataset)  # type: ignore[arg-type]
+    if total == 0:
+        raise SplitbenchError("cannot evaluate on an empty dataset")
+    device = torch.device(device)
+    # channels-last convolutions run about 1.7x faster on CPU (oneDNN) and no slower on GPU
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    top1 = top5 = seen = 0
+    start = time.perf_counter()
+    with _progress_bar(enabled=progress) as bar, worker_errors_unwrapped(), torch.inference_mode():
+        task = bar.add_task("evaluating", total=total)
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+            logits = model(images)
+            hits1, hits5 = _topk_hits(logits, labels.to(device))
+            top1, top5, seen = top1 + hits1, top5 + hits5, seen + len(labels)
+            bar.update(task, advance=len(labels))
+    wall_s = time.perf_counter() - start
+    return EvalResult(top1=100.0 * top1 / seen, top5=100.0 * top5 / seen, images=seen, wall_s=wall_s)
+
+
+def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """Number of samples whose label is the top-1 prediction, and among the top 5."""
+    k = min(5, logits.shape[1])  # a model with fewer than 5 classes: top-5 is then trivially 100 %
+    top = logits.topk(k, dim=1).indices
+    matches = top == labels.unsqueeze(1)
+    return int(matches[:, 0].sum()), int(matches.any(dim=1).sum())
+
+
+class _ImagesPerSecondColumn(ProgressColumn):
+    """Throughput in images/s (rich's own speed column formats bytes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} images/s", style="progress.data.speed")
+
+
+def _progress_bar(*, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        _ImagesPerSecondColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not enabled,
+    )

@@ -1,0 +1,107 @@
+"""Markdown and plots for results (the CSV and the JSON sidecar are written by ``results``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from splitbench.profiling import Profile
+from splitbench.results import markdown_table, save_figure
+from splitbench.split import SplitAccount
+
+
+def giga(value: float) -> str:
+    return f"{value / 1e9:.4g} G"
+
+
+def provenance_line(provenance: dict[str, Any]) -> str:
+    versions = provenance["versions"]
+    git = provenance["git"]
+    commit = (git["commit"] or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+    hardware = provenance["hardware"]
+    return (
+        f"splitbench {versions['splitbench']}, torch {versions['torch']}, "
+        f"torchvision {versions['torchvision']}, fvcore {versions['fvcore']}; commit {commit}; "
+        f"{hardware['cpu']}, {hardware['torch_threads']} threads; wall {provenance['wall_s']} s"
+    )
+
+
+def profile_markdown(profile: Profile, provenance: dict[str, Any]) -> str:
+    shape = "x".join(map(str, profile.input_shape))
+    first_smaller = profile.table.loc[profile.table["smaller_than_input"], "layer"]
+    lines = [
+        f"# Profile of {profile.model}",
+        "",
+        f"Input {shape} ({profile.input_elements} elements). Total {giga(profile.total_macs)}MACs "
+        f"({profile.total_macs}), {profile.total_params} parameters. "
+        f"First layer smaller than the input: {first_smaller.iloc[0] if len(first_smaller) else 'none'}.",
+        "MACs follow fvcore's convention (one per fused multiply-add; normalisation one per element).",
+        "",
+        markdown_table(profile.table),
+        "",
+        "![elements per layer](profile.png)",
+        "",
+        f"Provenance: {provenance_line(provenance)}.",
+    ]
+    return "\n".join(lines)
+
+
+def plot_profile(profile: Profile, path: Path) -> Path:
+    """Elements per layer as bars, the input's element count as a line (seed 003 Fig. 3/4)."""
+    table = profile.table
+
+    def draw(axes: Any) -> None:
+        colours = ["tab:green" if smaller else "tab:gray" for smaller in table["smaller_than_input"]]
+        axes.bar(range(len(table)), table["elements"], color=colours)
+        axes.axhline(profile.input_elements, color="tab:red", linestyle="--", label=f"input ({profile.input_elements})")
+        axes.set_yscale("log")
+        axes.set_xticks(range(len(table)), table["layer"], rotation=90, fontsize=7)
+        axes.set_ylabel("output elements")
+        axes.set_title(f"{profile.model}: output elements per layer (green: smaller than the input)")
+        axes.legend(loc="upper right")
+
+    return save_figure(path, draw)
+
+
+def split_markdown(account: SplitAccount, provenance: dict[str, Any]) -> str:
+    summary = account.summary().iloc[0]
+    lines = [
+        f"# {account.model} split at {account.split} ({account.module})",
+        "",
+        f"Transmitted tensor {summary['transfer_shape']}: {summary['transfer_elements']} elements, "
+        f"{summary['transfer_bytes_fp32']} bytes as float32, {summary['transfer_bytes_uint8']} bytes "
+        f"as 8-bit min-max (incl. 8 bytes of min/max), against {summary['input_elements']} input elements.",
+        "",
+        f"Head {giga(account.head_macs)}MACs, {account.head_params} parameters, "
+        f"{account.head_ms} ms median on {account.threads} threads.",
+        "",
+        "## Tasks",
+        "",
+        markdown_table(account.per_task()),
+        "",
+        "## Shared-head accounting (seed 003, eq. 1–4)",
+        "",
+        f"- separate models (eq. 1): {giga(account.macs_separate)}MACs",
+        f"- shared head + task tails (eq. 3): {giga(account.macs_shared)}MACs",
+        f"- reduction: **{account.reduction_percent:.2f} %** ({giga(account.macs_separate - account.macs_shared)}MACs saved)",
+        "",
+        markdown_table(account.summary()),
+        "",
+        f"Provenance: {provenance_line(provenance)}.",
+    ]
+    return "\n".join(lines)
+
+
+def split_comparison(accounts: list[pd.DataFrame], reference: pd.DataFrame) -> pd.DataFrame:
+    """Our reductions beside the paper's (``seed003_sizes_and_macs.csv``)."""
+    ours = pd.concat(accounts, ignore_index=True)
+    paper = reference[reference["quantity"] == "shared_cnn_mac_reduction"]
+    paper_by_model = {str(m).lower(): float(v) for m, v in zip(paper["model"], paper["value"])}
+    ours["paper_reduction_percent"] = ours["model"].map(
+        lambda m: paper_by_model.get(m.replace("_", ""), float("nan"))
+    )
+    ours["difference_points"] = (ours["reduction_percent"] - ours["paper_reduction_percent"]).round(2)
+    return ours[["model", "split", "tasks", "macs_separate", "macs_shared", "reduction_percent",
+                 "paper_reduction_percent", "difference_points", "transfer_elements"]]

@@ -1,0 +1,232 @@
+"""Split execution and MAC accounting, for one task or several sharing a head (seed 003).
+
+Seed 003 runs n task models whose first layers are one shared CNN (eq. 1–4):
+
+* separate models:  MAC(models) = Σ_k MAC(model_k)                         (eq. 1)
+* shared head:      MAC(models) = MAC(CNN_shared) + Σ_k MAC(model_k,latter) (eq. 3)
+
+so sharing saves (n − 1) · MAC(CNN_shared). The reduction is reported in percent of the
+separate total. The edge runs the head once and transmits one tensor; its size is
+reported as float32 and as 8-bit min-max quantised (plus the min and max, 2 × 4 bytes of
+side information, which the receiver needs to dequantise).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from splitbench.errors import SplitbenchError
+from splitbench.profiling import example_input, profile_model
+from splitbench.zoo import ZooModel, count_parameters, load_model
+
+TASKS = ("classification", "detection")
+MINMAX_SIDE_INFO_BYTES = 8  # min and max as float32
+
+
+@dataclass
+class TaskSplit:
+    """One task model cut at the shared split point."""
+
+    task: str
+    model: str
+    index: int  # last head stage
+    macs_total: int
+    macs_head: int
+    params_total: int
+    params_tail: int
+    head_shape: tuple[int, ...]
+    tail_ms: float | None = None
+
+    @property
+    def macs_tail(self) -> int:
+        return self.macs_total - self.macs_head
+
+
+@dataclass
+class SplitAccount:
+    model: str
+    split: str
+    module: str
+    input_shape: tuple[int, ...]
+    transfer_shape: tuple[int, ...]
+    head_params: int
+    head_ms: float | None
+    threads: int
+    tasks: list[TaskSplit]
+
+    @property
+    def head_macs(self) -> int:
+        return self.tasks[0].macs_head
+
+    @property
+    def transfer_elements(self) -> int:
+        return int(torch.Size(self.transfer_shape).numel())
+
+    @property
+    def macs_separate(self) -> int:
+        return sum(t.macs_total for t in self.tasks)  # eq. 1
+
+    @property
+    def macs_shared(self) -> int:
+        return self.head_macs + sum(t.macs_tail for t in self.tasks)  # eq. 3
+
+    @property
+    def reduction_percent(self) -> float:
+        return 100.0 * (self.macs_separate - self.macs_shared) / self.macs_separate
+
+    def summary(self) -> pd.DataFrame:
+        primary = self.tasks[0]
+        row = {
+            "model": self.model,
+            "split": self.split,
+            "module": self.module,
+            "tasks": ",".join(t.task for t in self.tasks),
+            "head_macs": self.head_macs,
+            "head_params": self.head_params,
+            "tail_macs": primary.macs_tail,
+            "tail_params": primary.params_tail,
+            "input_elements": int(torch.Size(self.input_shape).numel()),
+            "transfer_shape": "x".join(map(str, self.transfer_shape)),
+            "transfer_elements": self.transfer_elements,
+            "transfer_bytes_fp32": 4 * self.transfer_elements,
+            "transfer_bytes_uint8": self.transfer_elements + MINMAX_SIDE_INFO_BYTES,
+            "macs_separate": self.macs_separate,
+            "macs_shared": self.macs_shared,
+            "macs_saved": self.macs_separate - self.macs_shared,
+            "reduction_percent": round(self.reduction_percent, 4),
+            "head_ms": self.head_ms,
+            "tail_ms": primary.tail_ms,
+            "threads": self.threads,
+        }
+        return pd.DataFrame([row])
+
+    def per_task(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {
+                    "task": t.task,
+                    "model": t.model,
+                    "macs_total": t.macs_total,
+                    "macs_head": t.macs_head,
+                    "macs_tail": t.macs_tail,
+                    "params_total": t.params_total,
+                    "params_tail": t.params_tail,
+                    "tail_ms": t.tail_ms,
+                }
+                for t in self.tasks
+            ]
+        )
+
+
+def task_models(zoo_model: ZooModel, tasks: list[str]) -> dict[str, ZooModel]:
+    """The model that serves each task; the detector shares ``zoo_model``'s backbone."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise SplitbenchError(f"unknown task '{(unknown or [''])[0]}'; valid tasks: {', '.join(TASKS)}")
+    spec = zoo_model.spec
+    chosen: dict[str, ZooModel] = {}
+    for task in tasks:
+        if task == spec.task:
+            chosen[task] = zoo_model
+        elif task == "detection" and spec.detector:
+            chosen[task] = load_model(spec.detector)  # no detection weights exist offline
+        else:
+            raise SplitbenchError(
+                f"no {task} model shares {spec.name}'s layers; multi-task accounting is "
+                f"defined for vgg16 and mobilenet_v2 (classification,detection)"
+            )
+    return chosen
+
+
+def _resolve_in(task_model: ZooModel, at: str, primary: ZooModel) -> int:
+    try:
+        return task_model.trunk.resolve(at)
+    except SplitbenchError:
+        shared = list(task_model.spec.split_points)[-2]
+        raise SplitbenchError(
+            f"{task_model.spec.name} shares {primary.spec.name}'s layers only up to '{shared}': "
+            f"split at or before it for multi-task accounting"
+        ) from None
+
+
+def median_ms(module: nn.Module, x: torch.Tensor, repeats: int) -> float | None:
+    """Median wall time of ``module(x)`` over ``repeats`` runs after one warm-up run."""
+    if repeats <= 0:
+        return None
+    times = []
+    with torch.inference_mode():
+        module(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            module(x)
+            times.append(1000 * (time.perf_counter() - start))
+    return round(statistics.median(times), 3)
+
+
+def account_split(
+    zoo_model: ZooModel,
+    at: str,
+    tasks: list[str] | None = None,
+    *,
+    repeats: int = 5,
+    input_size: int | None = None,
+) -> SplitAccount:
+    """Cut ``zoo_model`` at ``at`` and account MACs, parameters, bytes and latency per task."""
+    tasks = tasks or [zoo_model.spec.task]
+    models = task_models(zoo_model, tasks)
+    index = zoo_model.trunk.resolve(at)
+    x = example_input(zoo_model, input_size)
+
+    splits = []
+    for task, task_model in models.items():
+        cut = _resolve_in(task_model, at, zoo_model) if task_model is not zoo_model else index
+        stages = profile_model(task_model, input_size, all_stages=True).table
+        splits.append(
+            TaskSplit(
+                task=task,
+                model=task_model.spec.name,
+                index=cut,
+                macs_total=int(stages["macs"].sum()),
+                macs_head=int(stages["cum_macs"].iloc[cut]),
+                params_total=count_parameters([task_model.trunk]),
+                params_tail=count_parameters(task_model.trunk.stages[cut + 1 :]),
+                head_shape=tuple(int(s) for s in stages["output_shape"].iloc[cut].split("x")),
+            )
+        )
+    _check_same_head(splits)
+
+    head = zoo_model.trunk.head(index)
+    with torch.inference_mode():
+        transmitted = head(x)
+    head_ms = median_ms(head, x, repeats)
+    for split, task_model in zip(splits, models.values()):
+        split.tail_ms = median_ms(task_model.trunk.tail(split.index), transmitted, repeats)
+
+    return SplitAccount(
+        model=zoo_model.spec.name,
+        split=at,
+        module=zoo_model.trunk.paths[index],
+        input_shape=tuple(x.shape[1:]),
+        transfer_shape=tuple(transmitted.shape[1:]),
+        head_params=count_parameters(zoo_model.trunk.stages[: index + 1]),
+        head_ms=head_ms,
+        threads=torch.get_num_threads(),
+        tasks=splits,
+    )
+
+
+def _check_same_head(splits: list[TaskSplit]) -> None:
+    """Sharing is only sound if every task's head computes the same tensor."""
+    first = splits[0]
+    for other in splits[1:]:
+        if (other.macs_head, other.head_shape) != (first.macs_head, first.head_shape):
+            raise SplitbenchError(
+                f"{other.model}'s layers up to the split differ from {first.model}'s "
+                f"({other.macs_head} vs {first.macs_head} MACs, {other.head_shape} vs {first.head_shape})"
+            )

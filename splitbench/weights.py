@@ -1,0 +1,144 @@
+"""Loading model weights: ``none``, torchvision's ``default``, or a local file.
+
+Files are read with ``torch.load(weights_only=True)`` (or safetensors), so a checkpoint
+can never run code on the reader's machine. Keys must match the model exactly; a file
+made for another model is refused with a one-line summary of what does not fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tv_models
+
+from splitbench.errors import SplitbenchError
+
+# Containers that training scripts commonly wrap a state_dict in.
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+# Prefixes added by DataParallel/DistributedDataParallel and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's weights came from, for the provenance of every result."""
+
+    source: str  # "none", "default" or the file path
+    sha256: str | None = None
+    name: str | None = None  # torchvision's weights enum member for "default"
+
+    def describe(self) -> dict[str, str | None]:
+        return {"source": self.source, "sha256": self.sha256, "name": self.name}
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_weights(model: nn.Module, model_name: str, weights: str, torchvision_name: str | None) -> WeightsInfo:
+    """Load ``weights`` (``none``, ``default`` or a path) into ``model`` in place."""
+    if weights == "none":
+        return WeightsInfo("none")
+    if weights == "default":
+        return _load_torchvision_default(model, model_name, torchvision_name)
+    path = Path(weights).expanduser()
+    state = read_state_dict(path)
+    apply_state_dict(model, state, model_name, str(path))
+    return WeightsInfo(str(path), sha256_of(path))
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped from common containers and prefixes."""
+    if not path.is_file():
+        raise SplitbenchError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw: object = load_file(str(path))
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SplitbenchError(
+            f"cannot read weights from {path}: not a plain tensor checkpoint ({first_line})"
+        ) from None
+    return _unwrap(raw, path)
+
+
+def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(raw, Mapping):
+        for key in _STATE_DICT_KEYS:
+            if isinstance(raw.get(key), Mapping):
+                raw = raw[key]
+                break
+    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise SplitbenchError(f"cannot read weights from {path}: no state_dict of tensors in it")
+    state = {}
+    for key, value in raw.items():
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        state[key] = value
+    return state
+
+
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], model_name: str, origin: str) -> None:
+    """Strict load (torch's rules) with a one-line explanation of any mismatch."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise SplitbenchError(f"weights in {origin} do not fit {model_name}: {_mismatch(model, state)}") from None
+
+
+def _mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    expected = model.state_dict()
+    # BatchNorm fills a missing num_batches_tracked itself (checkpoints from before torch 0.4.1).
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{len(items)} {label} (e.g. {items[0]})"
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if items
+    ]
+    return "; ".join(problems) or "load_state_dict refused them"
+
+
+def _load_torchvision_default(model: nn.Module, model_name: str, torchvision_name: str | None) -> WeightsInfo:
+    if torchvision_name is None:
+        raise SplitbenchError(
+            f"torchvision publishes no weights for {model_name}; pass --weights PATH "
+            f"to a state_dict (or --weights none for random weights)"
+        )
+    enum = tv_models.get_model_weights(torchvision_name).DEFAULT
+    try:
+        state = enum.get_state_dict(progress=False, check_hash=True)
+    except Exception as error:  # URLError, socket errors, hash mismatch: all mean "not here"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SplitbenchError(
+            f"cannot get torchvision's default weights for {model_name} ({enum}): {reason}; "
+            f"without a network, pass --weights PATH to a local copy"
+        ) from None
+    apply_state_dict(model, state, model_name, str(enum))
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+    return WeightsInfo("default", sha256_of(cached) if cached.is_file() else None, str(enum))

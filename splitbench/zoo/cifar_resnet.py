@@ -1,0 +1,119 @@
+"""He et al.'s CIFAR-10 ResNets (20, 56 layers) with option-A shortcuts.
+
+Option A (He et al. 2016, §4.2): where a block halves the resolution and doubles the
+width, the shortcut subsamples with stride 2 and pads the new channels with zeros, so the
+shortcut has no parameters. Module names follow Yerlan Idelbayev's widely used
+implementation, whose checkpoints (``../shared/weights/cifar-resnet*.th``) therefore load
+with strict keys once their ``module.`` prefix is stripped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from splitbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from splitbench.zoo.registry import ModelSpec, register
+from splitbench.zoo.trunk import Stage, chain
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option-A shortcut: stride-2 subsampling, new channels zero-padded on both sides."""
+
+    def __init__(self, extra_channels: int) -> None:
+        super().__init__()
+        self.pad = extra_channels // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        downsample = stride != 1 or in_planes != planes
+        self.shortcut: nn.Module = ZeroPadShortcut(planes - in_planes) if downsample else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs: widths 16, 32, 64; n blocks per stage."""
+
+    def __init__(self, depth: int, num_classes: int = 10) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        blocks = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._stage(16, 16, blocks, stride=1)
+        self.layer2 = self._stage(16, 32, blocks, stride=2)
+        self.layer3 = self._stage(32, 64, blocks, stride=2)
+        self.linear = nn.Linear(64, num_classes)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight)
+
+    @staticmethod
+    def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = [BasicBlock(in_planes, planes, stride)]
+        layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def _stages(model: CifarResNet) -> list[Stage]:
+    return chain(
+        [
+            ("conv1", model.conv1),
+            ("bn1", model.bn1),
+            ("relu", nn.ReLU()),
+            ("layer1", model.layer1),
+            ("layer2", model.layer2),
+            ("layer3", model.layer3),
+            ("pool", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten(1)),
+            ("linear", model.linear),
+        ]
+    )
+
+
+def _split_points(depth: int) -> dict[str, str]:
+    last = (depth - 2) // 6 - 1
+    points = {"conv1": "relu"}
+    points.update({f"layer{i}": f"layer{i}.{last}" for i in (1, 2, 3)})
+    points["fc"] = "linear"
+    return points
+
+
+# The shared checkpoints were trained on inputs normalised with ImageNet's mean and std.
+CIFAR_RESNET_PREPROCESSING = Preprocessing(crop=32, resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+for _depth in (20, 56):
+    register(
+        ModelSpec(
+            name=f"cifar_resnet{_depth}",
+            description=f"ResNet-{_depth} for CIFAR-10 (He et al. 2016, option-A shortcuts), 32x32",
+            task="classification",
+            input_size=32,
+            preprocessing=CIFAR_RESNET_PREPROCESSING,
+            build=lambda depth=_depth: CifarResNet(depth),
+            stages=_stages,
+            split_points=_split_points(_depth),
+            dataset="cifar10",
+        )
+    )

@@ -1,0 +1,130 @@
+"""ImageNet classifiers from torchvision, with the split-point names of the papers.
+
+The models are torchvision's own builders, so torchvision checkpoints load into them with
+strict keys; only the description as a chain of stages is ours.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision import models
+
+from splitbench.data.transforms import Preprocessing
+from splitbench.zoo.registry import ModelSpec, register
+from splitbench.zoo.trunk import Stage, chain
+
+IMAGENET_EVAL = Preprocessing(crop=224, resize=256)
+
+# VGG16's convolution widths per block; "M" is a 2x2 max pooling.
+_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg16_split_points() -> dict[str, str]:
+    """conv1_1 … conv5_3 (after their ReLU), pool1 … pool5, fc6 … fc8 (Caffe's names)."""
+    points: dict[str, str] = {}
+    index, block, conv = 0, 1, 1
+    for width in _VGG16_CFG:
+        if width == "M":
+            points[f"pool{block}"] = f"features.{index}"
+            index, block, conv = index + 1, block + 1, 1
+        else:
+            points[f"conv{block}_{conv}"] = f"features.{index + 1}"  # conv, then its ReLU
+            index, conv = index + 2, conv + 1
+    # fc6 and fc7 include their ReLU and dropout (identity at inference), as in Caffe.
+    points.update({"fc6": "classifier.2", "fc7": "classifier.5", "fc8": "classifier.6"})
+    return points
+
+
+def _vgg16_stages(model: nn.Module) -> list[Stage]:
+    return chain(
+        [
+            ("features", model.features),
+            ("avgpool", model.avgpool),
+            ("flatten", nn.Flatten(1)),  # torch.flatten in torchvision's forward
+            ("classifier", model.classifier),
+        ]
+    )
+
+
+def mobilenet_v2_split_points() -> dict[str, str]:
+    """conv1, bottleneck1 … bottleneck17 (= ``features[N]``), conv_last, classifier."""
+    points = {"conv1": "features.0.2"}
+    points.update({f"bottleneck{n}": f"features.{n}" for n in range(1, 18)})
+    points.update({"conv_last": "features.18.2", "classifier": "classifier.1"})
+    return points
+
+
+def _mobilenet_v2_stages(model: nn.Module) -> list[Stage]:
+    return chain(
+        [
+            ("features", model.features),
+            # torchvision's forward pools and flattens with functions; the same as modules:
+            ("pool", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten(1)),
+            ("classifier", model.classifier),
+        ]
+    )
+
+
+def _resnet50_stages(model: nn.Module) -> list[Stage]:
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+    parts = [(name, getattr(model, name)) for name in names]
+    return chain(parts + [("flatten", nn.Flatten(1)), ("fc", model.fc)])
+
+
+# He et al.'s stage names; the 3x3 max pooling opens conv2_x in their Table 1.
+_RESNET50_SPLIT_POINTS = {
+    "conv1": "relu",
+    "conv2_x": "layer1.2",
+    "conv3_x": "layer2.3",
+    "conv4_x": "layer3.5",
+    "conv5_x": "layer4.2",
+    "fc": "fc",
+}
+
+VGG16 = register(
+    ModelSpec(
+        name="vgg16",
+        description="VGG16 (torchvision), ImageNet 224x224; seed 003's shared CNN",
+        task="classification",
+        input_size=224,
+        preprocessing=IMAGENET_EVAL,
+        build=lambda: models.vgg16(weights=None),
+        stages=_vgg16_stages,
+        split_points=vgg16_split_points(),
+        torchvision_weights="vgg16",
+        dataset="imagenet-val-1300",
+        detector="ssd_vgg16",
+    )
+)
+
+MOBILENET_V2 = register(
+    ModelSpec(
+        name="mobilenet_v2",
+        description="MobileNetV2 (torchvision), ImageNet 224x224; seed 003's shared CNN",
+        task="classification",
+        input_size=224,
+        preprocessing=IMAGENET_EVAL,
+        build=lambda: models.mobilenet_v2(weights=None),
+        stages=_mobilenet_v2_stages,
+        split_points=mobilenet_v2_split_points(),
+        torchvision_weights="mobilenet_v2",
+        dataset="imagenet-val-1300",
+        detector="ssd_mobilenet_v2",
+    )
+)
+
+RESNET50 = register(
+    ModelSpec(
+        name="resnet50",
+        description="ResNet-50 (torchvision), ImageNet 224x224; seed 000's backbone",
+        task="classification",
+        input_size=224,
+        preprocessing=IMAGENET_EVAL,
+        build=lambda: models.resnet50(weights=None),
+        stages=_resnet50_stages,
+        split_points=_RESNET50_SPLIT_POINTS,
+        torchvision_weights="resnet50",
+        dataset="imagenet-val-1300",
+    )
+)
