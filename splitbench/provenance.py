@@ -53,7 +53,9 @@ def git_commit() -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # Changes under reports/ are results, not code: regenerating them must not mark later
+    # results of the same run as made from a dirty tree.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)reports") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

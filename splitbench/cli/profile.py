@@ -40,11 +40,17 @@ def profile_command(
     written = write_result(out, "profile", profile.table, meta, profile_markdown(profile, meta))
     written.append(plot_profile(profile, out / "profile.png"))
 
-    terminal_columns = ["layer", "output_shape", "elements", "macs", "cum_macs", "params", "smaller_than_input"]
+    # The terminal gets a narrower view (the files keep exact counts).
+    table = profile.table
+    view = table.assign(
+        MMACs=(table["macs"] / 1e6).round(1),
+        cum_GMACs=(table["cum_macs"] / 1e9).round(3),
+        smaller=table["smaller_than_input"],
+    )
     show_table(
-        profile.table,
+        view,
         title=f"{profile.model}: input {'x'.join(map(str, profile.input_shape))}",
-        columns=terminal_columns,
+        columns=["layer", "output_shape", "elements", "MMACs", "cum_GMACs", "params", "smaller"],
     )
     console.print(f"total {giga(profile.total_macs)}MACs, {profile.total_params:,} parameters")
     show_written(written)
