@@ -105,3 +105,38 @@ def split_comparison(accounts: list[pd.DataFrame], reference: pd.DataFrame) -> p
     ours["difference_points"] = (ours["reduction_percent"] - ours["paper_reduction_percent"]).round(2)
     return ours[["model", "split", "tasks", "macs_separate", "macs_shared", "reduction_percent",
                  "paper_reduction_percent", "difference_points", "transfer_elements"]]
+
+
+def training_markdown(model: str, history: pd.DataFrame, recipe: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """Final figures, the recipe, and the history every 10 epochs (the CSV has all)."""
+    last = history.iloc[-1]
+    every = history[(history["epoch"] % 10 == 0) | (history["epoch"] == last["epoch"])]
+    recipe_lines = "\n".join(f"- {key}: {value}" for key, value in recipe.items())
+    test = f"{last['test_top1']:.2f} %" if "test_top1" in history and pd.notna(last.get("test_top1")) else "n/a"
+    return (
+        f"# Training {model}\n\n"
+        f"{int(last['epoch'])} epochs; final test top-1 **{test}**, train loss {last['train_loss']:.4f}; "
+        f"median {history['images_per_s'].median():,.0f} training images/s.\n\n"
+        f"## Recipe\n\n{recipe_lines}\n\n## History\n\n{markdown_table(every.round(4))}\n\n"
+        f"{provenance_line(provenance)}\n"
+    )
+
+
+def plot_training(path: Path, history: pd.DataFrame, title: str) -> Path:
+    """Training loss and train/test top-1 per epoch."""
+
+    def draw(axes: Any) -> None:
+        axes.plot(history["epoch"], history["train_top1"], label="train top-1 (augmented)")
+        if "test_top1" in history:
+            tested = history.dropna(subset=["test_top1"])
+            axes.plot(tested["epoch"], tested["test_top1"], label="test top-1")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("top-1 (%)")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        loss = axes.twinx()
+        loss.plot(history["epoch"], history["train_loss"], color="grey", linestyle=":", label="train loss")
+        loss.set_ylabel("train loss")
+        axes.legend(loc="center right")
+
+    return save_figure(path, draw)

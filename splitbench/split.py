@@ -13,16 +13,14 @@ side information, which the receiver needs to dequantise).
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from torch import nn
 
 from splitbench.errors import SplitbenchError
 from splitbench.profiling import example_input, profile_model
+from splitbench.timing import median_ms
 from splitbench.zoo import ZooModel, count_parameters, load_model
 
 TASKS = ("classification", "detection")
@@ -153,20 +151,6 @@ def _resolve_in(task_model: ZooModel, at: str, primary: ZooModel) -> int:
             f"{task_model.spec.name} shares {primary.spec.name}'s layers only up to '{shared}': "
             f"split at or before it for multi-task accounting"
         ) from None
-
-
-def median_ms(module: nn.Module, x: torch.Tensor, repeats: int) -> float | None:
-    """Median wall time of ``module(x)`` over ``repeats`` runs after one warm-up run."""
-    if repeats <= 0:
-        return None
-    times = []
-    with torch.inference_mode():
-        module(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            module(x)
-            times.append(1000 * (time.perf_counter() - start))
-    return round(statistics.median(times), 3)
 
 
 def account_split(

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision import models as tv_models
 
 from splitbench.errors import SplitbenchError
+from splitbench.results import atomic_open
 
 # Containers that training scripts commonly wrap a state_dict in.
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
@@ -58,6 +59,26 @@ def load_weights(model: nn.Module, model_name: str, weights: str, torchvision_na
     return WeightsInfo(str(path), sha256_of(path))
 
 
+def save_safetensors(
+    model: nn.Module, path: Path, *, dtype: torch.dtype | None = None, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``model``'s state_dict as safetensors (optionally cast, e.g. to fp16), atomically.
+
+    Only floating-point tensors are cast; ``metadata`` (strings only, as the format wants)
+    travels inside the file, so a checkpoint carries its own recipe and measured accuracy.
+    """
+    from safetensors.torch import save
+
+    state = {
+        key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value).detach().cpu().contiguous()
+        for key, value in model.state_dict().items()
+    }
+    payload = save(state, metadata=dict(metadata or {}))
+    with atomic_open(path, "wb") as handle:
+        handle.write(payload)
+    return path
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapped from common containers and prefixes."""
     if not path.is_file():
@@ -88,8 +109,7 @@ def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
     state = {}
     for key, value in raw.items():
         for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
+            key = key.removeprefix(prefix)
         state[key] = value
     return state
 

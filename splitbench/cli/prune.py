@@ -1,0 +1,164 @@
+"""``splitbench prune``: seed 002's ViT channel pruning sweep (weight, importance, stability)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import torch
+import typer
+from rich.progress import Progress
+
+from splitbench import provenance
+from splitbench.cli import app
+from splitbench.cli.options import DataRoot, OutDir, default_out
+from splitbench.cli.render import console, show_table, show_written
+from splitbench.data import open_dataset
+from splitbench.data.datasets import ImageDataset
+from splitbench.data.tensors import decode_dataset
+from splitbench.errors import SplitbenchError
+from splitbench.pruning import SCOPES, TARGETS
+from splitbench.pruning.report import channel_table, plot_prune, prune_markdown
+from splitbench.pruning.scores import DEFAULT_ALPHA, ESTIMATORS, METHODS
+from splitbench.pruning.select import check_ratio
+from splitbench.pruning.sweep import (
+    PRUNE_COLUMNS,
+    PointCache,
+    SweepData,
+    SweepSettings,
+    cached_losses,
+    estimator_agreement,
+    run_sweep,
+)
+from splitbench.pruning.vit_channels import channel_groups, parse_targets
+from splitbench.results import write_csv, write_result
+from splitbench.training import CifarAugment, TrainConfig, train_classifier
+from splitbench.training.augment import normalize
+from splitbench.training.trainer import pick_device
+from splitbench.zoo import load_model
+
+
+def _choices(value: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+        raise SplitbenchError(f"unknown {what} {','.join(unknown) or '(none)'}; valid: {', '.join(valid)}")
+    return names
+
+
+def _ratios(value: str) -> tuple[float, ...]:
+    try:
+        ratios = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise SplitbenchError(f"--ratio takes numbers in [0, 1) separated by commas, got {value!r}") from None
+    return tuple(check_ratio(r) for r in ratios)
+
+
+@app.command("prune")
+def prune_command(
+    model: Annotated[str, typer.Argument(help="Model to prune: vit (seed 002's CIFAR-10 ViT).")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "--weights", help="Trained weights (.safetensors/.pth).")],
+    ratio: Annotated[str, typer.Option("--ratio", help="Fraction(s) of channels to prune, e.g. 0.5 or 0.3,0.4,0.5.")] = "0.3,0.4,0.5,0.6,0.7",
+    method: Annotated[str, typer.Option("--method", help=f"One or more of {', '.join(METHODS)}.")] = ",".join(METHODS),
+    scope: Annotated[str, typer.Option("--scope", help="uniform (same ratio per block), global (one ranking), or both.")] = "uniform,global",
+    targets: Annotated[str, typer.Option("--targets", help=f"Channels to prune: {', '.join(TARGETS)}.")] = "attention",
+    estimator: Annotated[str, typer.Option("--estimator", help="Per-channel losses: exact or taylor.")] = "taylor",
+    compare_estimators: Annotated[bool, typer.Option("--compare-estimators", help="Also run the other estimator and report rank correlations.")] = False,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, help="Weight of L_KL in the importance loss (eq. 1).")] = DEFAULT_ALPHA,
+    proxy: Annotated[int, typer.Option("--proxy", min=1, help="Training images for importance/stability.")] = 512,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Epochs of fine-tuning after pruning (Adam, lr 5e-5 cosine, crop+flip; seed 002 reports none).")] = 0,
+    device: Annotated[str, typer.Option("--device", help="Fine-tuning device: auto, cpu or cuda[:N].")] = "auto",
+    data: DataRoot = None,
+    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on the first N test images (class-sorted: use a multiple of 1000 per class block with care).")] = None,
+    timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 images (median).")] = 3,
+    save_models: Annotated[Path | None, typer.Option("--save-models", help="Write every pruned model here (safetensors).")] = None,
+    out: OutDir = None,
+) -> None:
+    """Prune MODEL's channels by weight, importance or stability; measure size, MACs, accuracy and CPU time."""
+    start = time.perf_counter()
+    if model != "vit":
+        raise SplitbenchError(f"channel pruning supports the model vit only, got {model!r}")
+    settings = SweepSettings(
+        methods=_choices(method, METHODS, "method"), scopes=_choices(scope, SCOPES, "scope"), ratios=_ratios(ratio),
+        targets=parse_targets(targets), estimator=_choices(estimator, ESTIMATORS, "estimator")[0], alpha=alpha,
+        proxy=proxy, finetune_epochs=finetune_epochs, timing_repeats=timing_repeats,
+    )
+    zoo_model = load_model(model, checkpoint)
+    spec = zoo_model.spec
+    sweep_data, data_provenance = _load_data(spec, data, proxy, test_limit)
+
+    cache = PointCache(Path("cache") / "prune", zoo_model.weights.sha256 or "none", settings, len(sweep_data.test_labels))
+    rows: list[dict] = []
+    with Progress(console=console, transient=True) as bar:
+        losses_task = bar.add_task("per-channel losses", total=None)
+        points_task = bar.add_task("pruned models", total=1 + len(settings.methods) * len(settings.scopes) * len(settings.ratios))
+
+        def point_done(row: dict) -> None:
+            rows.append(row)
+            bar.update(points_task, advance=1, description=f"pruned models ({row['method']} {row['scope']} {row['ratio']:g})")
+
+        finetune = _finetuner(spec, data, settings, cache, device) if finetune_epochs else None
+        result = run_sweep(zoo_model.model, sweep_data, settings, cache, finetune=finetune, save_dir=save_models, on_point=point_done,
+                           on_loss_progress=lambda n: bar.update(losses_task, advance=n))
+        agreement = None
+        if compare_estimators:
+            other = "exact" if settings.estimator == "taylor" else "taylor"
+            groups = channel_groups(zoo_model.model, settings.targets)
+            second = cached_losses(zoo_model.model, sweep_data, groups, other, cache,
+                                   on_progress=lambda n: bar.update(losses_task, advance=n))
+            first = result.losses or cached_losses(zoo_model.model, sweep_data, groups, settings.estimator, cache)
+            agreement = pd.DataFrame(estimator_agreement(first, second, alpha))
+
+    table = pd.DataFrame(result.rows)[PRUNE_COLUMNS + ["kept_per_block"]]
+    out = out or default_out("prune", f"{spec.name}-{'+'.join(settings.targets)}")
+    meta = provenance.collect(
+        "prune",
+        {"model": model, "checkpoint": checkpoint, "settings": settings.__dict__, "test_limit": test_limit,
+         "save_models": save_models, "out": out, "cache": cache.directory},
+        weights=zoo_model.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
+    )
+    markdown = prune_markdown(table, meta, checkpoint_top1=None, fits=result.fits, agreement=agreement)
+    written = write_result(out, "prune", table, meta, markdown)
+    written.append(plot_prune(out / "prune.png", table))
+    written.append(write_csv(out / "channel_scores.csv", channel_table(result.scores, result.losses)))
+    if agreement is not None:
+        written.append(write_csv(out / "estimators.csv", agreement))
+    show_table(table, title="ViT channel pruning", columns=["method", "scope", "ratio", "params", "macs", "top1",
+                                                            "cpu_ms_1000_b100", "cpu_ms_1000_b1"])
+    show_written(written)
+
+
+def _load_data(spec, root: Path | None, proxy: int, test_limit: int | None) -> tuple[SweepData, dict]:
+    """Normalised test images and a proxy set spread evenly over the (class-sorted) training set."""
+    assert spec.dataset is not None
+    test_set = open_dataset(spec.dataset, split="test", root=root)
+    if test_limit is not None:
+        # The test set is sorted by class: take every k-th image so that all classes stay represented.
+        step = max(1, len(test_set) // test_limit)
+        test_set = ImageDataset(test_set.samples[::step][:test_limit], provenance={**test_set.provenance(), "every": step, "limit": test_limit})
+    train_set = open_dataset(spec.dataset, split="train", root=root)
+    if proxy > len(train_set):
+        raise SplitbenchError(f"--proxy {proxy} is more than the {len(train_set)} training images")
+    picks = torch.linspace(0, len(train_set) - 1, proxy).round().long().tolist()
+    proxy_set = ImageDataset([train_set.samples[i] for i in picks], provenance={**train_set.provenance(), "proxy": proxy})
+    test_images, test_labels = decode_dataset(test_set)
+    proxy_images, proxy_labels = decode_dataset(proxy_set)
+    mean, std = spec.preprocessing.mean, spec.preprocessing.std
+    data = SweepData(normalize(test_images, mean, std), test_labels, normalize(proxy_images, mean, std), proxy_labels)
+    return data, {"test": test_set.provenance(), "proxy": proxy_set.provenance()}
+
+
+def _finetuner(spec, root: Path | None, settings: SweepSettings, cache: PointCache, device: str):
+    """Fine-tuning of each pruned model on the full training set, resumable per point."""
+    train = decode_dataset(open_dataset(spec.dataset, split="train", root=root))
+    config = TrainConfig(epochs=settings.finetune_epochs, batch_size=128, lr=5e-5)
+
+    def finetune(model: torch.nn.Module, name: str) -> None:
+        train_classifier(model, train, None, mean=spec.preprocessing.mean, std=spec.preprocessing.std, config=config,
+                         checkpoint_dir=cache.directory / f"finetune-{name}", device=pick_device(device),
+                         augment=CifarAugment(randaugment_ops=0), progress=False)
+        model.cpu().eval()
+
+    return finetune

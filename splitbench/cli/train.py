@@ -1,0 +1,99 @@
+"""``splitbench train``: train a zoo classifier (the CIFAR-10 ViT of seed 002) reproducibly."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import torch
+import typer
+
+from splitbench import provenance
+from splitbench.cli import app
+from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.render import console, show_written
+from splitbench.data import open_dataset
+from splitbench.data.tensors import decode_dataset
+from splitbench.errors import SplitbenchError
+from splitbench.reporting import plot_training, training_markdown
+from splitbench.results import write_result
+from splitbench.training import CifarAugment, TrainConfig, train_classifier
+from splitbench.training.trainer import pick_device
+from splitbench.weights import save_safetensors
+from splitbench.zoo import load_model
+
+
+@app.command("train")
+def train_command(
+    model: Annotated[str, typer.Argument(help="Zoo classifier to train (e.g. vit).")],
+    weights: Weights = "none",
+    data: DataRoot = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 200,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 512,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine-annealed to 0).")] = 1e-4,
+    randaugment: Annotated[int, typer.Option("--randaugment", min=0, help="RandAugment ops per image; 0 disables.")] = 2,
+    magnitude: Annotated[int, typer.Option("--magnitude", min=0, max=30, help="RandAugment magnitude.")] = 14,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda[:N].")] = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on GPU.")] = True,
+    compile_model: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Test accuracy every N epochs.")] = 1,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Train on the first N images only.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding the images once.")] = 2,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option("--checkpoint-dir", help="Resumable state (default: cache/train/<run>).")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="fp16 safetensors of the final model (default: in --out).")
+    ] = None,
+    out: OutDir = None,
+) -> None:
+    """Train MODEL on its data set; checkpoints every epoch and resumes where it stopped."""
+    start = time.perf_counter()
+    zoo_model = load_model(model, weights)
+    spec = zoo_model.spec
+    if spec.task != "classification" or spec.dataset is None:
+        raise SplitbenchError(f"{model} is not a classifier with a training set; try vit or cifar_resnet20")
+    chosen = pick_device(device)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, amp=amp,
+                         compile=compile_model, eval_every=eval_every)
+    augment = CifarAugment(randaugment_ops=randaugment, randaugment_magnitude=magnitude)
+
+    train_set = open_dataset(spec.dataset, split="train", root=data, limit=limit)
+    test_set = open_dataset(spec.dataset, split="test", root=data)
+    console.print(f"decoding {len(train_set):,} training and {len(test_set):,} test images once")
+    train, test = decode_dataset(train_set, workers=workers), decode_dataset(test_set, workers=workers)
+
+    run = f"{spec.name}-{spec.dataset}"
+    out = out or default_out("train", run)
+    checkpoint_dir = checkpoint_dir or Path("cache") / "train" / run
+    result = train_classifier(
+        zoo_model.model, train, test, mean=spec.preprocessing.mean, std=spec.preprocessing.std,
+        config=config, checkpoint_dir=checkpoint_dir, device=chosen, augment=augment,
+    )
+    recipe = {**config.__dict__, "optimizer": "Adam", "augmentation": augment.describe(),
+              "device": str(chosen), "gpu": torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else None}
+    export = export or out / f"{run}-fp16.safetensors"
+    save_safetensors(zoo_model.model, export, dtype=torch.float16, metadata={
+        "model": spec.name, "dataset": spec.dataset, "recipe": json.dumps(recipe),
+        "test_top1": f"{result.test_top1:.2f}" if result.test_top1 is not None else "",
+    })
+    meta = provenance.collect(
+        "train",
+        {"model": model, "weights": weights, "recipe": recipe, "limit": limit, "out": out,
+         "checkpoint_dir": checkpoint_dir, "export": export,
+         "resumed_from_epoch": result.resumed_from_epoch, "epochs_run_now": result.epochs_run_now},
+        weights=zoo_model.weights.describe(),
+        data={"train": train_set.provenance(), "test": test_set.provenance()},
+        wall_s=time.perf_counter() - start,
+    )
+    history = pd.DataFrame(result.history)
+    written = write_result(out, "train", history, meta, training_markdown(spec.name, history, recipe, meta))
+    written.append(plot_training(out / "train.png", history, title=f"{spec.name} on {spec.dataset}"))
+    written.append(export)
+    top1 = "n/a" if result.test_top1 is None else f"{result.test_top1:.2f} %"
+    console.print(f"{spec.name}: {len(history)} epochs, test top-1 {top1}")
+    show_written(written)

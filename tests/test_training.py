@@ -1,0 +1,105 @@
+"""Training: batched augmentation, a loop that learns, and resumption that changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from splitbench.errors import SplitbenchError
+from splitbench.training import CifarAugment, TrainConfig, train_classifier
+from splitbench.training.augment import normalize, random_crop
+from splitbench.weights import read_state_dict, save_safetensors
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def test_random_crop_takes_a_window_of_the_zero_padded_image() -> None:
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.int32).view(2, 3, 8, 8).to(torch.uint8)
+    generator = torch.Generator().manual_seed(3)
+    cropped = random_crop(images, 2, generator)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for n in range(2):
+        windows = [padded[n, :, top : top + 8, left : left + 8] for top in range(5) for left in range(5)]
+        assert any(torch.equal(cropped[n], window) for window in windows)
+
+
+def test_augmentation_keeps_shape_and_dtype() -> None:
+    images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    out = CifarAugment(chunk=4)(images)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
+
+
+def separable_data(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes a linear model can tell apart: dark images and bright images."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 100, (n, 3, 8, 8), generator=generator, dtype=torch.uint8)
+    return torch.where(labels.view(-1, 1, 1, 1) == 1, images + 150, images).to(torch.uint8), labels
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+
+
+def plain() -> CifarAugment:
+    return CifarAugment(randaugment_ops=0, padding=1)
+
+
+def test_training_learns_a_separable_task(tmp_path) -> None:
+    model = tiny_model()
+    data = separable_data()
+    config = TrainConfig(epochs=4, batch_size=32, lr=1e-2)
+    result = train_classifier(model, data, data, mean=MEAN, std=STD, config=config, checkpoint_dir=tmp_path,
+                              device=torch.device("cpu"), augment=plain(), progress=False)
+    assert len(result.history) == 4 and result.test_top1 is not None and result.test_top1 > 95
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to 0 at the last epoch
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path) -> None:
+    data = separable_data()
+    config = TrainConfig(epochs=4, batch_size=32, lr=1e-2)
+    kwargs = dict(mean=MEAN, std=STD, config=config, device=torch.device("cpu"), progress=False)
+
+    straight = tiny_model()
+    train_classifier(straight, data, None, checkpoint_dir=tmp_path / "a", augment=plain(), **kwargs)
+
+    def stop_after_two(row: dict) -> None:
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    interrupted = tiny_model()
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(interrupted, data, None, checkpoint_dir=tmp_path / "b", augment=plain(),
+                         on_epoch=stop_after_two, **kwargs)
+    resumed = tiny_model()
+    result = train_classifier(resumed, data, None, checkpoint_dir=tmp_path / "b", augment=plain(), **kwargs)
+    assert result.resumed_from_epoch == 2 and result.epochs_run_now == 2 and len(result.history) == 4
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resuming_with_another_recipe_fails_in_one_line(tmp_path) -> None:
+    data = separable_data(64)
+    kwargs = dict(mean=MEAN, std=STD, device=torch.device("cpu"), progress=False, augment=plain())
+    train_classifier(tiny_model(), data, None, config=TrainConfig(epochs=1, batch_size=32), checkpoint_dir=tmp_path, **kwargs)
+    with pytest.raises(SplitbenchError, match="another recipe .*lr: 0.0001 -> 0.001"):
+        train_classifier(tiny_model(), data, None, config=TrainConfig(epochs=1, batch_size=32, lr=1e-3),
+                         checkpoint_dir=tmp_path, **kwargs)
+
+
+def test_fp16_export_round_trips_within_half_precision(tmp_path) -> None:
+    model = tiny_model()
+    path = save_safetensors(model, tmp_path / "m.safetensors", dtype=torch.float16, metadata={"test_top1": "50.00"})
+    state = read_state_dict(path)
+    assert state["1.weight"].dtype == torch.float16
+    assert torch.equal(state["1.weight"].float(), model[1].weight.detach().half().float())
+
+
+def test_normalize_matches_the_evaluation_transform() -> None:
+    images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    expected = (images.float() / 255 - 0.5) / 0.25
+    assert torch.allclose(normalize(images, MEAN, STD), expected)
