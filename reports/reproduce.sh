@@ -41,3 +41,14 @@ write_text(
     + markdown_table(table) + "\n\n" + notes,
 )
 PY
+
+# Seed 002: the reference ViT checkpoint (on a GPU: --device cuda --epochs 200; here the
+# CPU-only schedule in reports/train/vit-cifar10/train.md) and the pruning sweep.
+# splitbench train vit --epochs 1 --batch-size 128 --randaugment 0 --device cpu \
+#     --out reports/train/vit-cifar10 --export reports/checkpoints/vit-cifar10-fp16.safetensors
+VIT=reports/checkpoints/vit-cifar10-fp16.safetensors
+splitbench prune vit --checkpoint "$VIT" --ratio 0.3,0.4,0.5,0.6,0.7 \
+    --method weight,importance,stability --scope uniform,global --proxy 1000 --test-limit 2000 \
+    --out reports/prune/vit-attention
+splitbench prune vit --checkpoint "$VIT" --ratio 0.5 --method importance --scope uniform \
+    --proxy 16 --test-limit 2000 --compare-estimators --out reports/prune/vit-estimators

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from conftest import SHARED_DATA, needs_shared_data, needs_shared_weights, shared_weights
 from splitbench.errors import SplitbenchError
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
 from splitbench.training.augment import normalize, random_crop
 from splitbench.weights import read_state_dict, save_safetensors
+from test_cli import run
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -103,3 +108,28 @@ def test_normalize_matches_the_evaluation_transform() -> None:
     images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
     expected = (images.float() / 255 - 0.5) / 0.25
     assert torch.allclose(normalize(images, MEAN, STD), expected)
+
+
+@needs_shared_data
+@needs_shared_weights
+def test_train_command_fine_tunes_exports_and_resumes(tmp_path) -> None:
+    """`splitbench train` end to end on real CIFAR-10, from the shared ResNet-20 (cheap on a CPU)."""
+    from safetensors import safe_open
+
+    args = ["train", "cifar_resnet20", "--weights", str(shared_weights("cifar-resnet20-12fca82f.th")),
+            "--epochs", "1", "--limit", "256", "--test-limit", "500", "--batch-size", "64", "--lr", "1e-5",
+            "--randaugment", "0", "--device", "cpu", "--data", str(SHARED_DATA), "--workers", "0",
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")]
+    done = run(*args)
+    assert done.returncode == 0, done.stderr
+    history = pd.read_csv(tmp_path / "out" / "train.csv")
+    assert list(history["epoch"]) == [1] and history["test_top1"].iloc[0] > 70  # published 91.8 % lossless, ~81 % here
+    export = tmp_path / "out" / "cifar_resnet20-cifar10-fp16.safetensors"
+    with safe_open(str(export), framework="pt") as handle:
+        assert float(handle.metadata()["test_top1"]) == pytest.approx(history["test_top1"].iloc[0], abs=0.01)
+        assert json.loads(handle.metadata()["recipe"])["lr"] == 1e-5
+    sidecar = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert sidecar["data"]["train"]["images"] == 256 and sidecar["arguments"]["epochs_run_now"] == 1
+    again = run(*args)  # finished: resumes at the end and trains nothing
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "out" / "train.json").read_text())["arguments"]["epochs_run_now"] == 0

@@ -16,7 +16,6 @@ from splitbench.cli import app
 from splitbench.cli.options import DataRoot, OutDir, default_out
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.data import open_dataset
-from splitbench.data.datasets import ImageDataset
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.pruning import SCOPES, TARGETS
@@ -71,7 +70,7 @@ def prune_command(
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Epochs of fine-tuning after pruning (Adam, lr 5e-5 cosine, crop+flip; seed 002 reports none).")] = 0,
     device: Annotated[str, typer.Option("--device", help="Fine-tuning device: auto, cpu or cuda[:N].")] = "auto",
     data: DataRoot = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on the first N test images (class-sorted: use a multiple of 1000 per class block with care).")] = None,
+    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
     timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 images (median).")] = 3,
     save_models: Annotated[Path | None, typer.Option("--save-models", help="Write every pruned model here (safetensors).")] = None,
     out: OutDir = None,
@@ -134,15 +133,12 @@ def _load_data(spec, root: Path | None, proxy: int, test_limit: int | None) -> t
     """Normalised test images and a proxy set spread evenly over the (class-sorted) training set."""
     assert spec.dataset is not None
     test_set = open_dataset(spec.dataset, split="test", root=root)
-    if test_limit is not None:
-        # The test set is sorted by class: take every k-th image so that all classes stay represented.
-        step = max(1, len(test_set) // test_limit)
-        test_set = ImageDataset(test_set.samples[::step][:test_limit], provenance={**test_set.provenance(), "every": step, "limit": test_limit})
+    if test_limit is not None and test_limit < len(test_set):
+        test_set = test_set.evenly_spaced(test_limit)  # the test set is class-sorted: keep every class
     train_set = open_dataset(spec.dataset, split="train", root=root)
     if proxy > len(train_set):
         raise SplitbenchError(f"--proxy {proxy} is more than the {len(train_set)} training images")
-    picks = torch.linspace(0, len(train_set) - 1, proxy).round().long().tolist()
-    proxy_set = ImageDataset([train_set.samples[i] for i in picks], provenance={**train_set.provenance(), "proxy": proxy})
+    proxy_set = train_set.evenly_spaced(proxy)
     test_images, test_labels = decode_dataset(test_set)
     proxy_images, proxy_labels = decode_dataset(proxy_set)
     mean, std = spec.preprocessing.mean, spec.preprocessing.std

@@ -41,7 +41,8 @@ def train_command(
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on GPU.")] = True,
     compile_model: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Test accuracy every N epochs.")] = 1,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Train on the first N images only.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Train on N images spread over all classes.")] = None,
+    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Test on N images spread over all classes.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding the images once.")] = 2,
     checkpoint_dir: Annotated[
         Path | None, typer.Option("--checkpoint-dir", help="Resumable state (default: cache/train/<run>).")
@@ -62,8 +63,12 @@ def train_command(
                          compile=compile_model, eval_every=eval_every)
     augment = CifarAugment(randaugment_ops=randaugment, randaugment_magnitude=magnitude)
 
-    train_set = open_dataset(spec.dataset, split="train", root=data, limit=limit)
+    train_set = open_dataset(spec.dataset, split="train", root=data)
     test_set = open_dataset(spec.dataset, split="test", root=data)
+    if limit is not None and limit < len(train_set):
+        train_set = train_set.evenly_spaced(limit)  # class-sorted folders: a prefix is one class
+    if test_limit is not None and test_limit < len(test_set):
+        test_set = test_set.evenly_spaced(test_limit)
     console.print(f"decoding {len(train_set):,} training and {len(test_set):,} test images once")
     train, test = decode_dataset(train_set, workers=workers), decode_dataset(test_set, workers=workers)
 
@@ -83,7 +88,7 @@ def train_command(
     })
     meta = provenance.collect(
         "train",
-        {"model": model, "weights": weights, "recipe": recipe, "limit": limit, "out": out,
+        {"model": model, "weights": weights, "recipe": recipe, "limit": limit, "test_limit": test_limit, "out": out,
          "checkpoint_dir": checkpoint_dir, "export": export,
          "resumed_from_epoch": result.resumed_from_epoch, "epochs_run_now": result.epochs_run_now},
         weights=zoo_model.weights.describe(),

@@ -64,6 +64,18 @@ class ImageDataset(Dataset):
         """Which data produced a result: manifest, split, folder, checksum, images used."""
         return {**self._provenance, "images": len(self)}
 
+    def evenly_spaced(self, count: int) -> ImageDataset:
+        """``count`` samples spread evenly over the dataset's order (first and last included).
+
+        Class-folder datasets are sorted by class, so a prefix (``limit``) holds one class
+        only; an evenly spaced subset holds every class in proportion, deterministically.
+        """
+        if not 1 <= count <= len(self.samples):
+            raise SplitbenchError(f"cannot take {count} of {len(self.samples)} images")
+        step = (len(self.samples) - 1) / (count - 1) if count > 1 else 0.0
+        picks = [round(i * step) for i in range(count)]
+        return ImageDataset([self.samples[i] for i in picks], self.transform, {**self._provenance, "evenly_spaced": count})
+
 
 def load_rgb_image(path: str | os.PathLike[str]) -> Image.Image:
     """Decode ``path`` as RGB; a missing or undecodable file raises SplitbenchError naming it."""

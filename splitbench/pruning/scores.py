@@ -18,13 +18,13 @@ The per-channel losses come from one of two estimators:
 - ``exact``: really run the model without the channel (gate 0) from the channel's block
   on, reusing the cached tokens entering that block; several channels are evaluated in one
   batch by replicating the proxy tokens.
-- ``taylor``: a second-order expansion around the unpruned model from per-sample gates
-  (one forward pass, 11 backward passes for 10 classes). With gate ``g`` and Δg = −1,
-  ``L_CE ≈ L_CE(1) − ∂L_CE/∂g + ½ F`` and ``L_KL ≈ ½ F``, where ``F`` is the diagonal
-  Fisher information of the gate, ``E_x Σ_y q(y|x) (∂ log p(y|x)/∂g)²`` — computed exactly
-  over the classes, not sampled. The Fisher is KL's Hessian at ``g = 1`` (KL and its
-  gradient vanish there, so a first-order estimate of it would be zero) and the
-  Gauss–Newton approximation of CE's.
+- ``taylor``: an expansion around the unpruned model from per-sample gates ``g`` (one
+  forward pass, two backward passes). Removing a channel is Δg = −1, so to first order
+  ``L_CE ≈ L_CE(1) − ∂L_CE/∂g``. KL and its gradient are zero at ``g = 1``, so its first
+  non-zero term is second order: ``L_KL ≈ ½ F``, with ``F`` the gate's Fisher information
+  ``E_x E_{y~q} (∂ log p(y|x)/∂g)²``. The second backward pass estimates ``F`` with one
+  label per image drawn from the teacher (seeded), which is unbiased; ``fisher="exact"``
+  sums over all classes instead (one backward pass per class).
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ def channel_losses(
     groups: list[ChannelGroup],
     *,
     estimator: str = "taylor",
+    fisher: str = "sampled",
     batch_size: int = 64,
     channels_per_pass: int = 16,
     on_progress: Callable[[int], None] | None = None,
@@ -127,7 +128,7 @@ def channel_losses(
     if estimator == "exact":
         ce, kl = _exact(model, images, labels, teacher, groups, batch_size, channels_per_pass, on_progress)
     else:
-        ce, kl = _taylor(model, images, labels, teacher, groups, batch_size, on_progress)
+        ce, kl = _taylor(model, images, labels, teacher, groups, batch_size, fisher, on_progress)
     return ChannelLosses(ce, kl, base_ce, estimator, len(images))
 
 
@@ -165,10 +166,13 @@ def _exact_group(model, group, x, y, q, ce_sum, kl_sum, channels_per_pass) -> No
         kl_sum[channels] += (q_rep.exp() * (q_rep - log_p)).sum(-1).sum(1).double()
 
 
-def _taylor(model, images, labels, teacher, groups, batch_size, on_progress) -> tuple[Scores, Scores]:
+def _taylor(model, images, labels, teacher, groups, batch_size, fisher, on_progress) -> tuple[Scores, Scores]:
+    if fisher not in ("sampled", "exact"):
+        raise ValueError(f"fisher must be 'sampled' or 'exact', got {fisher!r}")
     grad_ce = {g: torch.zeros(g.size, dtype=torch.float64) for g in groups}
-    fisher = {g: torch.zeros(g.size, dtype=torch.float64) for g in groups}
+    fisher_sum = {g: torch.zeros(g.size, dtype=torch.float64) for g in groups}
     ce_sum = 0.0
+    draws = torch.Generator().manual_seed(0)
     for start in range(0, len(images), batch_size):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
         q = teacher[start : start + batch_size].exp()
@@ -176,19 +180,25 @@ def _taylor(model, images, labels, teacher, groups, batch_size, on_progress) -> 
         log_p = run_blocks(model, embed(model, x), 0, gates).log_softmax(-1)
         ce = F.nll_loss(log_p, y, reduction="sum")
         ce_sum += float(ce.detach())
+        # Per-sample gates: the gradient of a sum over images w.r.t. gate[n] is image n's own.
         for group, grad in zip(groups, torch.autograd.grad(ce, list(gates.values()), retain_graph=True)):
-            grad_ce[group] += grad.sum(0).double()  # per-sample gates: summed = batch gradient
-        for cls in range(log_p.shape[1]):
-            # Per-sample gates make d/dg[n] of the summed log-probability the per-sample gradient.
-            grads = torch.autograd.grad(log_p[:, cls].sum(), list(gates.values()), retain_graph=cls + 1 < log_p.shape[1])
+            grad_ce[group] += grad.sum(0).double()
+        if fisher == "sampled":
+            drawn = torch.multinomial(q.float(), 1, generator=draws).squeeze(1)
+            grads = torch.autograd.grad(log_p.gather(1, drawn[:, None]).sum(), list(gates.values()))
             for group, grad in zip(groups, grads):
-                fisher[group] += (q[:, cls : cls + 1] * grad.pow(2)).sum(0).double()
+                fisher_sum[group] += grad.pow(2).sum(0).double()
+        else:
+            for cls in range(log_p.shape[1]):
+                grads = torch.autograd.grad(log_p[:, cls].sum(), list(gates.values()), retain_graph=cls + 1 < log_p.shape[1])
+                for group, grad in zip(groups, grads):
+                    fisher_sum[group] += (q[:, cls : cls + 1] * grad.pow(2)).sum(0).double()
         if on_progress is not None:
             on_progress(len(x))
     count = len(images)
     base = ce_sum / count
-    ce = {g: (base - grad_ce[g] / count + 0.5 * fisher[g] / count).float() for g in groups}
-    kl = {g: (0.5 * fisher[g] / count).float() for g in groups}
+    ce = {g: (base - grad_ce[g] / count).float() for g in groups}
+    kl = {g: (0.5 * fisher_sum[g] / count).float() for g in groups}
     return ce, kl
 
 
