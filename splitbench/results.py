@@ -18,6 +18,16 @@ from typing import IO, Any, Iterator
 import pandas as pd
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; move it onto ``path`` on success."""
@@ -26,6 +36,8 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     try:
         with os.fdopen(descriptor, mode) as handle:
             yield handle
+        # mkstemp makes the file private (0600); results are meant to be read by others.
+        os.chmod(temporary, _FILE_MODE)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
