@@ -58,7 +58,7 @@ def test_prune_sweep_writes_tables_with_smaller_models(tmp_path: Path) -> None:
     scores = pd.read_csv(out / "channel_scores.csv")
     assert len(scores) == 6 * 512 and {"weight", "importance", "stability", "l_ce", "l_kl"} <= set(scores.columns)
     sidecar = json.loads((out / "prune.json").read_text())
-    assert sidecar["weights"]["sha256"] and sidecar["data"]["proxy"]["proxy"] == 8
+    assert sidecar["weights"]["sha256"] and sidecar["data"]["proxy"]["images"] == 8
     # A second run reuses the cached points instead of measuring again.
     again = run("prune", "vit", "--checkpoint", str(checkpoint), "--ratio", "0.5", "--method", "weight",
                 "--scope", "uniform", "--proxy", "8", "--test-limit", "100", "--timing-repeats", "0", "--data", str(SHARED_DATA),
