@@ -30,6 +30,7 @@ app = typer.Typer(
 
 # Importing the command modules registers their commands, in the order --help lists them.
 from splitbench.cli import models, profile, split, evaluate  # noqa: E402,F401
+from splitbench.cli import codec  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:
