@@ -115,6 +115,7 @@ def codec_command(
         raise SplitbenchError(f"unknown --preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
     plotting = warm_up_plotting()
     zoo_model = load_model(model, weights)
+    zoo_model.trunk.resolve(at)  # an unknown split point fails before any data is read
     name = dataset or zoo_model.spec.dataset
     if name is None:
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")

@@ -93,13 +93,15 @@ def read_ue7(data: bytes, offset: int) -> tuple[int, int]:
     if data[offset] == 0x80:
         raise SplitbenchError("invalid BPG header: non-canonical ue7 integer")
     value = 0
-    for index in range(offset, min(offset + 5, len(data))):
+    for index in range(offset, offset + 5):
+        if index >= len(data):
+            raise SplitbenchError("truncated BPG header")
         value = (value << 7) | (data[index] & 0x7F)
         if not data[index] & 0x80:
             if value >= 1 << 32:
                 break
             return value, index + 1
-    raise SplitbenchError("invalid BPG header: ue7 integer longer than 32 bits or truncated")
+    raise SplitbenchError("invalid BPG header: ue7 integer longer than 32 bits")
 
 
 def write_ue7(value: int) -> bytes:

@@ -171,7 +171,7 @@ def _planes(image: np.ndarray, pixel_format: int, bit_depth: int) -> list[np.nda
         planes = rgb_to_ycbcr(image, bit_depth)
         if pixel_format == YUV420:
             planes = [planes[0]] + [decimate_420(p, bit_depth) for p in planes[1:]]
-    scale = [1] + [2 if pixel_format == YUV420 else 1] * 2
+    scale = ([1] + [2 if pixel_format == YUV420 else 1] * 2)[: len(planes)]
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     return [_pad_plane(p, padded_h // s, padded_w // s).astype(dtype) for p, s in zip(planes, scale, strict=True)]
 

@@ -130,7 +130,9 @@ class Jpeg2000Codec(Codec):
     backend = "imagecodecs"
 
     def encode(self, image: np.ndarray) -> bytes:
-        return bytes(imagecodecs.jpeg2k_encode(image, level=self.param, bitspersample=self.bits))
+        # the bare codestream, without the JP2 box container: BPG's header is minimal as well
+        return bytes(imagecodecs.jpeg2k_encode(image, level=self.param, bitspersample=self.bits,
+                                               codecformat=imagecodecs.JPEG2K.CODEC.J2K))
 
     def decode(self, data: bytes) -> np.ndarray:
         return _like(imagecodecs.jpeg2k_decode(data), self.channels, self.sample_dtype)
