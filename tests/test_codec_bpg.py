@@ -57,7 +57,8 @@ def test_gray_bpg_header_and_reader(photo: np.ndarray, bit_depth: int) -> None:
     assert data[:4] == b"BPG\xfb"
     header = bpg.parse_header(data)
     assert (header.width, header.height, header.pixel_format, header.bit_depth) == (221, 109, bpg.GRAY, bit_depth)
-    assert (header.color_space, header.alpha1, header.alpha2, header.limited_range, header.animation) == (0, False, False, False, False)
+    flags = (header.color_space, header.alpha1, header.alpha2, header.limited_range, header.animation)
+    assert flags == (0, False, False, False, False)
     assert data[4] == bit_depth - 8 and data[5] == 0  # pixel_format 0 | alpha1 0 | bit_depth - 8; color 0, flags 0
     assert header.picture_data_length == 0  # "up to the end of the file", as bpgenc 0.9.8 writes it
     decoded = bpg.decode_bpg(data)
