@@ -87,3 +87,15 @@ def test_layouts() -> None:
     assert to_picture(plane, "gray") is plane and from_picture(plane, "gray") is plane
     with pytest.raises(SplitbenchError, match="unknown layout 'rgb'; valid layouts: paper, gray"):
         to_picture(plane, "rgb")
+
+
+def test_seed_preprocessing_resizes_the_whole_image_to_a_square() -> None:
+    from PIL import Image
+
+    from splitbench.data import Preprocessing
+
+    preprocessing = Preprocessing(crop=224, resize=256, square=True)
+    seen = preprocessing.geometry()(Image.new("RGB", (300, 200), (10, 20, 30)))
+    assert seen.size == (224, 224)  # no crop: the aspect ratio is given up, as seed 003 eq. 5-6 do
+    assert preprocessing.transform()(Image.new("RGB", (300, 200))).shape == (3, 224, 224)
+    assert preprocessing.describe()["resize_to_square"] == 224 and "center_crop" not in preprocessing.describe()

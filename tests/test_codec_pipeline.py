@@ -6,6 +6,7 @@ where ../shared is absent.
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from splitbench.codecs import CodecSpec, bpg
 from splitbench.codecs.cache import fill_cache
 from splitbench.codecs.pipeline import baseline_point, layout_points
 from splitbench.codecs.sweep import SweepRequest, preprocessing_for, run_sweep
-from splitbench.data import Manifest, SplitInfo, open_dataset
+from splitbench.data import Manifest, SplitInfo, load_rgb_image, open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.zoo import load_model
 
@@ -88,6 +89,11 @@ def test_cached_features_are_the_head_outputs(sweep, mobilenet) -> None:
         expected = mobilenet.trunk.head(index)(images).numpy()
     assert np.allclose(result.cache.features(3), expected, atol=1e-5)
     assert result.cache.computed == 50 and list(result.cache.labels(3)) == [dataset.samples[i][1] for i in range(3)]
+    # the ratio's denominator: the 224x224 image the model sees, saved by Pillow as JPEG quality 75
+    seen = preprocessing_for(mobilenet, "seed").geometry()(load_rgb_image(dataset.samples[0][0]))
+    buffer = io.BytesIO()
+    seen.save(buffer, format="JPEG", quality=75)
+    assert result.cache.jpeg_bytes(1)[0] == len(buffer.getvalue())
 
 
 @needs_shared_data
