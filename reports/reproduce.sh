@@ -45,5 +45,5 @@ PY
 # Issue 3 / seed 003 Tables 3, 5-7: split features through image codecs (both layouts, beside
 # the paper's rows). Finished points are cached under cache/, so a rerun only redoes what changed.
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
-    --codec none,minmax8,bpg,webp,png,avif:30/50/70,jpegxl:30/60/90,jpeg2000:30/40/50 \
+    --codec none,minmax8,bpg,webp,png,avif:30/50/70@gray,jpegxl:30/60/90@gray,jpeg2000:30/40/50@gray \
     --layout paper,gray --out reports/codec

@@ -41,6 +41,8 @@ def _names(text: str) -> list[str]:
 def _codec_entry(entry: str, values: dict[str, list[int]], used: set[str]) -> tuple[str, list[int | None]]:
     """``name`` or ``name:v1/v2/…``: the codec and the parameter values it runs at."""
     name, _, own = entry.partition(":")
+    if not name:
+        raise SplitbenchError(f"--codec entry '{entry}' names no codec")
     cls = codec_class(name)
     if cls.parameter is None:
         if own:
@@ -66,9 +68,11 @@ def build_points(codecs: list[str], qps: list[int], qualities: list[int], layout
         if entry == "none" or entry.startswith("minmax"):
             points += [] if entry == "none" else [baseline_point(entry)]
             continue
+        entry, _, own_layouts = entry.partition("@")
         name, params = _codec_entry(entry, values, used)
         options = (("chroma", chroma), ("backend", bpg_backend)) if name == "bpg" else ()
-        points += layout_points([CodecSpec(name, p, bits, 1, options) for p in params], layouts)
+        chosen = [check_layout(layout) for layout in own_layouts.split("/")] if own_layouts else layouts
+        points += layout_points([CodecSpec(name, p, bits, 1, options) for p in params], chosen)
     unused = [option for option, given in values.items() if given and option not in used]
     if unused:
         raise SplitbenchError(f"--{unused[0]} was given but no codec in --codec takes it")
@@ -85,7 +89,7 @@ def codec_command(
     data: DataRoot = None,
     codec: Annotated[str, typer.Option(
         "--codec", help=f"Comma-separated: none, minmax8, minmax16, {', '.join(codec_names())}; "
-        "NAME:V1/V2 gives a codec its own parameter values.")] = "none,minmax8,bpg",
+        "NAME:V1/V2 gives a codec its own parameter values, NAME@gray its own layouts.")] = "none,minmax8,bpg",
     qp: Annotated[str | None, typer.Option("--qp", help="BPG QPs, comma-separated, 0–51 (default: 10,20,30,35,40,50).")] = None,
     quality: Annotated[str | None, typer.Option(
         "--quality", help="Quality for webp (default 10,…,90), avif, jpegxl, jpeg2000 (PSNR dB), comma-separated.")] = None,
