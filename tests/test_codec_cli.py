@@ -79,3 +79,17 @@ def test_default_weights_offline_fail_in_one_line_naming_weights_path(tmp_path: 
     if "cannot get torchvision's default weights" not in stderr:
         pytest.skip("torchvision's VGG16 weights are available here")
     assert stderr.count("\n") == 1 and "--weights PATH" in stderr
+
+
+def test_codec_list_syntax_builds_the_sweep() -> None:
+    from splitbench.cli.codec import build_points
+
+    points = build_points(["none", "minmax8", "bpg", "webp:50/90", "avif:30@gray", "png@paper"], [35], [], ["paper", "gray"],
+                          8, "444", "pyav")
+    rows = [(p.codec, p.spec.param if p.spec else None, p.layout) for p in points]
+    assert rows == [("none", None, "-"), ("minmax8", None, "-"), ("bpg", 35, "paper"), ("bpg", 35, "gray"),
+                    ("webp", 50, "paper"), ("webp", 50, "gray"), ("webp", 90, "paper"), ("webp", 90, "gray"),
+                    ("avif", 30, "gray"), ("png", None, "paper")]
+    assert dict(points[2].spec.options) == {"chroma": "444", "backend": "pyav"} and points[2].spec.channels == 3
+    defaults = build_points(["bpg", "webp"], [], [], ["gray"], 8, "420", "pyav")
+    assert [p.spec.param for p in defaults[1:]] == [10, 20, 30, 35, 40, 50, 10, 20, 30, 40, 50, 60, 70, 80, 90]
