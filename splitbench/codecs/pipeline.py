@@ -126,8 +126,8 @@ def run_points(context: SweepContext, points: list[Point]) -> list[PointResult]:
 def _executor(workers: int) -> Executor:
     if workers <= 1:
         return _InProcess()
-    # forkserver: workers never inherit this process's torch threads (fork + OpenMP can hang)
-    # and start once per sweep; they import numpy, PyAV and imagecodecs only.
+    # forkserver: workers never inherit this process's threads (torch's OpenMP pool, rich's
+    # refresh thread), which fork could copy mid-lock; they start once per sweep and run no torch.
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
