@@ -47,3 +47,6 @@ PY
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
     --codec none,minmax8,bpg,webp,png,avif:30/50/70@gray,jpegxl:30/60/90@gray,jpeg2000:30/40/50@gray \
     --layout paper,gray --out reports/codec
+# ... and the third reading of the seed's RGB picture: BPG at 4:4:4 (bpgenc -f 444)
+splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
+    --codec none,bpg --qp 20,30,35,40 --layout paper --chroma 444 --out reports/codec/bpg444
