@@ -52,3 +52,11 @@ splitbench prune vit --checkpoint "$VIT" --ratio 0.3,0.4,0.5,0.6,0.7 \
     --out reports/prune/vit-attention
 splitbench prune vit --checkpoint "$VIT" --ratio 0.5 --method importance --scope uniform \
     --proxy 16 --test-limit 2000 --compare-estimators --out reports/prune/vit-estimators
+# Issue 3 / seed 003 Tables 3, 5-7: split features through image codecs (both layouts, beside
+# the paper's rows). Finished points are cached under cache/, so a rerun only redoes what changed.
+splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
+    --codec none,minmax8,bpg,webp,png,avif:30/50/70@gray,jpegxl:30/60/90@gray,jpeg2000:30/40/50@gray \
+    --layout paper,gray --out reports/codec
+# ... and the third reading of the seed's RGB picture: BPG at 4:4:4 (bpgenc -f 444)
+splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
+    --codec none,bpg --qp 20,30,35,40 --layout paper --chroma 444 --limit 260 --out reports/codec/bpg444

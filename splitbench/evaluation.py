@@ -68,10 +68,15 @@ def evaluate_topk(
 
 def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """Number of samples whose label is the top-1 prediction, and among the top 5."""
+    hits1, hits5 = topk_hit_masks(logits, labels)
+    return int(hits1.sum()), int(hits5.sum())
+
+
+def topk_hit_masks(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: is the label the top-1 prediction, is it among the top 5."""
     k = min(5, logits.shape[1])  # a model with fewer than 5 classes: top-5 is then trivially 100 %
-    top = logits.topk(k, dim=1).indices
-    matches = top == labels.unsqueeze(1)
-    return int(matches[:, 0].sum()), int(matches.any(dim=1).sum())
+    matches = logits.topk(k, dim=1).indices == labels.unsqueeze(1)
+    return matches[:, 0], matches.any(dim=1)
 
 
 class _ImagesPerSecondColumn(ProgressColumn):
@@ -83,6 +88,11 @@ class _ImagesPerSecondColumn(ProgressColumn):
 
 
 def _progress_bar(*, enabled: bool) -> Progress:
+    """A transient bar with images done and images/s (shared with the codec sweep)."""
+    return progress_bar(enabled=enabled)
+
+
+def progress_bar(*, enabled: bool, transient: bool = True) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -90,6 +100,6 @@ def _progress_bar(*, enabled: bool) -> Progress:
         TextColumn("images"),
         _ImagesPerSecondColumn(),
         TimeElapsedColumn(),
-        transient=True,
+        transient=transient,
         disable=not enabled,
     )

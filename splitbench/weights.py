@@ -7,9 +7,12 @@ made for another model is refused with a one-line summary of what does not fit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import pickle
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,8 +154,11 @@ def _load_torchvision_default(model: nn.Module, model_name: str, torchvision_nam
             f"to a state_dict (or --weights none for random weights)"
         )
     enum = tv_models.get_model_weights(torchvision_name).DEFAULT
+    chatter = io.StringIO()  # torch.hub announces the download on stderr before it fails offline
     try:
-        state = enum.get_state_dict(progress=False, check_hash=True)
+        with contextlib.redirect_stderr(chatter):
+            state = enum.get_state_dict(progress=False, check_hash=True)
+        sys.stderr.write(chatter.getvalue())
     except Exception as error:  # URLError, socket errors, hash mismatch: all mean "not here"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SplitbenchError(

@@ -35,6 +35,8 @@ class Preprocessing:
     ImageNet evaluation is ``Preprocessing(crop=224, resize=256)``; CIFAR-10 images are already
     32×32, so ``Preprocessing(crop=32, resize=None, mean=..., std=...)`` only normalises. Use the
     mean and std that the weights were trained with, which is not always the dataset's own.
+    ``square=True`` resizes the whole image to ``crop``×``crop`` instead, ignoring its aspect
+    ratio, as seed 003 does (eq. 5–6: "resize(input)" to 224×224); ``resize`` is then unused.
     """
 
     crop: int
@@ -42,6 +44,7 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+    square: bool = False
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -53,24 +56,31 @@ class Preprocessing:
 
     def transform(self) -> transforms.Compose:
         """PIL image → normalised float tensor of shape 3×crop×crop."""
+        return transforms.Compose([self.geometry(), transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])
+
+    def geometry(self) -> transforms.Compose:
+        """PIL image → the crop×crop PIL image that the model sees (before normalisation)."""
+        interpolation = INTERPOLATIONS[self.interpolation]
+        if self.square:
+            return transforms.Compose([transforms.Resize((self.crop, self.crop), interpolation=interpolation, antialias=True)])
         steps: list[Any] = []
         if self.resize is not None:
             # An int size resizes the short side and keeps the aspect ratio; antialias=True
             # makes tensor and PIL inputs agree (PIL always antialiases when downscaling).
-            steps.append(transforms.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation], antialias=True))
-        steps += [
-            transforms.CenterCrop(self.crop),
-            transforms.ToTensor(),
-            transforms.Normalize(self.mean, self.std),
-        ]
+            steps.append(transforms.Resize(self.resize, interpolation=interpolation, antialias=True))
+        steps.append(transforms.CenterCrop(self.crop))
         return transforms.Compose(steps)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready record of the preprocessing, for result sidecars."""
-        return {
+        described: dict[str, Any] = {
             "resize_short_side": self.resize,
             "center_crop": self.crop,
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
         }
+        if self.square:  # only when set, so that other commands' sidecars keep their keys
+            described = {"resize_to_square": self.crop, **{k: v for k, v in described.items()
+                                                          if k not in ("resize_short_side", "center_crop")}}
+        return described

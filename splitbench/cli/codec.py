@@ -1,0 +1,148 @@
+"""``splitbench codec``: split features through real image codecs (seed 003 Tables 3, 5, 6, 7)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from splitbench import provenance
+from splitbench.cli import app
+from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.render import console, show_table, show_written
+from splitbench.codecs import CodecSpec, codec_class, codec_names
+from splitbench.codecs.features import LAYOUTS, check_layout
+from splitbench.codecs.pipeline import Point, baseline_point, default_workers, layout_points
+from splitbench.codecs.report import codec_markdown, display_table, load_reference, plot_codec
+from splitbench.codecs.sweep import PAPER_SPLITS, PREPROCESS, SweepRequest, run_sweep
+from splitbench.errors import SplitbenchError
+from splitbench.results import warm_up_plotting, write_result
+from splitbench.zoo import get_spec, load_model
+
+_SHOWN = ["codec", "param", "layout", "bits", "chroma", "ratio_percent", "bpp", "top1", "top5", "top1_drop",
+          "encode_ms", "decode_ms"]
+
+
+def _ints(text: str | None, option: str) -> list[int]:
+    if text is None:
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SplitbenchError(f"{option} takes comma-separated integers, got '{text}'") from None
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _codec_entry(entry: str, values: dict[str, list[int]], used: set[str]) -> tuple[str, list[int | None]]:
+    """``name`` or ``name:v1/v2/…``: the codec and the parameter values it runs at."""
+    name, _, own = entry.partition(":")
+    if not name:
+        raise SplitbenchError(f"--codec entry '{entry}' names no codec")
+    cls = codec_class(name)
+    if cls.parameter is None:
+        if own:
+            raise SplitbenchError(f"{name} is lossless and takes no parameter values")
+        return name, [None]
+    if own:
+        return name, _ints(own.replace("/", ","), f"--codec {name}:")
+    used.add(cls.parameter)
+    params = values[cls.parameter] or list(cls.default_params)
+    if not params:
+        raise SplitbenchError(f"{name} needs --{cls.parameter} (or --codec {name}:V1/V2/…)")
+    return name, list(params)
+
+
+def build_points(codecs: list[str], qps: list[int], qualities: list[int], layouts: list[str], bits: int,
+                 chroma: str, bpg_backend: str) -> list[Point]:
+    """The sweep's rows: ``none`` first (the drops' reference), baselines, then each codec setting."""
+    for layout in layouts:
+        check_layout(layout)
+    values, used = {"qp": qps, "quality": qualities}, set()
+    points = [baseline_point("none")]
+    for entry in codecs:
+        if entry == "none" or entry.startswith("minmax"):
+            points += [] if entry == "none" else [baseline_point(entry)]
+            continue
+        entry, _, own_layouts = entry.partition("@")
+        name, params = _codec_entry(entry, values, used)
+        options = (("chroma", chroma), ("backend", bpg_backend)) if name == "bpg" else ()
+        chosen = [check_layout(layout) for layout in own_layouts.split("/")] if own_layouts else layouts
+        points += layout_points([CodecSpec(name, p, bits, 1, options) for p in params], chosen)
+    unused = [option for option, given in values.items() if given and option not in used]
+    if unused:
+        raise SplitbenchError(f"--{unused[0]} was given but no codec in --codec takes it")
+    return points
+
+
+@app.command("codec")
+def codec_command(
+    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")] = "vgg16",
+    at: Annotated[str | None, typer.Option("--at", help="Split point (default: the seed's, pool4 / bottleneck6).")] = None,
+    weights: Weights = "default",
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Data manifest (default: the model's).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Data set split (default: the manifest's).")] = None,
+    data: DataRoot = None,
+    codec: Annotated[str, typer.Option(
+        "--codec", help=f"Comma-separated: none, minmax8, minmax16, {', '.join(codec_names())}; "
+        "NAME:V1/V2 gives a codec its own parameter values, NAME@gray its own layouts.")] = "none,minmax8,bpg",
+    qp: Annotated[str | None, typer.Option("--qp", help="BPG QPs, comma-separated, 0–51 (default: 10,20,30,35,40,50).")] = None,
+    quality: Annotated[str | None, typer.Option(
+        "--quality", help="Quality for webp (default 10,…,90), avif, jpegxl, jpeg2000 (PSNR dB), comma-separated.")] = None,
+    layout: Annotated[str, typer.Option("--layout", help=f"Comma-separated: {', '.join(LAYOUTS)}.")] = "paper,gray",
+    bits: Annotated[int, typer.Option("--bits", help="Min-max quantisation bits (eq. 7): 8, 10, 12 or 16.")] = 8,
+    chroma: Annotated[str, typer.Option("--chroma", help="BPG chroma format for RGB pictures: 420 or 444.")] = "420",
+    bpg_backend: Annotated[str, typer.Option("--bpg-backend", help="pyav (libx265 in-process) or bpgenc (on PATH).")] = "pyav",
+    preprocess: Annotated[str, typer.Option(
+        "--preprocess", help="seed: resize to 224x224 (seed 003); model: the zoo's resize+crop.")] = "seed",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate the first N images only.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Encoding processes (default: all cores).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    cache: Annotated[Path, typer.Option("--cache", help="Feature cache folder (head outputs, finished points).")] = Path("cache"),
+    keep_bitstreams: Annotated[Path | None, typer.Option("--keep-bitstreams", help="Keep every coded file here.")] = None,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", help="Folder with seed003_*.csv (default: <data root>/../reference).")] = None,
+    out: OutDir = None,
+) -> None:
+    """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5."""
+    start = time.perf_counter()
+    points = build_points(_names(codec), _ints(qp, "--qp"), _ints(quality, "--quality"), _names(layout), bits,
+                          chroma, bpg_backend)
+    at = at or PAPER_SPLITS.get(get_spec(model).name)
+    if at is None:
+        raise SplitbenchError(f"{model} has no seed split point; pass --at")
+    if preprocess not in PREPROCESS:
+        raise SplitbenchError(f"unknown --preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
+    plotting = warm_up_plotting()
+    zoo_model = load_model(model, weights)
+    zoo_model.trunk.resolve(at)  # an unknown split point fails before any data is read
+    name = dataset or zoo_model.spec.dataset
+    if name is None:
+        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
+    request = SweepRequest(zoo_model, at, name, split, data, limit, preprocess, cache, workers or default_workers(),
+                           batch_size, keep_bitstreams)
+    result = run_sweep(request, points)
+    paper = load_reference(reference, data)
+    out = out or default_out("codec", f"{zoo_model.spec.name}-{at}-{name}")
+    meta = provenance.collect(
+        "codec",
+        {"model": model, "at": at, "weights": weights, "dataset": name, "split": split, "codec": codec, "qp": qp,
+         "quality": quality, "layout": layout, "bits": bits, "chroma": chroma, "bpg_backend": bpg_backend,
+         "preprocess": preprocess, "limit": limit, "workers": request.workers, "batch_size": batch_size,
+         "cache": cache, "keep_bitstreams": keep_bitstreams, "out": out,
+         "preprocessing": result.preprocessing.describe(), "feature_cache": result.cache.folder.name},
+        weights=zoo_model.weights.describe(),
+        data=result.data,
+        wall_s=time.perf_counter() - start,
+    )
+    plotting.join()
+    written = write_result(out, "codec", result.table, meta, codec_markdown(result.table, paper, meta))
+    written.append(plot_codec(result.table, paper, out / "codec.png"))
+    title = f"{zoo_model.spec.name} at {at}: features through image codecs"
+    show_table(display_table(result.table), title=title, columns=_SHOWN)
+    console.print(f"{result.data['images']} images; input JPEG (q75) {int(result.table['jpeg_bytes'].iloc[0]):,} B")
+    show_written(written)

@@ -1,0 +1,151 @@
+"""Head features on disk: computed once per (model, weights, split, data, preprocessing), resumable.
+
+A sweep runs every codec point on the same features, so the head runs once per image ever:
+the features of the whole data set live in one float32 ``.npy`` (memory-mapped, so that
+encoding workers read them without copies), next to the labels and the byte size of each
+input image as the seed measures it (resized to the model's input and saved as JPEG, Pillow,
+quality 75). ``meta.json`` records how many leading images are done and is replaced atomically
+after each batch: an interrupted run resumes where it stopped. The folder name is a hash of
+everything that determines the features, so a change of any of them starts a new cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from splitbench.data import ImageDataset, Preprocessing, worker_errors_unwrapped
+from splitbench.results import write_json
+
+CACHE_VERSION = 1
+JPEG_QUALITY = 75  # seed 003 §5: the input JPEG the ratio is measured against (Pillow)
+
+
+def jpeg_size(image: Image.Image, quality: int = JPEG_QUALITY) -> int:
+    """Bytes of ``image`` saved as JPEG by Pillow with ``quality`` (its default 4:2:0 subsampling)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.tell()
+
+
+class _InputAndJpeg:
+    """Dataset transform: (normalised model input, JPEG bytes of the same pixels)."""
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        self.geometry = preprocessing.geometry()
+        self.to_input = preprocessing.transform().transforms[1:]  # ToTensor, Normalize
+
+    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, int]:
+        seen = self.geometry(image)
+        tensor = seen
+        for step in self.to_input:
+            tensor = step(tensor)
+        return tensor, jpeg_size(seen)
+
+
+def cache_key(fields: dict[str, Any]) -> str:
+    text = json.dumps({"version": CACHE_VERSION, **fields}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass
+class FeatureCache:
+    """The cached head outputs of one (model, weights, split, data, preprocessing)."""
+
+    folder: Path
+    fields: dict[str, Any]
+    total: int  # images in the data set
+    shape: tuple[int, int, int]  # C, H, W of one feature tensor
+
+    @property
+    def features_path(self) -> Path:
+        return self.folder / "features.npy"
+
+    def meta(self) -> dict[str, Any]:
+        path = self.folder / "meta.json"
+        return json.loads(path.read_text()) if path.is_file() else {"computed": 0}
+
+    @property
+    def computed(self) -> int:
+        return int(self.meta()["computed"])
+
+    def features(self, count: int) -> np.ndarray:
+        return np.load(self.features_path, mmap_mode="r")[:count]
+
+    def labels(self, count: int) -> np.ndarray:
+        return np.load(self.folder / "labels.npy")[:count]
+
+    def jpeg_bytes(self, count: int) -> np.ndarray:
+        return np.load(self.folder / "jpeg_bytes.npy")[:count]
+
+
+def open_cache(root: Path, fields: dict[str, Any], total: int, shape: tuple[int, int, int]) -> FeatureCache:
+    """The cache folder for ``fields`` under ``root``, created (empty) if new."""
+    cache = FeatureCache(root / "features" / cache_key(fields), fields, total, shape)
+    cache.folder.mkdir(parents=True, exist_ok=True)
+    if not cache.features_path.is_file():
+        np.lib.format.open_memmap(cache.features_path, mode="w+", dtype=np.float32, shape=(total, *shape)).flush()
+        np.save(cache.folder / "labels.npy", np.full(total, -1, dtype=np.int64))
+        np.save(cache.folder / "jpeg_bytes.npy", np.zeros(total, dtype=np.int64))
+        _write_meta(cache, 0, 0.0)
+    return cache
+
+
+def _write_meta(cache: FeatureCache, computed: int, head_s: float) -> None:
+    write_json(cache.folder / "meta.json", {"computed": computed, "head_s": round(head_s, 3),
+                                            "shape": list(cache.shape), "fields": cache.fields})
+
+
+def fill_cache(
+    cache: FeatureCache,
+    head: torch.nn.Module,
+    dataset: ImageDataset,
+    preprocessing: Preprocessing,
+    count: int,
+    *,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+) -> float:
+    """Run the head on images ``computed … count − 1``; seconds spent in the head itself."""
+    start = cache.computed
+    if start >= count:
+        return 0.0
+    subset = ImageDataset(dataset.samples[start:count], _InputAndJpeg(preprocessing))
+    features = np.load(cache.features_path, mmap_mode="r+")
+    labels, jpegs = np.load(cache.folder / "labels.npy"), np.load(cache.folder / "jpeg_bytes.npy")
+    head = head.to(memory_format=torch.channels_last).eval()
+    head_s, done = float(cache.meta().get("head_s", 0.0)), start
+    with worker_errors_unwrapped(), torch.inference_mode():
+        for (inputs, sizes), targets in DataLoader(subset, batch_size=batch_size, shuffle=False):
+            began = time.perf_counter()
+            outputs = head(inputs.contiguous(memory_format=torch.channels_last))
+            head_s += time.perf_counter() - began
+            features[done : done + len(targets)] = outputs.float().contiguous().numpy()
+            labels[done : done + len(targets)], jpegs[done : done + len(targets)] = targets.numpy(), sizes.numpy()
+            done += len(targets)
+            _checkpoint(cache, features, labels, jpegs, done, head_s)
+            if on_batch:
+                on_batch(len(targets))
+    return head_s
+
+
+def _checkpoint(cache: FeatureCache, features: np.memmap, labels: np.ndarray, jpegs: np.ndarray,
+                done: int, head_s: float) -> None:
+    """Flush the features, then the small arrays, then the counter that makes them count."""
+    features.flush()
+    for name, array in (("labels.npy", labels), ("jpeg_bytes.npy", jpegs)):
+        temporary = cache.folder / f".{name}.tmp.npy"
+        np.save(temporary, array)
+        temporary.replace(cache.folder / name)
+    _write_meta(cache, done, head_s)

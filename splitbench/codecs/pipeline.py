@@ -1,0 +1,267 @@
+"""A codec sweep on split features: head once, then per point quantise/tile/encode/decode/tail.
+
+``run_sweep`` takes a zoo model cut at a split point, a data set and a list of
+:class:`Point` (a codec at one parameter and layout, or a baseline), and measures for each:
+bytes per image (the coded file plus 8 bytes of min/max), the input JPEG bytes it is compared
+with (seed 003's ratio), top-1/top-5 after the tail, and encode/decode times.
+
+Speed: the head runs once per image into a disk cache (:mod:`splitbench.codecs.cache`);
+encoding and decoding run in ``workers`` processes that read the cached features
+memory-mapped, while this process runs the tail on what comes back, in order. Each point's
+per-image results are cached too, so an interrupted sweep resumes from the last finished
+point (and, within the head pass, from the last finished batch).
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from splitbench.codecs.base import CodecSpec
+from splitbench.codecs.cache import FeatureCache, cache_key
+from splitbench.codecs.features import SIDE_INFO_BYTES, check_layout, dequantize, layout_channels, quantize
+from splitbench.codecs.worker import Coded, Task, run_task
+from splitbench.errors import SplitbenchError
+from splitbench.evaluation import topk_hit_masks
+from splitbench.results import atomic_open
+
+BASELINE = re.compile(r"none|minmax(\d+)")
+# Part of every finished point's cache key: bump it when what a point measures changes.
+POINT_VERSION = 1
+CHUNK = 8  # images per worker task: large enough to amortise IPC, small enough to balance
+
+
+@dataclass(frozen=True)
+class Point:
+    """One row of the sweep: a codec (``spec``) and layout, or a baseline (``spec`` None)."""
+
+    codec: str  # "none", "minmax8", or a registered codec name
+    layout: str = "-"
+    spec: CodecSpec | None = None
+
+    @property
+    def bits(self) -> int | None:
+        if self.spec is not None:
+            return self.spec.bits
+        found = BASELINE.fullmatch(self.codec)
+        return int(found.group(1)) if found and found.group(1) else None
+
+    def key(self) -> str:
+        return cache_key({"codec": self.codec, "layout": self.layout, "spec": repr(self.spec),
+                          "point_version": POINT_VERSION})
+
+
+def baseline_point(name: str) -> Point:
+    found = BASELINE.fullmatch(name)
+    if found is None:
+        raise SplitbenchError(f"unknown baseline '{name}'; valid: none, minmax8, minmax16")
+    if found.group(1):
+        quantize(np.zeros(1, dtype=np.float32), int(found.group(1)))  # validates the bit count
+    return Point(name)
+
+
+def codec_point(spec: CodecSpec, layout: str) -> Point:
+    check_layout(layout)
+    spec.build()  # validates name, parameter, bits and options now, before any heavy work
+    return Point(spec.name, layout, spec)
+
+
+@dataclass
+class PointResult:
+    """Per-image results of one point (arrays over the evaluated images)."""
+
+    point: Point
+    nbytes: np.ndarray
+    hit1: np.ndarray
+    hit5: np.ndarray
+    quantize_s: np.ndarray
+    encode_s: np.ndarray
+    decode_s: np.ndarray
+    tail_s: float
+    wall_s: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        return len(self.nbytes)
+
+
+@dataclass
+class SweepContext:
+    """What every point of a sweep shares."""
+
+    cache: FeatureCache
+    tail: torch.nn.Module
+    count: int
+    workers: int
+    batch_size: int = 64
+    keep_dir: Path | None = None
+    progress: Progress | None = None
+
+    @functools.cached_property
+    def labels(self) -> torch.Tensor:
+        return torch.from_numpy(self.cache.labels(self.count))
+
+
+def run_points(context: SweepContext, points: list[Point]) -> list[PointResult]:
+    """Evaluate ``points`` in order, reusing finished points from the cache."""
+    tail = context.tail.to(memory_format=torch.channels_last).eval()
+    context.tail = tail
+    with _executor(context.workers) as executor:
+        return [_cached_or_run(context, point, executor) for point in points]
+
+
+def _executor(workers: int) -> Executor:
+    if workers <= 1:
+        return _InProcess()
+    # forkserver: workers never inherit this process's threads (torch's OpenMP pool, rich's
+    # refresh thread), which fork could copy mid-lock; they start once per sweep and run no torch.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+class _InProcess(Executor):
+    """``workers=1``: the same code path without processes (easier to debug and profile)."""
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):  # type: ignore[no-untyped-def,override]
+        return map(fn, *iterables)
+
+
+def _point_path(context: SweepContext, point: Point) -> Path:
+    return context.cache.folder / "points" / f"{point.key()}.npz"
+
+
+def _cached_or_run(context: SweepContext, point: Point, executor: Executor) -> PointResult:
+    path = _point_path(context, point)
+    if context.keep_dir is None and path.is_file():
+        stored = np.load(path, allow_pickle=False)
+        if len(stored["nbytes"]) >= context.count:
+            if context.progress is not None:
+                context.progress.console.print(f"{_label(point)}: from cache", style="dim")
+            return _from_store(point, stored, context.count)
+    result = _run_point(context, point, executor)
+    _store(path, result)
+    return result
+
+
+def _from_store(point: Point, stored: Any, count: int) -> PointResult:
+    arrays = {name: stored[name][:count] for name in ("nbytes", "hit1", "hit5", "quantize_s", "encode_s", "decode_s")}
+    settings = point.spec.build().settings() if point.spec else {}
+    return PointResult(point, **arrays, tail_s=float(stored["tail_s"]), wall_s=float(stored["wall_s"]), settings=settings)
+
+
+def _store(path: Path, result: PointResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, nbytes=result.nbytes, hit1=result.hit1, hit5=result.hit5, quantize_s=result.quantize_s,
+                 encode_s=result.encode_s, decode_s=result.decode_s, tail_s=result.tail_s, wall_s=result.wall_s)
+
+
+def _label(point: Point) -> str:
+    if point.spec is None:
+        return point.codec
+    parameter = point.spec.build().parameter
+    value = f" {parameter} {point.spec.param}" if parameter else ""
+    return f"{point.codec}{value} {point.layout}"
+
+
+def _run_point(context: SweepContext, point: Point, executor: Executor) -> PointResult:
+    began = time.perf_counter()
+    task = context.progress.add_task(_label(point), total=context.count) if context.progress else None
+    coded = _coded(context, point, executor)
+    hits1, hits5, tail_s = [], [], 0.0
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("nbytes", "quantize_s", "encode_s", "decode_s")}
+    for batch in _batches(coded, context.batch_size):
+        start = time.perf_counter()
+        hit1, hit5 = _tail_hits(context, batch)
+        tail_s += time.perf_counter() - start
+        hits1.append(hit1)
+        hits5.append(hit5)
+        for name in parts:
+            parts[name].append(np.array([getattr(c, name) for c in batch]))
+        if context.progress is not None and task is not None:
+            context.progress.update(task, advance=len(batch))
+    arrays = {name: np.concatenate(values) for name, values in parts.items()}
+    settings = point.spec.build().settings() if point.spec else {}
+    return PointResult(point, hit1=np.concatenate(hits1), hit5=np.concatenate(hits5), tail_s=tail_s,
+                       wall_s=time.perf_counter() - began, settings=settings, **arrays)
+
+
+def _coded(context: SweepContext, point: Point, executor: Executor) -> Iterator[Coded]:
+    """Reconstructed features of images 0 … count − 1, in order."""
+    features = context.cache.features(context.count)
+    if point.spec is None:
+        yield from _baseline(point, features)
+        return
+    keep = _keep_folder(context, point)
+    chunks = [tuple(range(i, min(i + CHUNK, context.count))) for i in range(0, context.count, CHUNK)]
+    tasks = (Task(str(context.cache.features_path), chunk, point.spec, point.layout, keep) for chunk in chunks)
+    for results in executor.map(run_task, tasks):
+        yield from results
+
+
+def _keep_folder(context: SweepContext, point: Point) -> str | None:
+    if context.keep_dir is None or point.spec is None:
+        return None
+    parameter = f"-{point.spec.param}" if point.spec.param is not None else ""
+    folder = context.keep_dir / f"{point.codec}{parameter}-{point.layout}-{point.spec.bits}bit"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def _baseline(point: Point, features: np.ndarray) -> Iterator[Coded]:
+    """``none``: float32 features as they are; ``minmaxN``: eq. 7 then eq. 8, no codec."""
+    bits = point.bits
+    for index in range(len(features)):
+        tensor = np.asarray(features[index])
+        if bits is None:
+            yield Coded(index, tensor, tensor.size * 4, 0.0, 0.0, 0.0)
+            continue
+        began = time.perf_counter()
+        recovered = dequantize(quantize(tensor, bits))
+        nbytes = tensor.size * ((bits + 7) // 8) + SIDE_INFO_BYTES
+        yield Coded(index, recovered, nbytes, time.perf_counter() - began, 0.0, 0.0)
+
+
+def _batches(coded: Iterator[Coded], size: int) -> Iterator[list[Coded]]:
+    batch: list[Coded] = []
+    for item in coded:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _tail_hits(context: SweepContext, batch: list[Coded]) -> tuple[np.ndarray, np.ndarray]:
+    indices = torch.tensor([c.index for c in batch])
+    inputs = torch.from_numpy(np.stack([c.features for c in batch])).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        hit1, hit5 = topk_hit_masks(context.tail(inputs), context.labels[indices])
+    return hit1.numpy(), hit5.numpy()
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def layout_points(specs: list[CodecSpec], layouts: list[str]) -> list[Point]:
+    """Every codec setting in every layout (the picture's channel count follows the layout)."""
+    return [
+        codec_point(CodecSpec(spec.name, spec.param, spec.bits, layout_channels(layout), spec.options), layout)
+        for spec in specs
+        for layout in layouts
+    ]

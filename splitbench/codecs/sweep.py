@@ -1,0 +1,170 @@
+"""``splitbench codec`` as a library call: model, data and codec points in, a result table out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from splitbench.codecs.cache import FeatureCache, fill_cache, open_cache
+from splitbench.codecs.pipeline import Point, PointResult, SweepContext, run_points
+from splitbench.data import ImageDataset, Manifest, Preprocessing, open_dataset
+from splitbench.errors import SplitbenchError
+from splitbench.evaluation import progress_bar
+from splitbench.zoo import ZooModel
+
+# The split points seed 003 transmits (its Table 2).
+PAPER_SPLITS = {"vgg16": "pool4", "mobilenet_v2": "bottleneck6"}
+PREPROCESS = ("seed", "model")
+
+COLUMNS = [
+    "model", "split", "codec", "param", "param_name", "layout", "bits", "backend", "chroma", "images",
+    "feature_bytes", "jpeg_bytes", "ratio_percent", "bpp", "top1", "top5", "top1_drop", "top5_drop",
+    "encode_ms", "decode_ms", "quantize_ms", "settings",
+]
+
+
+@dataclass
+class SweepRequest:
+    """Everything a sweep needs besides the points."""
+
+    model: ZooModel
+    at: str
+    dataset: str
+    split: str | None = None
+    data_root: Path | None = None
+    limit: int | None = None
+    preprocess: str = "seed"
+    cache_root: Path = Path("cache")
+    workers: int = 1
+    batch_size: int = 64
+    keep_dir: Path | None = None
+    manifest: Manifest | None = None  # a manifest that is not shipped (tests)
+    progress: bool = True
+
+
+@dataclass
+class SweepResult:
+    table: pd.DataFrame
+    results: list[PointResult]
+    cache: FeatureCache
+    data: dict[str, Any]
+    preprocessing: Preprocessing
+    head_s: float  # seconds in the head for the images computed by this run (0 when cached)
+    head_images: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def preprocessing_for(model: ZooModel, preprocess: str) -> Preprocessing:
+    """``seed``: the whole image resized to the input size (seed 003 eq. 5–6); ``model``: the zoo's."""
+    spec = model.spec.preprocessing
+    if preprocess == "model":
+        return spec
+    if preprocess == "seed":
+        return replace(spec, square=True)
+    raise SplitbenchError(f"unknown preprocessing '{preprocess}'; valid: {', '.join(PREPROCESS)}")
+
+
+def run_sweep(request: SweepRequest, points: list[Point]) -> SweepResult:
+    began = time.perf_counter()
+    preprocessing = preprocessing_for(request.model, request.preprocess)
+    dataset = open_dataset(request.dataset, split=request.split, root=request.data_root, limit=None,
+                           manifest=request.manifest)
+    count = len(dataset) if request.limit is None else min(request.limit, len(dataset))
+    index = request.model.trunk.resolve(request.at)
+    cache = _open_feature_cache(request, dataset, preprocessing, index)
+    with progress_bar(enabled=request.progress, transient=False) as bar:
+        done_before = cache.computed
+        task = bar.add_task("head features", total=max(count - done_before, 0))
+        head_s = fill_cache(cache, request.model.trunk.head(index), dataset, preprocessing, count,
+                            batch_size=request.batch_size, on_batch=lambda n: bar.update(task, advance=n))
+        context = SweepContext(cache, request.model.trunk.tail(index), count, request.workers,
+                               request.batch_size, request.keep_dir, bar)
+        results = run_points(context, points)
+    data = {**dataset.provenance(), "images": count, "limit": request.limit}
+    table = result_table(request, results, cache.jpeg_bytes(count), preprocessing)
+    return SweepResult(table, results, cache, data, preprocessing, head_s, max(count - done_before, 0),
+                       {"wall_s": time.perf_counter() - began})
+
+
+def _open_feature_cache(request: SweepRequest, dataset: ImageDataset, preprocessing: Preprocessing,
+                        index: int) -> FeatureCache:
+    """The cache keyed by model, weights sha256, split, data manifest and preprocessing."""
+    model = request.model
+    weights = model.weights.describe()
+    data = dataset.provenance()
+    fields = {
+        "model": model.spec.name,
+        "weights": weights["sha256"] or weights["source"],
+        "split": model.trunk.paths[index],
+        "dataset": data["dataset"], "data_split": data["split"], "file_list_sha256": data["file_list_sha256"],
+        "preprocessing": preprocessing.describe(),
+    }
+    shape = _feature_shape(model, index, preprocessing)
+    return open_cache(request.cache_root, fields, len(dataset), shape)
+
+
+def _feature_shape(model: ZooModel, index: int, preprocessing: Preprocessing) -> tuple[int, int, int]:
+    with torch.inference_mode():
+        out = model.trunk.head(index)(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop))
+    if out.dim() != 4:
+        raise SplitbenchError(f"the output at the split is {tuple(out.shape[1:])}, not C×H×W planes an image codec can carry")
+    return tuple(int(s) for s in out.shape[1:])  # type: ignore[return-value]
+
+
+def result_table(request: SweepRequest, results: list[PointResult], jpeg: np.ndarray,
+                 preprocessing: Preprocessing) -> pd.DataFrame:
+    """One row per point; drops are in points of accuracy against the ``none`` row."""
+    jpeg_total = int(jpeg.sum())
+    pixels = preprocessing.crop * preprocessing.crop
+    rows = [_row(request, result, jpeg_total, pixels) for result in results]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    reference = table[table["codec"] == "none"]
+    if len(reference):
+        table["top1_drop"] = (reference["top1"].iloc[0] - table["top1"]).round(3)
+        table["top5_drop"] = (reference["top5"].iloc[0] - table["top5"]).round(3)
+    return table
+
+
+def _row(request: SweepRequest, result: PointResult, jpeg_total: int, pixels: int) -> dict[str, Any]:
+    point, images = result.point, result.images
+    feature_bytes = int(result.nbytes.sum())
+    settings = dict(result.settings)
+    spec = point.spec
+    codec = spec.build() if spec else None
+    return {
+        "model": request.model.spec.name, "split": request.at, "codec": point.codec,
+        "param": spec.param if spec else None, "param_name": codec.parameter if codec else None,
+        "layout": point.layout, "bits": point.bits if point.bits is not None else 32,
+        "backend": settings.pop("backend", "numpy"), "chroma": settings.pop("chroma", None),
+        "images": images, "feature_bytes": feature_bytes, "jpeg_bytes": jpeg_total,
+        "ratio_percent": round(100.0 * feature_bytes / jpeg_total, 3),
+        "bpp": round(8.0 * feature_bytes / (images * pixels), 4),
+        "top1": round(100.0 * float(result.hit1.mean()), 3), "top5": round(100.0 * float(result.hit5.mean()), 3),
+        "top1_drop": None, "top5_drop": None,
+        "encode_ms": round(1000 * float(result.encode_s.mean()), 3),
+        "decode_ms": round(1000 * float(result.decode_s.mean()), 3),
+        "quantize_ms": round(1000 * float(result.quantize_s.mean()), 3),
+        "settings": ";".join(f"{k}={v}" for k, v in settings.items()),
+    }
+
+
+def stage_timings(result: SweepResult) -> dict[str, dict[str, float]]:
+    """Seconds and images/s per stage (per core for the parallel stages; head only if computed)."""
+    stages: dict[str, dict[str, float]] = {}
+    if result.head_images:
+        stages["head"] = {"seconds": result.head_s, "images": result.head_images}
+    coded = [r for r in result.results if r.point.spec is not None]
+    for name, attribute in (("quantize+tile", "quantize_s"), ("encode", "encode_s"), ("decode", "decode_s")):
+        stages[name] = {"seconds": float(sum(getattr(r, attribute).sum() for r in coded)),
+                        "images": float(sum(r.images for r in coded))}
+    stages["tail"] = {"seconds": float(sum(r.tail_s for r in result.results)),
+                      "images": float(sum(r.images for r in result.results))}
+    for stage in stages.values():
+        stage["images_per_s"] = stage["images"] / stage["seconds"] if stage["seconds"] else float("inf")
+    return stages
