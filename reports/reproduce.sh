@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from splitbench.references import load_reference
 from splitbench.reporting import split_comparison
 from splitbench.results import markdown_table, write_text
 
 ours = [pd.read_csv(p) for p in sorted(Path("reports/split").glob("*/split.csv"))]
-reference = pd.read_csv("../shared/reference/seed003_sizes_and_macs.csv")
+reference = load_reference("seed003_sizes_and_macs")
 table = split_comparison(ours, reference)
 notes = Path("reports/split/NOTES.md").read_text()
 write_text(

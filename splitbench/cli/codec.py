@@ -15,7 +15,7 @@ from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
 from splitbench.codecs.features import LAYOUTS, check_layout
 from splitbench.codecs.pipeline import Point, baseline_point, default_workers, layout_points
-from splitbench.codecs.report import codec_markdown, display_table, load_reference, plot_codec
+from splitbench.codecs.report import codec_markdown, display_table, load_paper_rows, plot_codec
 from splitbench.codecs.sweep import PAPER_SPLITS, PREPROCESS, SweepRequest, run_sweep
 from splitbench.errors import SplitbenchError
 from splitbench.results import warm_up_plotting, write_result
@@ -105,7 +105,7 @@ def codec_command(
     cache: Annotated[Path, typer.Option("--cache", help="Feature cache folder (head outputs, finished points).")] = Path("cache"),
     keep_bitstreams: Annotated[Path | None, typer.Option("--keep-bitstreams", help="Keep every coded file here.")] = None,
     reference: Annotated[Path | None, typer.Option(
-        "--reference", help="Folder with seed003_*.csv (default: <data root>/../reference).")] = None,
+        "--reference", help="Folder with seed003_*.csv (default: the copies shipped with splitbench).")] = None,
     out: OutDir = None,
 ) -> None:
     """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5."""
@@ -125,8 +125,8 @@ def codec_command(
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")
     request = SweepRequest(zoo_model, at, name, split, data, limit, preprocess, cache, workers or default_workers(),
                            batch_size, keep_bitstreams)
+    paper = load_paper_rows(reference)  # a bad --reference fails before the sweep
     result = run_sweep(request, points)
-    paper = load_reference(reference, data)
     out = out or default_out("codec", f"{zoo_model.spec.name}-{at}-{name}")
     meta = provenance.collect(
         "codec",

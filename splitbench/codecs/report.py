@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from splitbench.data import resolve_data_root
 from splitbench.errors import SplitbenchError
+from splitbench.references import load_reference
 from splitbench.reporting import provenance_line
 from splitbench.results import markdown_table, save_figure
 
@@ -26,21 +26,20 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown.astype(object).where(shown.notna(), "")
 
 
-def load_reference(folder: Path | None, data_root: Path | None) -> pd.DataFrame | None:
-    """seed 003's classification rows (codec, param, ratio_percent, top1, top5), or None.
+def load_paper_rows(folder: Path | None = None) -> pd.DataFrame:
+    """seed 003's classification rows (codec, param, ratio_percent, top1, top5).
 
-    The tables live in ``../shared/reference`` beside the data; they are read, never copied.
+    From the copies shipped in :mod:`splitbench.references`, or from ``folder`` (files of the
+    same names, e.g. ``../shared/reference``) when given.
     """
     if folder is None:
-        try:
-            folder = resolve_data_root(data_root).parent / "reference"
-        except SplitbenchError:
-            return None
-    paths = [folder / name for name in REFERENCE_FILES]
-    if not all(path.is_file() for path in paths):
-        return None
-    tables = [pd.read_csv(path).rename(columns={"qp": "param", "quality": "param"}) for path in paths]
-    return pd.concat(tables, ignore_index=True)
+        tables = [load_reference(name.removesuffix(".csv")) for name in REFERENCE_FILES]
+    else:
+        missing = [name for name in REFERENCE_FILES if not (folder / name).is_file()]
+        if missing:
+            raise SplitbenchError(f"--reference {folder}: missing {', '.join(missing)}")
+        tables = [pd.read_csv(folder / name) for name in REFERENCE_FILES]
+    return pd.concat([t.rename(columns={"qp": "param", "quality": "param"}) for t in tables], ignore_index=True)
 
 
 def paper_rows(table: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame | None:
