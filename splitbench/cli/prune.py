@@ -25,16 +25,15 @@ from splitbench.pruning.select import check_ratio
 from splitbench.pruning.sweep import (
     PRUNE_COLUMNS,
     PointCache,
-    SweepData,
     SweepSettings,
     cached_losses,
     estimator_agreement,
+    load_sweep_data,
     run_sweep,
 )
 from splitbench.pruning.vit_channels import channel_groups, parse_targets
 from splitbench.results import write_csv, write_result
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
-from splitbench.training.augment import normalize
 from splitbench.training.trainer import pick_device
 from splitbench.zoo import load_model
 
@@ -86,7 +85,7 @@ def prune_command(
     )
     zoo_model = load_model(model, checkpoint)
     spec = zoo_model.spec
-    sweep_data, data_provenance = _load_data(spec, data, proxy, test_limit)
+    sweep_data, data_provenance = load_sweep_data(spec, data, proxy, test_limit)
 
     cache = PointCache(Path("cache") / "prune", zoo_model.weights.sha256 or "none", settings, len(sweep_data.test_labels))
     rows: list[dict] = []
@@ -127,23 +126,6 @@ def prune_command(
     show_table(table, title="ViT channel pruning", columns=["method", "scope", "ratio", "params", "macs", "top1",
                                                             "cpu_ms_1000_b100", "cpu_ms_1000_b1"])
     show_written(written)
-
-
-def _load_data(spec, root: Path | None, proxy: int, test_limit: int | None) -> tuple[SweepData, dict]:
-    """Normalised test images and a proxy set spread evenly over the (class-sorted) training set."""
-    assert spec.dataset is not None
-    test_set = open_dataset(spec.dataset, split="test", root=root)
-    if test_limit is not None and test_limit < len(test_set):
-        test_set = test_set.evenly_spaced(test_limit)  # the test set is class-sorted: keep every class
-    train_set = open_dataset(spec.dataset, split="train", root=root)
-    if proxy > len(train_set):
-        raise SplitbenchError(f"--proxy {proxy} is more than the {len(train_set)} training images")
-    proxy_set = train_set.evenly_spaced(proxy)
-    test_images, test_labels = decode_dataset(test_set)
-    proxy_images, proxy_labels = decode_dataset(proxy_set)
-    mean, std = spec.preprocessing.mean, spec.preprocessing.std
-    data = SweepData(normalize(test_images, mean, std), test_labels, normalize(proxy_images, mean, std), proxy_labels)
-    return data, {"test": test_set.provenance(), "proxy": proxy_set.provenance()}
 
 
 def _finetuner(spec, root: Path | None, settings: SweepSettings, cache: PointCache, device: str):

@@ -32,10 +32,11 @@ CACHE_VERSION = 1
 JPEG_QUALITY = 75  # seed 003 §5: the input JPEG the ratio is measured against (Pillow)
 
 
-def jpeg_size(image: Image.Image, quality: int = JPEG_QUALITY) -> int:
-    """Bytes of ``image`` saved as JPEG by Pillow with ``quality`` (its default 4:2:0 subsampling)."""
+def jpeg_size(image: Image.Image, quality: int | None = None) -> int:
+    """Bytes of ``image`` saved as JPEG by Pillow with ``quality`` (default ``JPEG_QUALITY``; Pillow's
+    default 4:2:0 subsampling)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY if quality is None else quality)
     return buffer.tell()
 
 

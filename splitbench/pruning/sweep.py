@@ -20,6 +20,9 @@ import torch
 from torch import nn
 from vit_pytorch.vit import ViT
 
+from splitbench.data import open_dataset
+from splitbench.data.tensors import decode_dataset
+from splitbench.errors import SplitbenchError
 from splitbench.macs import count_macs
 from splitbench.pruning.scores import (
     DEFAULT_ALPHA,
@@ -42,6 +45,8 @@ from splitbench.pruning.vit_channels import (
 )
 from splitbench.results import atomic_open, write_json
 from splitbench.timing import dataset_ms
+from splitbench.training.augment import normalize
+from splitbench.zoo.registry import ModelSpec
 from splitbench.zoo.trunk import count_parameters
 
 PRUNE_COLUMNS = [
@@ -80,6 +85,24 @@ class SweepResult:
     losses: ChannelLosses | None = None
     fits: list[StabilityFit] = field(default_factory=list)
     scores: dict[str, Scores] = field(default_factory=dict)
+
+
+def load_sweep_data(spec: ModelSpec, root: Path | None, proxy: int, test_limit: int | None) -> tuple[SweepData, dict]:
+    """Normalised test images and a proxy set spread evenly over the (class-sorted) training set."""
+    if spec.dataset is None:
+        raise SplitbenchError(f"{spec.name} has no data set to prune on")
+    test_set = open_dataset(spec.dataset, split="test", root=root)
+    if test_limit is not None and test_limit < len(test_set):
+        test_set = test_set.evenly_spaced(test_limit)  # the test set is class-sorted: keep every class
+    train_set = open_dataset(spec.dataset, split="train", root=root)
+    if proxy > len(train_set):
+        raise SplitbenchError(f"--proxy {proxy} is more than the {len(train_set)} training images")
+    proxy_set = train_set.evenly_spaced(proxy)
+    test_images, test_labels = decode_dataset(test_set)
+    proxy_images, proxy_labels = decode_dataset(proxy_set)
+    mean, std = spec.preprocessing.mean, spec.preprocessing.std
+    data = SweepData(normalize(test_images, mean, std), test_labels, normalize(proxy_images, mean, std), proxy_labels)
+    return data, {"test": test_set.provenance(), "proxy": proxy_set.provenance()}
 
 
 class PointCache:

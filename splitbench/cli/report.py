@@ -1,0 +1,68 @@
+"""``splitbench report``: the one-page overview of reports/, and ``--check`` against baselines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from splitbench.cli import app
+from splitbench.cli.options import DataRoot
+from splitbench.cli.render import console, show_table, show_written
+from splitbench.errors import SplitbenchError
+from splitbench.overview import render_overview
+from splitbench.regression import (
+    BASELINES,
+    REFERENCE_VIT,
+    compare,
+    load_baselines,
+    measure,
+    parse_slices,
+    update_baselines,
+)
+from splitbench.results import write_text
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[Path, typer.Option("--out", help="Where the overview goes.")] = Path("reports/README.md"),
+    reports: Annotated[Path, typer.Option("--reports", help="Folder of committed results.")] = Path("reports"),
+    check: Annotated[bool, typer.Option("--check", help="Re-measure the regression slices and compare with the baselines.")] = False,
+    update: Annotated[bool, typer.Option("--update", help="With --check: write what was measured as the new baselines.")] = False,
+    only: Annotated[Optional[str], typer.Option("--only", help="With --check: slices, comma-separated (default: all).")] = None,
+    baselines: Annotated[Path, typer.Option("--baselines", help="Baselines CSV.")] = BASELINES,
+    data: DataRoot = None,
+    weights_dir: Annotated[Optional[Path], typer.Option("--weights-dir", help="Shared weights (default: <data root>/../weights).")] = None,
+    reference_vit: Annotated[Path, typer.Option("--reference-vit", help="Checkpoint the prune slice prunes.")] = REFERENCE_VIT,
+) -> None:
+    """Write the overview of every committed reproduction; with --check, catch drifts in the numbers."""
+    if not check:
+        if update or only:
+            raise SplitbenchError("--update and --only go with --check")
+        show_written([write_text(out, render_overview(reports))])
+        return
+
+    slices = parse_slices(only)
+    if not update:
+        expected = load_baselines(baselines)  # a missing file fails before minutes of measuring
+    start = time.perf_counter()
+    figures = measure(slices, data, weights_dir, reference_vit, on_slice=lambda name: console.print(f"slice {name} ...", style="dim"))
+    wall = time.perf_counter() - start
+    if update:
+        changes = update_baselines(baselines, figures)
+        console.print("\n".join(changes) if changes else "no baseline changed")
+        show_written([baselines])
+        return
+    drifts = compare(figures, expected, slices)
+    shown = pd.DataFrame([{"metric": f.metric, "baseline": expected.get(f.metric), "now": f.value,
+                           "tolerance": f.describe_tolerance()} for f in figures])
+    show_table(shown, title=f"regression check: {', '.join(slices)} ({wall:.0f} s)")
+    if drifts:
+        for drift in drifts:
+            typer.echo(f"DRIFT {drift.line()}")
+        typer.echo(f"{len(drifts)} of {len(figures)} figures drifted")
+        raise typer.Exit(1)
+    typer.echo(f"all {len(figures)} figures within tolerance ({wall:.0f} s)")

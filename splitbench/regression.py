@@ -1,0 +1,254 @@
+"""``splitbench report --check``: a small, deterministic slice of every reproduction, against baselines.
+
+Each slice re-measures a few figures of one committed reproduction in seconds to a minute
+(profile totals, the shared-head accounting, a 50-image codec sweep, pruning the reference
+ViT, baseline accuracies) from scratch (fresh caches), and every figure carries its
+tolerance: ``exact`` for counts and bytes, which are deterministic; ``abs`` points for
+accuracies (BLAS and thread counts may flip an image between machines); ``ratio`` for
+timings, compared as now / baseline. Baselines live in ``reports/baselines/regression.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from splitbench.data import resolve_data_root
+from splitbench.errors import SplitbenchError
+from splitbench.results import write_csv
+
+BASELINES = Path("reports") / "baselines" / "regression.csv"
+REFERENCE_VIT = Path("reports") / "checkpoints" / "vit-cifar10-fp16.safetensors"
+MOBILENET_WEIGHTS = "mobilenet_v2-imagenet-int8dequant.pth"
+KINDS = ("exact", "abs", "ratio")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One re-measured figure and how far it may move from its baseline."""
+
+    metric: str
+    value: float
+    kind: str = "exact"  # exact | abs (points) | ratio (now / baseline, either way)
+    tolerance: float = 0.0
+
+    def holds(self, baseline: float) -> bool:
+        if self.kind == "exact":
+            return self.value == baseline
+        if self.kind == "abs":
+            return abs(self.value - baseline) <= self.tolerance
+        if baseline <= 0 or self.value <= 0:
+            return self.value == baseline
+        return max(self.value / baseline, baseline / self.value) <= self.tolerance
+
+    def describe_tolerance(self) -> str:
+        return {"exact": "exact", "abs": f"±{self.tolerance:g}", "ratio": f"×{self.tolerance:g}"}[self.kind]
+
+
+@dataclass(frozen=True)
+class Drift:
+    metric: str
+    baseline: float | None
+    now: float | None
+    tolerance: str
+
+    def line(self) -> str:
+        return f"{self.metric}: baseline {_show(self.baseline)}, now {_show(self.now)}, tolerance {self.tolerance}"
+
+
+def _show(value: float | None) -> str:
+    if value is None:
+        return "missing"
+    return f"{int(value)}" if float(value).is_integer() else f"{value:.4g}"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Where a slice finds its data and weights; ``scratch`` is a fresh folder for its caches."""
+
+    data_root: Path | None
+    weights_dir: Path | None
+    reference_vit: Path
+    scratch: Path
+
+    def weights(self, name: str) -> Path:
+        folder = self.weights_dir or resolve_data_root(self.data_root).parent / "weights"
+        path = folder / name
+        if not path.is_file():
+            raise SplitbenchError(f"missing weights file: {path} (pass --weights-dir)")
+        return path
+
+
+# --- the slices -------------------------------------------------------------------------------
+
+
+def profile_slice(inputs: Inputs) -> list[Figure]:
+    """Per-model totals and the element count at each seed split point (random weights)."""
+    from splitbench.profiling import profile_model
+    from splitbench.zoo import load_model
+
+    figures = []
+    for name, layer in (("vgg16", "pool4"), ("mobilenet_v2", "bottleneck6"), ("resnet50", "conv2_x"), ("vit", None)):
+        profile = profile_model(load_model(name))
+        figures += [Figure(f"profile.{name}.macs", profile.total_macs), Figure(f"profile.{name}.params", profile.total_params)]
+        if layer:
+            figures.append(Figure(f"profile.{name}.{layer}.elements", int(profile.row(layer)["elements"])))
+    return figures
+
+
+def split_slice(inputs: Inputs) -> list[Figure]:
+    """Seed 003 eq. 1–4 for both seed configurations."""
+    from splitbench.split import account_split
+    from splitbench.zoo import load_model
+
+    figures = []
+    for name, at in (("vgg16", "pool4"), ("mobilenet_v2", "bottleneck6")):
+        account = account_split(load_model(name), at, ["classification", "detection"], repeats=0)
+        figures += [Figure(f"split.{name}.macs_shared", account.macs_shared),
+                    Figure(f"split.{name}.reduction_percent", round(account.reduction_percent, 4))]
+    return figures
+
+
+def eval_slice(inputs: Inputs) -> list[Figure]:
+    """MobileNetV2 (shared weights) on the first 100 images of imagenet-val-1300."""
+    from splitbench.data import open_dataset
+    from splitbench.evaluation import evaluate_topk
+    from splitbench.zoo import load_model
+
+    model = load_model("mobilenet_v2", str(inputs.weights(MOBILENET_WEIGHTS)))
+    dataset = open_dataset("imagenet-val-1300", root=inputs.data_root, limit=100,
+                           transform=model.spec.preprocessing.transform())
+    result = evaluate_topk(model.model, dataset, progress=False)
+    return [Figure("eval.mobilenet_v2.top1", result.top1, "abs", 1.0), Figure("eval.mobilenet_v2.top5", result.top5, "abs", 1.0)]
+
+
+def codec_slice(inputs: Inputs) -> list[Figure]:
+    """MobileNetV2 at bottleneck6, 50 images: input JPEG bytes, BPG 4:0:0 at QP 30/35/40 and WebP 50."""
+    from splitbench.codecs import CodecSpec
+    from splitbench.codecs.pipeline import baseline_point, layout_points
+    from splitbench.codecs.sweep import SweepRequest, run_sweep
+    from splitbench.zoo import load_model
+
+    model = load_model("mobilenet_v2", str(inputs.weights(MOBILENET_WEIGHTS)))
+    points = [baseline_point("none"), baseline_point("minmax8")] + layout_points(
+        [CodecSpec("bpg", 30), CodecSpec("bpg", 35), CodecSpec("bpg", 40), CodecSpec("webp", 50)], ["gray"])
+    request = SweepRequest(model, "bottleneck6", "imagenet-val-1300", data_root=inputs.data_root, limit=50,
+                           cache_root=inputs.scratch / "codec", workers=2, progress=False)
+    table = run_sweep(request, points).table
+    figures = [Figure("codec.jpeg_bytes", int(table["jpeg_bytes"].iloc[0])),
+               Figure("codec.none.top1", float(table["top1"].iloc[0]), "abs", 2.0)]
+    for _, row in table.iloc[1:].iterrows():
+        name = row["codec"] if pd.isna(row["param"]) else f"{row['codec']}{int(row['param'])}"
+        figures += [Figure(f"codec.{name}.feature_bytes", int(row["feature_bytes"])),
+                    Figure(f"codec.{name}.top1", float(row["top1"]), "abs", 2.0)]
+    bpg35 = table[(table["codec"] == "bpg") & (table["param"] == 35)].iloc[0]
+    figures.append(Figure("codec.bpg35.encode_ms", round(float(bpg35["encode_ms"]), 1), "ratio", 2.5))
+    return figures
+
+
+def prune_slice(inputs: Inputs) -> list[Figure]:
+    """The reference CIFAR-10 ViT pruned by half (weight and stability, uniform), 500 test images."""
+    from splitbench.pruning.sweep import (
+        PointCache,
+        SweepSettings,
+        load_sweep_data,
+        run_sweep,
+    )
+    from splitbench.zoo import load_model
+
+    if not inputs.reference_vit.is_file():
+        raise SplitbenchError(f"missing reference checkpoint: {inputs.reference_vit}")
+    model = load_model("vit", str(inputs.reference_vit))
+    settings = SweepSettings(methods=("weight", "stability"), scopes=("uniform",), ratios=(0.5,), proxy=64,
+                             timing_images=200, timing_repeats=1)
+    data, _ = load_sweep_data(model.spec, inputs.data_root, settings.proxy, test_limit=500)
+    cache = PointCache(inputs.scratch / "prune", "check", settings, len(data.test_labels))
+    rows = run_sweep(model.model, data, settings, cache).rows
+    original = rows[0]
+    figures = [Figure("prune.original.top1", original["top1"], "abs", 1.0)]
+    for row in rows[1:]:
+        name = f"prune.{row['method']}50"
+        figures += [Figure(f"{name}.params", row["params"]), Figure(f"{name}.macs", row["macs"]),
+                    Figure(f"{name}.top1", row["top1"], "abs", 1.0),
+                    # timings as ratios: the speed-up over the unpruned model, then that against its baseline
+                    Figure(f"{name}.speedup_b100", round(original["cpu_ms_1000_b100"] / row["cpu_ms_1000_b100"], 3), "ratio", 1.3)]
+    return figures
+
+
+SLICES: dict[str, Callable[[Inputs], list[Figure]]] = {
+    "profile": profile_slice,
+    "split": split_slice,
+    "eval": eval_slice,
+    "codec": codec_slice,
+    "prune": prune_slice,
+}
+
+
+def parse_slices(names: str | None) -> list[str]:
+    if not names:
+        return list(SLICES)
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in SLICES]
+    if unknown or not chosen:
+        raise SplitbenchError(f"unknown slice {','.join(unknown) or '(none)'}; valid: {', '.join(SLICES)}")
+    return chosen
+
+
+def measure(names: Iterable[str], data_root: Path | None, weights_dir: Path | None,
+            reference_vit: Path = REFERENCE_VIT, on_slice: Callable[[str], None] | None = None) -> list[Figure]:
+    """Run the named slices, each with fresh caches in a temporary folder."""
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="splitbench-check-") as scratch:
+        inputs = Inputs(data_root, weights_dir, reference_vit, Path(scratch))
+        for name in names:
+            if on_slice:
+                on_slice(name)
+            figures += SLICES[name](inputs)
+    return figures
+
+
+# --- baselines --------------------------------------------------------------------------------
+
+
+def load_baselines(path: Path) -> dict[str, float]:
+    if not path.is_file():
+        raise SplitbenchError(f"missing baselines file: {path} (create it with --update)")
+    table = pd.read_csv(path)
+    return dict(zip(table["metric"], table["value"].astype(float), strict=True))
+
+
+def compare(figures: list[Figure], baselines: dict[str, float], slices: Iterable[str]) -> list[Drift]:
+    """Every figure outside its tolerance, every figure without a baseline, and every baseline of
+    the slices run that was not measured."""
+    drifts = []
+    measured = {f.metric for f in figures}
+    for figure in figures:
+        baseline = baselines.get(figure.metric)
+        if baseline is None or (isinstance(baseline, float) and math.isnan(baseline)) or not figure.holds(baseline):
+            drifts.append(Drift(figure.metric, baseline, figure.value, figure.describe_tolerance()))
+    prefixes = tuple(f"{s}." for s in slices)
+    drifts += [Drift(metric, value, None, "exact") for metric, value in baselines.items()
+               if metric.startswith(prefixes) and metric not in measured]
+    return drifts
+
+
+def update_baselines(path: Path, figures: list[Figure]) -> list[str]:
+    """Write ``figures`` as the baselines of their metrics (others kept); what changed, one line each."""
+    old = load_baselines(path) if path.is_file() else {}
+    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["metric", "value", "kind", "tolerance"])
+    new = pd.DataFrame([{"metric": f.metric, "value": f.value, "kind": f.kind, "tolerance": f.tolerance} for f in figures])
+    merged = pd.concat([table[~table["metric"].isin(new["metric"])], new], ignore_index=True).sort_values("metric")
+    write_csv(path, merged.reset_index(drop=True))
+    changes = []
+    for figure in figures:
+        before = old.get(figure.metric)
+        if before is None:
+            changes.append(f"{figure.metric}: new, {_show(figure.value)}")
+        elif before != figure.value:
+            changes.append(f"{figure.metric}: {_show(before)} -> {_show(figure.value)}")
+    return changes

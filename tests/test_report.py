@@ -1,0 +1,84 @@
+"""`splitbench report`: the overview is current, and --check catches a drift and names it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, SHARED_DATA, SHARED_WEIGHTS, needs_shared_data, needs_shared_weights
+from typer.testing import CliRunner
+
+from splitbench.cli import app
+from splitbench.overview import render_overview
+from splitbench.regression import Figure, compare, load_baselines, parse_slices, update_baselines
+
+BASELINES = REPO / "reports" / "baselines" / "regression.csv"
+
+
+def test_committed_overview_is_what_report_renders() -> None:
+    committed = (REPO / "reports" / "README.md").read_text(encoding="utf-8")
+    assert render_overview(REPO / "reports") == committed, "run `splitbench report` and commit reports/README.md"
+
+
+def test_overview_puts_the_papers_figures_beside_ours() -> None:
+    page = render_overview(REPO / "reports")
+    assert "| mobilenet_v2 | bottleneck6 | classification,detection |" in page
+    assert "9.77" in page and "42.31" in page  # seed 003's reductions
+    assert "31.3" in page  # seed 003's BPG QP 35 ratio beside ours
+    assert "](codec/codec.png)" in page and "## Provenance" in page
+
+
+def test_tolerances() -> None:
+    assert Figure("a", 10).holds(10) and not Figure("a", 10).holds(11)
+    assert Figure("a", 77.0, "abs", 1.0).holds(76.0) and not Figure("a", 77.0, "abs", 1.0).holds(75.9)
+    assert Figure("t", 200.0, "ratio", 2.5).holds(90.0) and not Figure("t", 200.0, "ratio", 2.5).holds(79.0)
+    assert Figure("t", 20.0, "ratio", 2.5).holds(49.0) and not Figure("t", 20.0, "ratio", 2.5).holds(51.0)
+
+
+def test_compare_names_drifts_new_and_missing_metrics() -> None:
+    baselines = {"codec.jpeg_bytes": 572732.0, "codec.gone": 1.0, "profile.vit.params": 9524842.0}
+    figures = [Figure("codec.jpeg_bytes", 600000), Figure("codec.new", 3)]
+    drifts = {d.metric: d for d in compare(figures, baselines, ["codec"])}
+    assert set(drifts) == {"codec.jpeg_bytes", "codec.new", "codec.gone"}  # profile was not run: not missing
+    assert drifts["codec.jpeg_bytes"].line() == "codec.jpeg_bytes: baseline 572732, now 600000, tolerance exact"
+    assert drifts["codec.new"].line() == "codec.new: baseline missing, now 3, tolerance exact"
+
+
+def test_update_keeps_other_slices_and_reports_changes(tmp_path: Path) -> None:
+    path = tmp_path / "baselines.csv"
+    assert update_baselines(path, [Figure("a.x", 1), Figure("b.y", 2.5, "abs", 1.0)]) == ["a.x: new, 1", "b.y: new, 2.5"]
+    assert update_baselines(path, [Figure("a.x", 3)]) == ["a.x: 1 -> 3"]
+    assert load_baselines(path) == {"a.x": 3.0, "b.y": 2.5}
+    assert pd.read_csv(path)["kind"].tolist() == ["exact", "abs"]
+
+
+def test_bad_slices_and_options_fail_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="unknown slice bogus; valid: profile, split, eval, codec, prune"):
+        parse_slices("codec,bogus")
+    result = CliRunner().invoke(app, ["report", "--check", "--baselines", str(tmp_path / "none.csv")])
+    assert result.exit_code != 0 and "missing baselines file" in str(result.exception or result.output)
+
+
+def test_committed_baselines_cover_every_slice() -> None:
+    metrics = load_baselines(BASELINES)
+    assert {m.split(".")[0] for m in metrics} == set(parse_slices(None))
+    assert metrics["profile.vgg16.macs"] == 15_470_289_408 and metrics["codec.jpeg_bytes"] == 572_732
+
+
+@needs_shared_data
+@needs_shared_weights
+def test_a_changed_jpeg_quality_is_caught_and_restoring_it_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    argv = ["report", "--check", "--only", "codec", "--data", str(SHARED_DATA), "--weights-dir", str(SHARED_WEIGHTS)]
+    monkeypatch.setattr("splitbench.codecs.cache.JPEG_QUALITY", 90)
+    changed = CliRunner().invoke(app, argv, env={"COLUMNS": "200", **os.environ})
+    assert changed.exit_code == 1, changed.output
+    assert "DRIFT codec.jpeg_bytes: baseline 572732, now " in changed.output
+    assert not any(line.startswith("DRIFT codec.bpg") for line in changed.output.splitlines())  # features unchanged
+
+    monkeypatch.setattr("splitbench.codecs.cache.JPEG_QUALITY", 75)
+    restored = CliRunner().invoke(app, argv)
+    assert restored.exit_code == 0, restored.output
+    assert "within tolerance" in restored.output
