@@ -7,12 +7,24 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, SHARED_DATA, SHARED_WEIGHTS, needs_shared_data, needs_shared_weights
+from conftest import (
+    REPO,
+    SHARED_DATA,
+    SHARED_WEIGHTS,
+    needs_shared_data,
+    needs_shared_weights,
+)
 from typer.testing import CliRunner
 
 from splitbench.cli import app
 from splitbench.overview import render_overview
-from splitbench.regression import Figure, compare, load_baselines, parse_slices, update_baselines
+from splitbench.regression import (
+    Figure,
+    compare,
+    load_baselines,
+    parse_slices,
+    update_baselines,
+)
 
 BASELINES = REPO / "reports" / "baselines" / "regression.csv"
 
