@@ -61,3 +61,6 @@ splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequ
 # ... and the third reading of the seed's RGB picture: BPG at 4:4:4 (bpgenc -f 444)
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
     --codec none,bpg --qp 20,30,35,40 --layout paper --chroma 444 --limit 260 --out reports/codec/bpg444
+
+# Issue 7: the overview page of everything above (reports/README.md)
+splitbench report
