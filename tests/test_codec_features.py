@@ -23,8 +23,8 @@ from splitbench.errors import SplitbenchError
     [
         ((512, 14, 14), (224, 448)),  # VGG16 pool4, seed 003 Table 2
         ((32, 28, 28), (112, 224)),  # MobileNetV2 bottleneck6, Table 2
-        ((24, 56, 56), (168, 448)),  # 3 x 8 tiles
-        ((96, 7, 9), (42, 144)),  # 6 x 16 tiles of non-square planes
+        ((24, 56, 56), (224, 336)),  # 4 x 6 tiles
+        ((96, 7, 9), (56, 108)),  # 8 x 12 tiles of non-square planes
         ((7, 5, 3), (5, 21)),  # a prime channel count: one row
         ((1, 4, 4), (4, 4)),
     ],
@@ -40,9 +40,9 @@ def test_tiling_round_trip_is_exact(shape: tuple[int, int, int], picture: tuple[
     assert np.array_equal(plane[r * shape[1] : (r + 1) * shape[1], c * shape[2] : (c + 1) * shape[2]], tensor[channel])
 
 
-def test_tile_grid_is_the_most_square_grid_twice_as_wide() -> None:
-    assert [tile_grid(c) for c in (1, 2, 8, 32, 64, 160, 512, 1280)] == [
-        (1, 1), (1, 2), (2, 4), (4, 8), (4, 16), (8, 20), (16, 32), (20, 64)]
+def test_tile_grid_is_the_most_square_grid_and_the_seeds_table_2() -> None:
+    assert [tile_grid(c) for c in (1, 2, 8, 32, 64, 160, 512, 1280, 7)] == [
+        (1, 1), (1, 2), (2, 4), (4, 8), (8, 8), (10, 16), (16, 32), (32, 40), (1, 7)]
 
 
 @pytest.mark.parametrize("bits", [8, 10, 12, 16])

@@ -98,9 +98,14 @@ def test_cached_features_are_the_head_outputs(sweep, mobilenet) -> None:
 
 @needs_shared_data
 @needs_shared_weights
-def test_a_second_run_reuses_features_and_finished_points(sweep) -> None:
+def test_a_second_run_reuses_features_and_finished_points(sweep, monkeypatch: pytest.MonkeyPatch) -> None:
     result, request, _ = sweep
     points = [r.point for r in result.results]
+
+    def coded_again(*args, **kwargs):
+        raise AssertionError("a finished point was coded again")
+
+    monkeypatch.setattr("splitbench.codecs.pipeline._run_point", coded_again)
     again = run_sweep(SweepRequest(request.model, request.at, request.dataset, data_root=SHARED_DATA, limit=50,
                                    cache_root=request.cache_root, workers=1, progress=False), points)
     assert again.head_images == 0 and again.head_s == 0.0

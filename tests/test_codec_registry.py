@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
-from conftest import SHARED_DATA
 from splitbench.codecs import CodecSpec, codec_names, make_codec
 from splitbench.errors import SplitbenchError
 
@@ -77,11 +79,12 @@ def test_bad_codec_settings_fail_in_one_line(args: tuple, message: str) -> None:
         make_codec(*args)
 
 
-def test_bpg_options_are_checked() -> None:
+def test_bpg_options_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bpgenc, wherever libbpg is installed
     with pytest.raises(SplitbenchError, match="unknown chroma format '422'; valid: 420, 444"):
         make_codec("bpg", 30, 8, 3, chroma="422")
     with pytest.raises(SplitbenchError, match="--bpg-backend bpgenc needs bpgenc and bpgdec on PATH"):
-        make_codec("bpg", 30, 8, 1, backend="bpgenc")  # libbpg's tools are not installed here
+        make_codec("bpg", 30, 8, 1, backend="bpgenc")
 
 
 def test_a_spec_rebuilds_the_same_codec_in_a_worker() -> None:

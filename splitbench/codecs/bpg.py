@@ -4,7 +4,8 @@ Encoding follows libbpg 0.9.8's ``bpgenc`` with its defaults: colour conversion 
 decimation as in :mod:`splitbench.codecs.bpg_color`, padding to the 8-pixel coding block by
 repeating the last row and column, and one x265 picture with constant QP, intra only, preset
 ``veryslow`` (bpgenc's default level 8), tune ``ssim``, no info SEI, AMP and rectangular
-partitions on (x265_glue.c). The Annex-B output then becomes a ``.bpg`` file
+partitions on (x265_glue.c); unlike bpgenc, without wavefront parallel processing (one
+thread per picture, see :func:`x265_params`). The Annex-B output then becomes a ``.bpg`` file
 (``bpg_spec.txt``): the header, the SPS compressed to the handful of fields BPG keeps, and
 the remaining NAL units (PPS, slices) without the first start code.
 
@@ -151,7 +152,10 @@ def x265_params(qp: int) -> str:
         "info=0",  # bEmitInfoSEI = 0
         "amp=1", "rect=1",  # bEnableAMP, bEnableRectInter (BPG's SPS implies amp_enabled_flag = 1)
         "repeat-headers=1", "hash=0",
-        "frame-threads=1", "pools=none", "lookahead-slices=0",  # one thread: parallelism is per image
+        # One thread: parallelism is per image. Without a thread pool x265 turns wavefront
+        # parallel processing off; bpgenc keeps x265's default pool and with it WPP (a few bytes
+        # of entry points per CTU row). The one known difference from bpgenc, stated, not hidden.
+        "frame-threads=1", "pools=none", "wpp=0", "lookahead-slices=0",
         "log-level=none",
     ])
 

@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from splitbench.data import ImageDataset, Preprocessing, worker_errors_unwrapped
-from splitbench.results import write_json
+from splitbench.results import atomic_open, write_json
 
 CACHE_VERSION = 1
 JPEG_QUALITY = 75  # seed 003 §5: the input JPEG the ratio is measured against (Pillow)
@@ -146,7 +146,6 @@ def _checkpoint(cache: FeatureCache, features: np.memmap, labels: np.ndarray, jp
     """Flush the features, then the small arrays, then the counter that makes them count."""
     features.flush()
     for name, array in (("labels.npy", labels), ("jpeg_bytes.npy", jpegs)):
-        temporary = cache.folder / f".{name}.tmp.npy"
-        np.save(temporary, array)
-        temporary.replace(cache.folder / name)
+        with atomic_open(cache.folder / name, "wb") as handle:
+            np.save(handle, array)
     _write_meta(cache, done, head_s)

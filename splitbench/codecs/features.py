@@ -63,17 +63,15 @@ def dequantize(quantized: Quantized) -> np.ndarray:
 
 
 def tile_grid(channels: int) -> tuple[int, int]:
-    """(rows, cols) of the planes: rows = the largest divisor r of C with r² ≤ C/2.
+    """(rows, cols) of the planes: rows = the largest divisor r of C with r ≤ √C.
 
-    This is the most nearly square grid with at least twice as many columns as rows and no
-    empty tiles; for square planes it gives the seed's Table 2 exactly (VGG16 512×14×14 →
-    16×32 tiles = 224×448, MobileNetV2 32×28×28 → 4×8 tiles = 112×224) and a 1:2 picture
-    whenever C is twice a square.
+    The most nearly square grid without empty tiles (never taller than wide); for square
+    planes it gives the seed's Table 2 exactly (VGG16 512×14×14 → 16×32 tiles = 224×448,
+    MobileNetV2 32×28×28 → 4×8 tiles = 112×224), and a square picture whenever C is a square.
     """
     if channels < 1:
         raise ValueError(f"cannot tile {channels} channels")
-    rows = max((r for r in range(1, math.isqrt(channels) + 1) if channels % r == 0 and 2 * r * r <= channels),
-               default=1)
+    rows = max(r for r in range(1, math.isqrt(channels) + 1) if channels % r == 0)
     return rows, channels // rows
 
 

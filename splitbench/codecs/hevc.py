@@ -86,7 +86,7 @@ def parse_sps(nal: bytes) -> Sps:
     width, height = bits.ue(), bits.ue()
     window = (bits.ue(), bits.ue(), bits.ue(), bits.ue()) if bits.flag() else None
     depth_luma, depth_chroma, poc_lsb = bits.ue() + 8, bits.ue() + 8, bits.ue() + 4
-    for _ in range(1 if bits.flag() else max_sub_layers_minus1 + 1):
+    for _ in range(max_sub_layers_minus1 + 1 if bits.flag() else 1):  # sub_layer_ordering_info_present_flag
         bits.ue(), bits.ue(), bits.ue()  # max_dec_pic_buffering, num_reorder, max_latency
     min_cb, diff_cb, min_tb, diff_tb = bits.ue(), bits.ue(), bits.ue(), bits.ue()
     depth_inter, depth_intra = bits.ue(), bits.ue()

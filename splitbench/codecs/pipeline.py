@@ -15,6 +15,7 @@ point (and, within the head pass, from the last finished batch).
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing
 import os
 import re
@@ -144,20 +145,27 @@ def _point_path(context: SweepContext, point: Point) -> Path:
 
 def _cached_or_run(context: SweepContext, point: Point, executor: Executor) -> PointResult:
     path = _point_path(context, point)
+    settings = point.spec.build().settings() if point.spec else {}
     if context.keep_dir is None and path.is_file():
-        stored = np.load(path, allow_pickle=False)
-        if len(stored["nbytes"]) >= context.count:
-            if context.progress is not None:
-                context.progress.console.print(f"{_label(point)}: from cache", style="dim")
-            return _from_store(point, stored, context.count)
+        with np.load(path, allow_pickle=False) as stored:
+            # A point coded by other library versions or encoder settings is coded again. (Points
+            # stored before the settings were kept carry none and count as current.)
+            same = "settings" not in stored or json.loads(str(stored["settings"])) == _jsonable(settings)
+            if same and len(stored["nbytes"]) >= context.count:
+                if context.progress is not None:
+                    context.progress.console.print(f"{_label(point)}: from cache", style="dim")
+                return _from_store(point, stored, context.count, settings)
     result = _run_point(context, point, executor)
     _store(path, result)
     return result
 
 
-def _from_store(point: Point, stored: Any, count: int) -> PointResult:
+def _jsonable(settings: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def _from_store(point: Point, stored: Any, count: int, settings: dict[str, Any]) -> PointResult:
     arrays = {name: stored[name][:count] for name in ("nbytes", "hit1", "hit5", "quantize_s", "encode_s", "decode_s")}
-    settings = point.spec.build().settings() if point.spec else {}
     return PointResult(point, **arrays, tail_s=float(stored["tail_s"]), wall_s=float(stored["wall_s"]), settings=settings)
 
 
@@ -165,7 +173,8 @@ def _store(path: Path, result: PointResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
         np.savez(handle, nbytes=result.nbytes, hit1=result.hit1, hit5=result.hit5, quantize_s=result.quantize_s,
-                 encode_s=result.encode_s, decode_s=result.decode_s, tail_s=result.tail_s, wall_s=result.wall_s)
+                 encode_s=result.encode_s, decode_s=result.decode_s, tail_s=result.tail_s, wall_s=result.wall_s,
+                 settings=json.dumps(result.settings, sort_keys=True, default=str))
 
 
 def _label(point: Point) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from splitbench.codecs.sweep import PAPER_SPLITS
 from splitbench.errors import SplitbenchError
 from splitbench.references import load_reference
 from splitbench.reporting import provenance_line
@@ -45,8 +46,10 @@ def load_paper_rows(folder: Path | None = None) -> pd.DataFrame:
 def paper_rows(table: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame | None:
     if reference is None or table.empty:
         return None
-    model = _PAPER_MODELS.get(str(table["model"].iloc[0]))
-    rows = reference[reference["model"] == model]
+    name = str(table["model"].iloc[0])
+    if str(table["split"].iloc[0]) != PAPER_SPLITS.get(name):
+        return None  # the seed's rows are for its own split point only
+    rows = reference[reference["model"] == _PAPER_MODELS.get(name)]
     return rows.reset_index(drop=True) if len(rows) else None
 
 

@@ -23,6 +23,7 @@ from splitbench.codecs.features import (
     to_picture,
     untile,
 )
+from splitbench.errors import SplitbenchError
 
 EXTENSIONS = {"bpg": "bpg", "png": "png", "webp": "webp", "avif": "avif", "jpegxl": "jxl", "jpeg2000": "j2k"}
 
@@ -71,9 +72,15 @@ def code_one(tensor: np.ndarray, index: int, codec: Codec, layout: str, keep_dir
     quantized = quantize(tensor, codec.bits)
     picture = to_picture(tile(quantized.values), layout)
     tiled = time.perf_counter()
-    data = codec.encode(picture)
-    encoded = time.perf_counter()
-    plane = from_picture(codec.decode(data), layout)
+    try:
+        data = codec.encode(picture)
+        encoded = time.perf_counter()
+        decoded_picture = codec.decode(data)
+    except SplitbenchError:
+        raise
+    except Exception as error:  # a library's own error: one line that names the codec and image
+        raise SplitbenchError(f"{codec.name} failed on image {index}: {type(error).__name__}: {error}") from None
+    plane = from_picture(decoded_picture, layout)
     values = untile(plane, tensor.shape)
     recovered = dequantize(Quantized(values, quantized.minimum, quantized.maximum, quantized.bits))
     decoded = time.perf_counter()
