@@ -42,6 +42,7 @@ class Codec(ABC):
     default_params: ClassVar[tuple[int, ...]] = ()  # a sweep's values when none are given
     bit_depths: ClassVar[tuple[int, ...]] = (8,)
     backend: ClassVar[str]
+    extension: ClassVar[str]  # of a kept coded file (--keep-bitstreams)
 
     def __init__(self, param: int | None, bits: int, channels: int) -> None:
         self.param = self._check_param(param)

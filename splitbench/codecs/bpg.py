@@ -262,6 +262,7 @@ class BpgCodec(Codec):
     """BPG with libx265 in-process (``pyav``), or Bellard's ``bpgenc``/``bpgdec`` (``bpgenc``)."""
 
     name = "bpg"
+    extension = "bpg"
     parameter = "qp"
     param_range = (0, 51)
     param_meaning = "HEVC quantisation parameter (x265 CQP; x265 codes the I slice at qp − 3, ipratio 1.4)"

@@ -95,10 +95,13 @@ def open_cache(root: Path, fields: dict[str, Any], total: int, shape: tuple[int,
     """The cache folder for ``fields`` under ``root``, created (empty) if new."""
     cache = FeatureCache(root / "features" / cache_key(fields), fields, total, shape)
     cache.folder.mkdir(parents=True, exist_ok=True)
-    if not cache.features_path.is_file():
+    # meta.json is written last: a folder without it (a run interrupted while creating it) is
+    # created again from scratch rather than read half-made.
+    if not (cache.folder / "meta.json").is_file():
         np.lib.format.open_memmap(cache.features_path, mode="w+", dtype=np.float32, shape=(total, *shape)).flush()
-        np.save(cache.folder / "labels.npy", np.full(total, -1, dtype=np.int64))
-        np.save(cache.folder / "jpeg_bytes.npy", np.zeros(total, dtype=np.int64))
+        for name, array in (("labels.npy", np.full(total, -1, dtype=np.int64)), ("jpeg_bytes.npy", np.zeros(total, dtype=np.int64))):
+            with atomic_open(cache.folder / name, "wb") as handle:
+                np.save(handle, array)
         _write_meta(cache, 0, 0.0)
     return cache
 

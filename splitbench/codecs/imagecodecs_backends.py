@@ -38,6 +38,7 @@ def _like(decoded: np.ndarray, channels: int, dtype: type) -> np.ndarray:
 @register
 class PngCodec(Codec):
     name = "png"
+    extension = "png"
     bit_depths = (8, 16)
     backend = "imagecodecs"
     level = 6  # zlib's default compression level
@@ -56,6 +57,7 @@ class PngCodec(Codec):
 @register
 class WebpCodec(Codec):
     name = "webp"
+    extension = "webp"
     parameter = "quality"
     param_range = (0, 100)
     param_meaning = "libwebp quality factor (lossy)"
@@ -77,6 +79,7 @@ class WebpCodec(Codec):
 @register
 class AvifCodec(Codec):
     name = "avif"
+    extension = "avif"
     parameter = "quality"
     param_range = (0, 100)
     param_meaning = "libavif quality (100 = lossless)"
@@ -103,6 +106,7 @@ class AvifCodec(Codec):
 @register
 class JpegxlCodec(Codec):
     name = "jpegxl"
+    extension = "jxl"
     parameter = "quality"
     param_range = (0, 100)
     param_meaning = "libjxl quality (mapped to a Butteraugli distance)"
@@ -123,6 +127,7 @@ class JpegxlCodec(Codec):
 @register
 class Jpeg2000Codec(Codec):
     name = "jpeg2000"
+    extension = "j2k"
     parameter = "quality"
     param_range = (1, 100)
     param_meaning = "OpenJPEG fixed-quality mode: target PSNR in dB"

@@ -260,7 +260,8 @@ def _keep_folder(context: SweepContext, point: Point) -> str | None:
     if context.keep_dir is None or point.spec is None:
         return None
     parameter = f"-{point.spec.param}" if point.spec.param is not None else ""
-    folder = context.keep_dir / f"{point.codec}{parameter}-{point.layout}-{point.spec.bits}bit"
+    options = "".join(f"-{value}" for _, value in point.spec.options)  # chroma, backend: runs must not collide
+    folder = context.keep_dir / f"{point.codec}{parameter}-{point.layout}-{point.spec.bits}bit{options}"
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder)
 

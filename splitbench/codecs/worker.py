@@ -25,8 +25,6 @@ from splitbench.codecs.features import (
 )
 from splitbench.errors import SplitbenchError
 
-EXTENSIONS = {"bpg": "bpg", "png": "png", "webp": "webp", "avif": "avif", "jpegxl": "jxl", "jpeg2000": "j2k"}
-
 
 @dataclass(frozen=True)
 class Task:
@@ -85,5 +83,5 @@ def code_one(tensor: np.ndarray, index: int, codec: Codec, layout: str, keep_dir
     recovered = dequantize(Quantized(values, quantized.minimum, quantized.maximum, quantized.bits))
     decoded = time.perf_counter()
     if keep_dir is not None:
-        Path(keep_dir, f"{index:06d}.{EXTENSIONS[codec.name]}").write_bytes(data)
+        Path(keep_dir, f"{index:06d}.{codec.extension}").write_bytes(data)
     return Coded(index, recovered, len(data) + SIDE_INFO_BYTES, tiled - began, encoded - tiled, decoded - encoded)
