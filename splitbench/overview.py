@@ -149,7 +149,8 @@ def _training(reports: Path) -> str | None:
         return None
     rows = []
     for path, history in found:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        sidecar = path.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         last = history.iloc[-1]
         rows.append({"run": path.parent.name, "epochs": int(last["epoch"]),
                      "test top-1": last.get("test_top1"), "recipe": _recipe(meta),

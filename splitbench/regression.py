@@ -10,7 +10,6 @@ timings, compared as now / baseline. Baselines live in ``reports/baselines/regre
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -165,7 +164,7 @@ def prune_slice(inputs: Inputs) -> list[Figure]:
         raise SplitbenchError(f"missing reference checkpoint: {inputs.reference_vit}")
     model = load_model("vit", str(inputs.reference_vit))
     settings = SweepSettings(methods=("weight", "stability"), scopes=("uniform",), ratios=(0.5,), proxy=64,
-                             timing_images=200, timing_repeats=1)
+                             timing_images=500, timing_repeats=3)
     data, _ = load_sweep_data(model.spec, inputs.data_root, settings.proxy, test_limit=500)
     cache = PointCache(inputs.scratch / "prune", "check", settings, len(data.test_labels))
     rows = run_sweep(model.model, data, settings, cache).rows
@@ -215,40 +214,71 @@ def measure(names: Iterable[str], data_root: Path | None, weights_dir: Path | No
 # --- baselines --------------------------------------------------------------------------------
 
 
-def load_baselines(path: Path) -> dict[str, float]:
+@dataclass(frozen=True)
+class Baseline:
+    value: float
+    kind: str
+    tolerance: float
+
+    def admits(self, now: float) -> bool:
+        return Figure("", now, self.kind, self.tolerance).holds(self.value)
+
+    def describe_tolerance(self) -> str:
+        return Figure("", self.value, self.kind, self.tolerance).describe_tolerance()
+
+
+def load_baselines(path: Path) -> dict[str, Baseline]:
+    """metric → baseline value and tolerance; the file's tolerances are the ones checked."""
     if not path.is_file():
         raise SplitbenchError(f"missing baselines file: {path} (create it with --update)")
     table = pd.read_csv(path)
-    return dict(zip(table["metric"], table["value"].astype(float), strict=True))
+    duplicated = table.loc[table["metric"].duplicated(), "metric"].tolist()
+    if duplicated:
+        raise SplitbenchError(f"{path}: metric listed twice: {duplicated[0]}")
+    unknown = sorted(set(table["kind"]) - set(KINDS))
+    if unknown:
+        raise SplitbenchError(f"{path}: unknown tolerance kind {unknown[0]!r}; valid: {', '.join(KINDS)}")
+    return {m: Baseline(float(v), str(k), float(tol))
+            for m, v, k, tol in zip(table["metric"], table["value"], table["kind"], table["tolerance"], strict=True)}
 
 
-def compare(figures: list[Figure], baselines: dict[str, float], slices: Iterable[str]) -> list[Drift]:
-    """Every figure outside its tolerance, every figure without a baseline, and every baseline of
-    the slices run that was not measured."""
+def compare(figures: list[Figure], baselines: dict[str, Baseline], slices: Iterable[str]) -> list[Drift]:
+    """Every figure outside its baseline's tolerance, every figure without a baseline, and every
+    baseline of the slices run that was not measured."""
     drifts = []
     measured = {f.metric for f in figures}
     for figure in figures:
         baseline = baselines.get(figure.metric)
-        if baseline is None or (isinstance(baseline, float) and math.isnan(baseline)) or not figure.holds(baseline):
-            drifts.append(Drift(figure.metric, baseline, figure.value, figure.describe_tolerance()))
+        if baseline is None:
+            drifts.append(Drift(figure.metric, None, figure.value, figure.describe_tolerance()))
+        elif not baseline.admits(figure.value):
+            drifts.append(Drift(figure.metric, baseline.value, figure.value, baseline.describe_tolerance()))
     prefixes = tuple(f"{s}." for s in slices)
-    drifts += [Drift(metric, value, None, "exact") for metric, value in baselines.items()
+    drifts += [Drift(metric, baseline.value, None, baseline.describe_tolerance()) for metric, baseline in baselines.items()
                if metric.startswith(prefixes) and metric not in measured]
     return drifts
 
 
-def update_baselines(path: Path, figures: list[Figure]) -> list[str]:
-    """Write ``figures`` as the baselines of their metrics (others kept); what changed, one line each."""
+def update_baselines(path: Path, figures: list[Figure], slices: Iterable[str]) -> list[str]:
+    """Make ``figures`` the baselines of the ``slices`` they come from; other slices' rows stay.
+
+    A metric the slices no longer produce is dropped; a tolerance edited in the file is kept.
+    Returns what changed, one line each.
+    """
     old = load_baselines(path) if path.is_file() else {}
-    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["metric", "value", "kind", "tolerance"])
-    new = pd.DataFrame([{"metric": f.metric, "value": f.value, "kind": f.kind, "tolerance": f.tolerance} for f in figures])
-    merged = pd.concat([table[~table["metric"].isin(new["metric"])], new], ignore_index=True).sort_values("metric")
-    write_csv(path, merged.reset_index(drop=True))
+    prefixes = tuple(f"{s}." for s in slices)
+    rows = {m: b for m, b in old.items() if not m.startswith(prefixes)}
     changes = []
     for figure in figures:
         before = old.get(figure.metric)
+        kind, tolerance = (before.kind, before.tolerance) if before else (figure.kind, figure.tolerance)
+        rows[figure.metric] = Baseline(float(figure.value), kind, tolerance)
         if before is None:
             changes.append(f"{figure.metric}: new, {_show(figure.value)}")
-        elif before != figure.value:
-            changes.append(f"{figure.metric}: {_show(before)} -> {_show(figure.value)}")
+        elif before.value != figure.value:
+            changes.append(f"{figure.metric}: {_show(before.value)} -> {_show(figure.value)}")
+    measured = {f.metric for f in figures}
+    changes += [f"{m}: dropped (no longer measured)" for m in old if m.startswith(prefixes) and m not in measured]
+    table = pd.DataFrame([{"metric": m, "value": b.value, "kind": b.kind, "tolerance": b.tolerance} for m, b in sorted(rows.items())])
+    write_csv(path, table)
     return changes

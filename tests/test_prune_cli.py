@@ -18,6 +18,8 @@ from test_cli import run
     "args, message",
     [
         (["vit", "--ratio", "1.5"], "error: pruning ratio must be in [0, 1), got 1.5"),
+        (["vit", "--ratio", ","], "error: --ratio takes numbers in [0, 1) separated by commas, got ','"),
+        (["vit", "--estimator", "exact,taylor"], "error: --estimator takes one of exact, taylor"),
         (["vit", "--method", "magic"], "error: unknown method magic; valid: weight, importance, stability"),
         (["vit", "--scope", "local"], "error: unknown scope local; valid: uniform, global"),
         (["vit", "--targets", "heads"], "error: unknown pruning target heads; valid: attention, mlp"),
@@ -59,10 +61,14 @@ def test_prune_sweep_writes_tables_with_smaller_models(tmp_path: Path) -> None:
     assert len(scores) == 6 * 512 and {"weight", "importance", "stability", "l_ce", "l_kl"} <= set(scores.columns)
     sidecar = json.loads((out / "prune.json").read_text())
     assert sidecar["weights"]["sha256"] and sidecar["data"]["proxy"]["images"] == 8
-    # A second run reuses the cached points instead of measuring again.
+    # A second run reuses the cached points instead of measuring again (their files stay as they were).
+    points = sorted((tmp_path / "cache" / "prune").rglob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in points]
     again = run("prune", "vit", "--checkpoint", str(checkpoint), "--ratio", "0.5", "--method", "weight",
                 "--scope", "uniform", "--proxy", "8", "--test-limit", "100", "--timing-repeats", "0", "--data", str(SHARED_DATA),
                 "--out", str(tmp_path / "again"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     rerun = pd.read_csv(tmp_path / "again" / "prune.csv")
     assert rerun.iloc[1]["top1"] == table[(table["method"] == "weight") & (table["scope"] == "uniform")].iloc[0]["top1"]
+    assert points and [p.stat().st_mtime_ns for p in points] == stamps
+    assert sorted((tmp_path / "cache" / "prune").rglob("*.json")) == points

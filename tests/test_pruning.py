@@ -54,6 +54,24 @@ def test_pruned_model_equals_the_masked_original_with_unequal_heads() -> None:
     assert model.transformer.layers[0][0].to_qkv.out_features == 3 * 64  # the original is untouched
 
 
+def test_a_block_without_channels_adds_only_its_output_bias() -> None:
+    model = small_vit()
+    keep = {(0, "attention"): torch.tensor([], dtype=torch.long)}
+    pruned = prune_vit(model, keep).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), run_blocks(model, embed(model, x), 0, gates_for(keep, model)), atol=1e-5)
+    assert pruned.transformer.layers[0][0].channels == 0
+
+
+def test_selection_keeps_min_keep_channels_per_block_at_extreme_ratios() -> None:
+    model = small_vit()
+    scores = weight_scores(model, channel_groups(model))
+    for scope in ("uniform", "global"):
+        keep = select_channels(scores, 0.999, scope)
+        assert [len(v) for v in keep.values()] == [1, 1], scope
+
+
 def test_pruning_removes_exactly_the_channels_parameters() -> None:
     """Seed 002's model: 30 % of every block's 512 attention channels = 154 channels x 2048 weights."""
     model = zoo("vit").model

@@ -14,11 +14,14 @@ from conftest import (
     needs_shared_data,
     needs_shared_weights,
 )
+from test_cli import run
 from typer.testing import CliRunner
 
 from splitbench.cli import app
+from splitbench.errors import SplitbenchError
 from splitbench.overview import render_overview
 from splitbench.regression import (
+    Baseline,
     Figure,
     compare,
     load_baselines,
@@ -50,33 +53,49 @@ def test_tolerances() -> None:
 
 
 def test_compare_names_drifts_new_and_missing_metrics() -> None:
-    baselines = {"codec.jpeg_bytes": 572732.0, "codec.gone": 1.0, "profile.vit.params": 9524842.0}
-    figures = [Figure("codec.jpeg_bytes", 600000), Figure("codec.new", 3)]
+    baselines = {"codec.jpeg_bytes": Baseline(572732.0, "exact", 0.0), "codec.gone": Baseline(1.0, "abs", 0.5),
+                 "codec.top1": Baseline(70.0, "abs", 2.0), "profile.vit.params": Baseline(9524842.0, "exact", 0.0)}
+    # the file's tolerance decides (the figure's own, ±0, would flag 71)
+    figures = [Figure("codec.jpeg_bytes", 600000), Figure("codec.new", 3), Figure("codec.top1", 71.0, "abs", 0.0)]
     drifts = {d.metric: d for d in compare(figures, baselines, ["codec"])}
     assert set(drifts) == {"codec.jpeg_bytes", "codec.new", "codec.gone"}  # profile was not run: not missing
     assert drifts["codec.jpeg_bytes"].line() == "codec.jpeg_bytes: baseline 572732, now 600000, tolerance exact"
     assert drifts["codec.new"].line() == "codec.new: baseline missing, now 3, tolerance exact"
+    assert drifts["codec.gone"].line() == "codec.gone: baseline 1, now missing, tolerance ±0.5"
 
 
-def test_update_keeps_other_slices_and_reports_changes(tmp_path: Path) -> None:
+def test_update_replaces_the_slices_run_and_keeps_the_others(tmp_path: Path) -> None:
     path = tmp_path / "baselines.csv"
-    assert update_baselines(path, [Figure("a.x", 1), Figure("b.y", 2.5, "abs", 1.0)]) == ["a.x: new, 1", "b.y: new, 2.5"]
-    assert update_baselines(path, [Figure("a.x", 3)]) == ["a.x: 1 -> 3"]
-    assert load_baselines(path) == {"a.x": 3.0, "b.y": 2.5}
-    assert pd.read_csv(path)["kind"].tolist() == ["exact", "abs"]
+    changes = update_baselines(path, [Figure("a.x", 1), Figure("a.old", 5), Figure("b.y", 2.5, "abs", 1.0)], ["a", "b"])
+    assert changes == ["a.x: new, 1", "a.old: new, 5", "b.y: new, 2.5"]
+    table = pd.read_csv(path)
+    table.loc[table["metric"] == "a.x", "tolerance"] = 0.5  # a hand-edited tolerance survives updates
+    table.to_csv(path, index=False)
+    assert update_baselines(path, [Figure("a.x", 3)], ["a"]) == ["a.x: 1 -> 3", "a.old: dropped (no longer measured)"]
+    assert load_baselines(path) == {"a.x": Baseline(3.0, "exact", 0.5), "b.y": Baseline(2.5, "abs", 1.0)}
 
 
-def test_bad_slices_and_options_fail_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="unknown slice bogus; valid: profile, split, eval, codec, prune"):
-        parse_slices("codec,bogus")
-    result = CliRunner().invoke(app, ["report", "--check", "--baselines", str(tmp_path / "none.csv")])
-    assert result.exit_code != 0 and "missing baselines file" in str(result.exception or result.output)
+def test_a_baselines_file_with_a_repeated_metric_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "baselines.csv"
+    path.write_text("metric,value,kind,tolerance\na.x,1,exact,0\na.x,2,exact,0\n")
+    with pytest.raises(SplitbenchError, match="metric listed twice: a.x"):
+        load_baselines(path)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--only", "codec,bogus"], "error: unknown slice bogus; valid: profile, split, eval, codec, prune"),
+    (["--baselines", "/no/such/baselines.csv"], "error: missing baselines file: /no/such/baselines.csv"),
+])
+def test_bad_check_input_ends_in_one_line(args: list[str], message: str) -> None:
+    done = run("report", "--check", *args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
 
 
 def test_committed_baselines_cover_every_slice() -> None:
     metrics = load_baselines(BASELINES)
     assert {m.split(".")[0] for m in metrics} == set(parse_slices(None))
-    assert metrics["profile.vgg16.macs"] == 15_470_289_408 and metrics["codec.jpeg_bytes"] == 572_732
+    assert metrics["profile.vgg16.macs"].value == 15_470_289_408 and metrics["codec.jpeg_bytes"].value == 572_732
 
 
 @needs_shared_data

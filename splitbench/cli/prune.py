@@ -48,10 +48,19 @@ def _choices(value: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 def _ratios(value: str) -> tuple[float, ...]:
     try:
-        ratios = tuple(float(v) for v in value.split(",") if v.strip())
+        ratios = tuple(dict.fromkeys(float(v) for v in value.split(",") if v.strip()))
     except ValueError:
-        raise SplitbenchError(f"--ratio takes numbers in [0, 1) separated by commas, got {value!r}") from None
+        ratios = ()
+    if not ratios:
+        raise SplitbenchError(f"--ratio takes numbers in [0, 1) separated by commas, got {value!r}")
     return tuple(check_ratio(r) for r in ratios)
+
+
+def _estimator(value: str) -> str:
+    chosen = _choices(value, ESTIMATORS, "estimator")
+    if len(chosen) != 1:
+        raise SplitbenchError(f"--estimator takes one of {', '.join(ESTIMATORS)} (--compare-estimators runs both)")
+    return chosen[0]
 
 
 @app.command("prune")
@@ -80,7 +89,7 @@ def prune_command(
         raise SplitbenchError(f"channel pruning supports the model vit only, got {model!r}")
     settings = SweepSettings(
         methods=_choices(method, METHODS, "method"), scopes=_choices(scope, SCOPES, "scope"), ratios=_ratios(ratio),
-        targets=parse_targets(targets), estimator=_choices(estimator, ESTIMATORS, "estimator")[0], alpha=alpha,
+        targets=parse_targets(targets), estimator=_estimator(estimator), alpha=alpha,
         proxy=proxy, finetune_epochs=finetune_epochs, timing_repeats=timing_repeats,
     )
     zoo_model = load_model(model, checkpoint)

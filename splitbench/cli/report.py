@@ -52,13 +52,13 @@ def report_command(
     figures = measure(slices, data, weights_dir, reference_vit, on_slice=lambda name: console.print(f"slice {name} ...", style="dim"))
     wall = time.perf_counter() - start
     if update:
-        changes = update_baselines(baselines, figures)
+        changes = update_baselines(baselines, figures, slices)
         console.print("\n".join(changes) if changes else "no baseline changed")
         show_written([baselines])
         return
     drifts = compare(figures, expected, slices)
-    shown = pd.DataFrame([{"metric": f.metric, "baseline": expected.get(f.metric), "now": f.value,
-                           "tolerance": f.describe_tolerance()} for f in figures])
+    shown = pd.DataFrame([{"metric": f.metric, "baseline": b.value if (b := expected.get(f.metric)) else None, "now": f.value,
+                           "tolerance": b.describe_tolerance() if b else f.describe_tolerance()} for f in figures])
     show_table(shown, title=f"regression check: {', '.join(slices)} ({wall:.0f} s)")
     if drifts:
         for drift in drifts:

@@ -4,8 +4,10 @@
   lowest-scored channels, so all blocks keep the same width.
 - ``global``: for each target kind, one ranking of every channel of every block; the
   ``round(ratio * total)`` lowest go wherever they are, so blocks end up with different
-  widths. Each group keeps at least ``min_keep`` channels (its best ones), so that no block
-  disappears entirely; with the ratios of seed 002 (≤ 70 %) this never binds in practice.
+  widths.
+
+Either way each group keeps at least ``min_keep`` channels (its best ones), so that no block
+disappears entirely; with the ratios of seed 002 (≤ 70 %) this never binds in practice.
 
 Lower score = less important = pruned first. Ties are broken by position, so a selection
 is a deterministic function of the scores.
@@ -39,7 +41,7 @@ def select_channels(
         if values.shape != (group.size,):
             raise ValueError(f"{group.name}: {tuple(values.shape)} scores for {group.size} channels")
     if scope == "uniform":
-        return {(g.block, g.target): _keep_top(v, g.size - round(ratio * g.size)) for g, v in scores.items()}
+        return {(g.block, g.target): _keep_top(v, max(g.size - round(ratio * g.size), min_keep)) for g, v in scores.items()}
     keep: dict[GroupKey, torch.Tensor] = {}
     for target in dict.fromkeys(g.target for g in scores):
         groups = [g for g in scores if g.target == target]
@@ -59,7 +61,8 @@ def _select_global(groups: list[ChannelGroup], values: list[torch.Tensor], ratio
     for v in protected:  # each group's best min_keep channels are never pruned
         v[torch.sort(v, descending=True, stable=True).indices[:min_keep]] = float("inf")
     flat = torch.cat(protected)
-    order = torch.sort(flat, descending=True, stable=True).indices[: total - round(ratio * total)]
+    count = max(total - round(ratio * total), min_keep * len(groups))  # the protected channels always fit
+    order = torch.sort(flat, descending=True, stable=True).indices[:count]
     kept = torch.zeros(total, dtype=torch.bool)
     kept[order] = True
     keep, offset = {}, 0

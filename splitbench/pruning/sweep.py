@@ -51,7 +51,7 @@ from splitbench.zoo.trunk import count_parameters
 
 PRUNE_COLUMNS = [
     "method", "scope", "targets", "ratio", "estimator", "alpha", "proxy", "kept_channels", "params", "param_bytes",
-    "macs", "top1", "cpu_ms_1000_b100", "cpu_ms_1000_b1", "finetune_epochs", "test_images",
+    "macs", "top1", "cpu_ms_1000_b100", "cpu_ms_1000_b1", "timing_images", "finetune_epochs", "test_images",
 ]
 
 
@@ -105,11 +105,15 @@ def load_sweep_data(spec: ModelSpec, root: Path | None, proxy: int, test_limit: 
     return data, {"test": test_set.provenance(), "proxy": proxy_set.provenance()}
 
 
+CACHE_VERSION = 2  # part of every point's cache key: bump it when what a point measures changes
+
+
 class PointCache:
     """Finished sweep points as JSON files under one directory per (checkpoint, settings)."""
 
     def __init__(self, root: Path, checkpoint_sha256: str, settings: SweepSettings, test_images: int) -> None:
-        identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "test_images": test_images}
+        identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "test_images": test_images,
+                    "version": CACHE_VERSION}
         for key in ("methods", "scopes", "ratios"):  # a longer sweep reuses a shorter one's points
             identity.pop(key)
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -141,6 +145,7 @@ def measure(model: nn.Module, data: SweepData, settings: SweepSettings) -> dict[
         "top1": round(top1(model, data.test_images, data.test_labels), 2),
         "cpu_ms_1000_b100": dataset_ms(model, timing, 100, settings.timing_repeats),
         "cpu_ms_1000_b1": dataset_ms(model, timing, 1, settings.timing_repeats),
+        "timing_images": len(timing),  # 1000 unless the test set is smaller
         "test_images": len(data.test_labels),
     }
 
@@ -189,16 +194,22 @@ def run_sweep(
     if on_point is not None:
         on_point(base)
     for method, scope, ratio in points(settings):
-        def build(method: str = method, scope: str = scope, ratio: float = ratio) -> dict[str, Any]:
+        name = f"{method}-{scope}-{ratio:g}"
+
+        def pruned_model(method: str = method, scope: str = scope, ratio: float = ratio, name: str = name):
             keep = select_channels(result.scores[method], ratio, scope)
             pruned = prune_vit(teacher, keep)
             if finetune is not None and settings.finetune_epochs > 0:
-                finetune(pruned, f"{method}-{scope}-{ratio:g}")
-            if save_dir is not None:
-                save_pruned_vit(pruned, keep, save_dir / f"vit-{method}-{scope}-{ratio:g}.safetensors")
+                finetune(pruned, name)  # resumes from its own checkpoint when done before
+            return pruned, keep
+
+        def build(method: str = method, scope: str = scope, ratio: float = ratio) -> dict[str, Any]:
+            pruned, keep = pruned_model()
             return {**_describe(method, scope, ratio, settings, pruned, groups, keep), **measure(pruned, data, settings)}
 
-        row = _cached_point(cache, f"{method}-{scope}-{ratio:g}", build)
+        row = _cached_point(cache, name, build)
+        if save_dir is not None and not (save_dir / f"vit-{name}.safetensors").is_file():
+            save_pruned_vit(*pruned_model(), save_dir / f"vit-{name}.safetensors")  # also for cached points
         result.rows.append(row)
         if on_point is not None:
             on_point(row)

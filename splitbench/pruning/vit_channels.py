@@ -148,9 +148,11 @@ class PrunedAttention(nn.Module):
     gather, so a pruned block costs what its channels cost.
     """
 
-    def __init__(self, norm: nn.LayerNorm, to_qkv: nn.Linear, to_out: nn.Module, widths: list[tuple[int, int]], dim_head: int) -> None:
+    def __init__(self, norm: nn.LayerNorm, to_qkv: nn.Linear, to_out: nn.Module, widths: list[tuple[int, int]], dim_head: int,
+                 dropout: nn.Module | None = None) -> None:
         super().__init__()
         self.norm = norm
+        self.dropout = dropout or nn.Dropout(0.0)  # on the attention matrix, as the original's
         self.to_qkv = to_qkv
         self.to_out = to_out
         self.widths = [(int(w), int(h)) for w, h in widths if w > 0 and h > 0]
@@ -171,11 +173,13 @@ class PrunedAttention(nn.Module):
         sizes = [width * heads for width, heads in self.widths]
         runs = zip(q.split(sizes, -1), k.split(sizes, -1), v.split(sizes, -1), self.widths)
         out = [self._attend(q_run, k_run, v_run, heads) for q_run, k_run, v_run, (_, heads) in runs]
+        if not out:  # no channel left: the block adds to_out's bias only, as the masked original does
+            return self.to_out(q)
         return self.to_out(out[0] if len(out) == 1 else torch.cat(out, dim=-1))
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
-        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1)
+        attn = self.dropout(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1))
         return rearrange(torch.matmul(attn, v), "b h n d -> b n (h d)")
 
 
@@ -223,8 +227,9 @@ def _prune_attention(attention: nn.Module, keep: torch.Tensor) -> PrunedAttentio
     rows = torch.cat([layout, layout + inner, layout + 2 * inner])
     to_qkv = _linear_subset(attention.to_qkv, rows=rows)
     out_linear = attention.to_out[0] if isinstance(attention.to_out, nn.Sequential) else attention.to_out
-    to_out = nn.Sequential(_linear_subset(out_linear, columns=layout), nn.Dropout(0.0))
-    return PrunedAttention(attention.norm, to_qkv, to_out, widths, dim_head)
+    out_dropout = attention.to_out[1] if isinstance(attention.to_out, nn.Sequential) else nn.Dropout(0.0)
+    to_out = nn.Sequential(_linear_subset(out_linear, columns=layout), out_dropout)
+    return PrunedAttention(attention.norm, to_qkv, to_out, widths, dim_head, getattr(attention, "dropout", None))
 
 
 def _prune_feedforward(feedforward: nn.Module, keep: torch.Tensor) -> None:
