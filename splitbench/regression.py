@@ -151,7 +151,8 @@ def codec_slice(inputs: Inputs) -> list[Figure]:
 
 
 def prune_slice(inputs: Inputs) -> list[Figure]:
-    """The reference CIFAR-10 ViT pruned by half (weight and stability, uniform), 500 test images."""
+    """The reference CIFAR-10 ViT pruned by half (weight and stability, uniform): top-1 on 500 test
+    images, the batch-100 speed-up over 200 (median of 3)."""
     from splitbench.pruning.sweep import (
         PointCache,
         SweepSettings,
@@ -164,7 +165,7 @@ def prune_slice(inputs: Inputs) -> list[Figure]:
         raise SplitbenchError(f"missing reference checkpoint: {inputs.reference_vit}")
     model = load_model("vit", str(inputs.reference_vit))
     settings = SweepSettings(methods=("weight", "stability"), scopes=("uniform",), ratios=(0.5,), proxy=64,
-                             timing_images=500, timing_repeats=3)
+                             timing_images=200, timing_repeats=3)
     data, _ = load_sweep_data(model.spec, inputs.data_root, settings.proxy, test_limit=500)
     cache = PointCache(inputs.scratch / "prune", "check", settings, len(data.test_labels))
     rows = run_sweep(model.model, data, settings, cache).rows
@@ -175,7 +176,7 @@ def prune_slice(inputs: Inputs) -> list[Figure]:
         figures += [Figure(f"{name}.params", row["params"]), Figure(f"{name}.macs", row["macs"]),
                     Figure(f"{name}.top1", row["top1"], "abs", 1.0),
                     # timings as ratios: the speed-up over the unpruned model, then that against its baseline
-                    Figure(f"{name}.speedup_b100", round(original["cpu_ms_1000_b100"] / row["cpu_ms_1000_b100"], 3), "ratio", 1.3)]
+                    Figure(f"{name}.speedup_b100", round(original["cpu_ms_1000_b100"] / row["cpu_ms_1000_b100"], 3), "ratio", 1.5)]
     return figures
 
 

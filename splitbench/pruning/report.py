@@ -43,7 +43,8 @@ def comparison_table(rows: pd.DataFrame, column: str, paper_column: str, fmt: st
             ours = row[column]
             cell = "" if pd.isna(ours) else format(ours, fmt)
             if relative and not pd.isna(ours):
-                cell += f" ↓{100 * (1 - ours / original[column]):.1f}%"
+                change = 100 * (1 - ours / original[column])
+                cell += f" ↓{change:.1f}%" if change >= 0 else f" ↑{-change:.1f}%"  # ↑: larger/slower than unpruned
             theirs = _paper_value(paper, method, scope, row["ratio"], paper_column)
             line[f"{row['ratio']:.0%}"] = f"{cell} ({theirs:{fmt}})" if theirs is not None else cell
         table.append(line)
