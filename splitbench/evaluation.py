@@ -54,7 +54,7 @@ def evaluate_topk(
     )
     top1 = top5 = seen = 0
     start = time.perf_counter()
-    with _progress_bar(enabled=progress) as bar, worker_errors_unwrapped(), torch.inference_mode():
+    with progress_bar(enabled=progress) as bar, worker_errors_unwrapped(), torch.inference_mode():
         task = bar.add_task("evaluating", total=total)
         for images, labels in loader:
             images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
@@ -87,12 +87,8 @@ class _ImagesPerSecondColumn(ProgressColumn):
         return Text("" if speed is None else f"{speed:,.0f} images/s", style="progress.data.speed")
 
 
-def _progress_bar(*, enabled: bool) -> Progress:
-    """A transient bar with images done and images/s (shared with the codec sweep)."""
-    return progress_bar(enabled=enabled)
-
-
 def progress_bar(*, enabled: bool, transient: bool = True) -> Progress:
+    """A bar with images done and images/s (evaluation and the codec sweep)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

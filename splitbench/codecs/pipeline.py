@@ -169,7 +169,7 @@ def _cached_or_run(context: SweepContext, point: Point, executor: Executor) -> P
                 if context.progress is not None:
                     context.progress.console.print(f"{_label(point)}: from cache", style="dim")
                 return _from_store(point, stored, context.count, settings)
-    result = _run_point(context, point, executor)
+    result = _run_point(context, point, executor, settings)
     _store(path, result)
     return result
 
@@ -199,7 +199,7 @@ def _label(point: Point) -> str:
     return f"{point.codec}{value} {point.layout}"
 
 
-def _run_point(context: SweepContext, point: Point, executor: Executor) -> PointResult:
+def _run_point(context: SweepContext, point: Point, executor: Executor, settings: dict[str, Any]) -> PointResult:
     began = time.perf_counter()
     task = context.progress.add_task(_label(point), total=context.count) if context.progress else None
     coded = _coded(context, point, executor)
@@ -216,7 +216,6 @@ def _run_point(context: SweepContext, point: Point, executor: Executor) -> Point
         if context.progress is not None and task is not None:
             context.progress.update(task, advance=len(batch))
     arrays = {name: np.concatenate(values) for name, values in parts.items()}
-    settings = point.spec.build().settings() if point.spec else {}
     return PointResult(point, hit1=np.concatenate(hits1), hit5=np.concatenate(hits5), tail_s=tail_s,
                        wall_s=time.perf_counter() - began, settings=settings, **arrays)
 
