@@ -93,3 +93,22 @@ def test_bad_group_counts_fail_in_one_line(groups: int) -> None:
     with pytest.raises(SplitbenchError, match=r"^groups must be between 1 and 8 .*got") as error:
         FLGCConv2d(8, 16, 3, groups)
     assert "\n" not in str(error.value)
+
+
+def test_cifar_resnet_gets_flgc_in_its_blocks_and_groups_for_inference() -> None:
+    from splitbench.grouping.flgc import duplication_counts, replace_convolutions, to_grouped
+    from splitbench.zoo import load_model
+
+    model = load_model("cifar_resnet20").model
+    replaced = replace_convolutions(model, 4, duplicate_top=3)
+    assert len(replaced) == 18 and "conv1" not in replaced and "layer1.0.conv1" in replaced
+    model.eval()
+    counts = duplication_counts(model)
+    assert set(counts) == set(replaced) and all(c >= 0 for c in counts.values())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        masked = model(x)
+        grouped = to_grouped(model)(x)
+    torch.testing.assert_close(grouped, masked, atol=1e-4, rtol=1e-4)
+    with pytest.raises(SplitbenchError, match="no dense 3x3 convolution"):
+        replace_convolutions(nn.Sequential(nn.Conv2d(3, 8, 1)), 2)

@@ -202,3 +202,31 @@ def to_grouped(model: nn.Module) -> nn.Module:
         else:
             to_grouped(child)
     return model
+
+
+def replace_convolutions(model: nn.Module, groups: int, duplicate_top: int = 0, *, kernel_size: int = 3) -> list[str]:
+    """Swap every dense ``kernel_size`` convolution inside ``model``'s blocks for an FLGC layer (in place).
+
+    The stem (a convolution on the image's 3 channels) stays dense: it has fewer input
+    channels than most group counts. Returns the names of the replaced convolutions.
+    """
+    replaced = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if (isinstance(child, nn.Conv2d) and child.groups == 1 and child.kernel_size == (kernel_size, kernel_size)
+                    and child.in_channels > 3):
+                setattr(module, child_name, FLGCConv2d.from_conv(child, groups, duplicate_top))
+                replaced.append(f"{name}.{child_name}" if name else child_name)
+    if not replaced:
+        raise SplitbenchError(f"no dense {kernel_size}x{kernel_size} convolution to replace")
+    return replaced
+
+
+def duplication_counts(model: nn.Module) -> dict[str, int]:
+    """Per FLGC layer: how many (map, group) pairs duplication added beyond each map's own group."""
+    counts = {}
+    for name, module in model.named_modules():
+        if isinstance(module, FLGCConv2d):
+            membership, _ = module.hard_assignment()
+            counts[name] = int(membership.sum()) - membership.shape[0]
+    return counts
