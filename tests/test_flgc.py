@@ -96,7 +96,11 @@ def test_bad_group_counts_fail_in_one_line(groups: int) -> None:
 
 
 def test_cifar_resnet_gets_flgc_in_its_blocks_and_groups_for_inference() -> None:
-    from splitbench.grouping.flgc import duplication_counts, replace_convolutions, to_grouped
+    from splitbench.grouping.flgc import (
+        duplication_counts,
+        replace_convolutions,
+        to_grouped,
+    )
     from splitbench.zoo import load_model
 
     model = load_model("cifar_resnet20").model
