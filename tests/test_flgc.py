@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from splitbench.errors import SplitbenchError
-from splitbench.grouping import FLGCConv2d, GroupedConv2d, duplicated_maps
+from splitbench.grouping import FLGCConv2d, GroupedConv2d, duplicated_maps, flgc
+from splitbench.grouping.flgc import effective_counts
 from splitbench.macs import count_macs
 
 
@@ -57,28 +58,40 @@ def test_duplication_follows_the_seed_rule_on_hand_made_scores() -> None:
     ([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3], [0] * 5 + [1] * 3 + [2] * 7 + [3] * 9, 4, 3),  # with duplicates
     ([0, 0, 1, 1, 1, 1], [0, 0, 0, 2, 2, 2], 3, 0),                  # a group without maps or filters
 ])
-def test_grouped_module_equals_the_masked_dense_convolution(inputs, filters, groups, duplicate_top) -> None:
+@pytest.mark.parametrize("padding_limit", [float("inf"), 0.0], ids=["padded", "per-group"])
+def test_grouped_module_equals_the_masked_dense_convolution(inputs, filters, groups, duplicate_top, padding_limit,
+                                                            monkeypatch) -> None:
+    monkeypatch.setattr(flgc, "PADDING_LIMIT", padding_limit)
     layer = layer_with_groups(inputs, filters, groups, duplicate_top).eval()
     grouped = GroupedConv2d(layer)
+    assert grouped.padded == (padding_limit > 0)
     x = torch.randn(2, len(inputs), 9, 9)
     with torch.no_grad():
         torch.testing.assert_close(grouped(x), layer(x), atol=1e-5, rtol=1e-5)
-    assert grouped.uniform == (duplicate_top == 0 and len(set(inputs)) == groups and inputs == [0, 1, 2, 3] * 4)
 
 
-def test_connections_and_macs_count_duplicated_maps_once_per_group() -> None:
+@pytest.mark.parametrize("padding_limit", [float("inf"), 0.0], ids=["padded", "per-group"])
+def test_connections_and_macs_count_duplicated_maps_once_per_group(padding_limit, monkeypatch) -> None:
+    monkeypatch.setattr(flgc, "PADDING_LIMIT", padding_limit)
     inputs = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3]
     filters = [0] * 5 + [1] * 3 + [2] * 7 + [3] * 9
     layer = layer_with_groups(inputs, filters, 4, duplicate_top=3).eval()
+    with torch.no_grad():  # weak own scores for group 1 (maps 3, 4); map 5 nearly ties groups 2 and 1
+        layer.input_logits.copy_(nn.functional.one_hot(torch.tensor(inputs), 4).float())
+        layer.input_logits[3:5, 1] = 0.5
+        layer.input_logits[5, 1] = 0.99
     membership, _ = layer.hard_assignment()
     per_group_inputs = membership.sum(dim=0).tolist()
     expected = sum(i * o for i, o in zip(per_group_inputs, [5, 3, 7, 9], strict=True)) * 9
+    assert per_group_inputs == [3, 3, 4, 3]  # map 5 feeds group 1 as well as its own group 2
     grouped = GroupedConv2d(layer)
     assert grouped.connections() == expected
-    assert sum(p.numel() for p in grouped.parameters()) == expected + 24  # + bias
     x = torch.randn(1, 12, 8, 8)
-    assert count_macs(grouped, x).total() == expected * 8 * 8
-    assert sum(per_group_inputs) >= 12  # every map at least once
+    assert effective_counts(grouped, x) == (expected + 24, expected * 8 * 8)  # + bias; 8x8 output pixels
+    # What runs: the padded layer multiplies G x widest inputs x widest filters.
+    executed = 4 * max(per_group_inputs) * 9 * 9 if grouped.padded else expected
+    assert grouped.stored_weights() == executed
+    assert count_macs(grouped, x).total() == executed * 8 * 8
 
 
 def test_gradients_reach_both_assignment_matrices() -> None:

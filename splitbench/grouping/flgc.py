@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitbench.errors import SplitbenchError
+from splitbench.macs import count_macs
+from splitbench.zoo.trunk import count_parameters
 
 
 def check_groups(groups: int, in_channels: int, out_channels: int) -> None:
@@ -125,44 +127,60 @@ class FLGCConv2d(nn.Module):
                f"padding={self.padding}, duplicate_top={self.duplicate_top}"
 
 
+# Padding every group to the widest one costs zero multiplications; below this factor of the
+# kept connections, one grouped convolution call beats a Python loop of small convolutions.
+PADDING_LIMIT = 1.5
+
+
 class GroupedConv2d(nn.Module):
     """What a trained FLGC layer computes, as grouped convolutions over gathered channels.
 
     Inputs are gathered group by group (a duplicated map once per group it feeds); the
-    filters of group g run on group g's inputs only. Equal group sizes run as one
-    ``groups=G`` convolution; unequal ones as one convolution per group. The output
-    channels are put back in the original filter order.
+    filters of group g run on group g's inputs only, and the outputs are put back in the
+    original filter order. Learned groups rarely have equal sizes, so every group is padded
+    with zero weights to the widest group and all run as one ``groups=G`` convolution; when
+    that padding would exceed :data:`PADDING_LIMIT` times the kept connections, each group
+    runs as its own convolution instead. :meth:`connections` counts the kept weights only.
     """
 
     def __init__(self, layer: FLGCConv2d) -> None:
         super().__init__()
         membership, filter_group = layer.hard_assignment()
         weight = layer.weight.detach()
-        self.stride, self.padding = layer.stride, layer.padding
-        in_index, out_index, in_sizes, out_sizes, blocks = [], [], [], [], []
-        for g in range(layer.groups):
-            ins = membership[:, g].nonzero().flatten()
-            outs = (filter_group == g).nonzero().flatten()
-            if len(outs) == 0:
-                continue  # maps of a filterless group feed nothing
-            in_index.append(ins)
-            out_index.append(outs)
-            in_sizes.append(len(ins))
-            out_sizes.append(len(outs))
-            blocks.append(weight[outs][:, ins])
-        self.register_buffer("in_index", torch.cat(in_index))
-        self.register_buffer("out_order", torch.cat(out_index).argsort())
-        self.in_sizes, self.out_sizes = in_sizes, out_sizes
-        self.uniform = len(set(in_sizes)) == 1 and len(set(out_sizes)) == 1 and in_sizes[0] > 0
-        if self.uniform:
-            self.weight = nn.Parameter(torch.cat(blocks))
-            self.convs = None
+        k = weight.shape[-1]
+        self.stride, self.padding, self.kernel_size = layer.stride, layer.padding, k
+        groups = [(membership[:, g].nonzero().flatten(), (filter_group == g).nonzero().flatten())
+                  for g in range(layer.groups)]
+        groups = [(ins, outs) for ins, outs in groups if len(outs)]  # maps of a filterless group feed nothing
+        self.in_sizes = [len(ins) for ins, _ in groups]
+        self.out_sizes = [len(outs) for _, outs in groups]
+        width_in, width_out = max(max(self.in_sizes), 1), max(self.out_sizes)
+        self.padded = len(groups) * width_in * width_out <= PADDING_LIMIT * max(self.kept_pairs(), 1)
+        self.bias = nn.Parameter(layer.bias.detach().clone()) if layer.bias is not None else None
+        if self.padded:
+            self._build_padded(groups, weight, width_in, width_out)
         else:
-            self.weight = None
-            self.convs = nn.ModuleList(self._conv(block) for block in blocks)
-        bias = layer.bias.detach()[torch.cat(out_index)] if layer.bias is not None else None
-        self.bias = nn.Parameter(bias) if bias is not None else None
-        self.out_channels, self.kernel_size = weight.shape[0], weight.shape[-1]
+            self._build_per_group(groups, weight)
+
+    def _build_padded(self, groups, weight: torch.Tensor, width_in: int, width_out: int) -> None:
+        k = self.kernel_size
+        padded = weight.new_zeros(len(groups) * width_out, width_in, k, k)
+        in_index = torch.zeros(len(groups) * width_in, dtype=torch.long)  # padding slots read map 0 with zero weight
+        out_select = torch.empty(weight.shape[0], dtype=torch.long)
+        for g, (ins, outs) in enumerate(groups):
+            in_index[g * width_in: g * width_in + len(ins)] = ins
+            out_select[outs] = g * width_out + torch.arange(len(outs))
+            padded[g * width_out: g * width_out + len(outs), : len(ins)] = weight[outs][:, ins]
+        self.weight = nn.Parameter(padded)
+        self.convs = None
+        self.register_buffer("in_index", in_index)
+        self.register_buffer("out_select", out_select)
+
+    def _build_per_group(self, groups, weight: torch.Tensor) -> None:
+        self.weight = None
+        self.convs = nn.ModuleList(self._conv(weight[outs][:, ins]) for ins, outs in groups)
+        self.register_buffer("in_index", torch.cat([ins for ins, _ in groups]))
+        self.register_buffer("out_select", torch.cat([outs for _, outs in groups]).argsort())
 
     def _conv(self, block: torch.Tensor) -> nn.Conv2d | None:
         if block.shape[1] == 0:
@@ -173,25 +191,35 @@ class GroupedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gathered = x.index_select(1, self.in_index)
-        if self.uniform:
+        if self.padded:
             out = F.conv2d(gathered, self.weight, None, self.stride, self.padding, groups=len(self.in_sizes))
         else:
-            pieces = []
-            for conv, ins, outs in zip(self.convs, gathered.split(self.in_sizes, dim=1), self.out_sizes, strict=True):
-                if conv is None:
-                    height = (x.shape[2] + 2 * self.padding - self.kernel_size) // self.stride + 1
-                    width = (x.shape[3] + 2 * self.padding - self.kernel_size) // self.stride + 1
-                    pieces.append(x.new_zeros(x.shape[0], outs, height, width))
-                else:
-                    pieces.append(conv(ins))
-            out = torch.cat(pieces, dim=1)
-        if self.bias is not None:
-            out = out + self.bias[:, None, None]
-        return out.index_select(1, self.out_order)
+            out = torch.cat([self._run_group(conv, ins, filters)
+                             for conv, ins, filters in zip(self.convs, gathered.split(self.in_sizes, dim=1),
+                                                           self.out_sizes, strict=True)], dim=1)
+        out = out.index_select(1, self.out_select)
+        return out if self.bias is None else out + self.bias[:, None, None]
+
+    def _run_group(self, conv: nn.Conv2d | None, x: torch.Tensor, filters: int) -> torch.Tensor:
+        if conv is not None:
+            return conv(x)
+        height = (x.shape[2] + 2 * self.padding - self.kernel_size) // self.stride + 1
+        width = (x.shape[3] + 2 * self.padding - self.kernel_size) // self.stride + 1
+        return x.new_zeros(x.shape[0], filters, height, width)
+
+    def kept_pairs(self) -> int:
+        """(input map, filter) pairs that remain: sum over groups of inputs × filters."""
+        return sum(i * o for i, o in zip(self.in_sizes, self.out_sizes, strict=True))
 
     def connections(self) -> int:
-        """Weights that remain: sum over groups of inputs × filters × k²."""
-        return sum(i * o for i, o in zip(self.in_sizes, self.out_sizes, strict=True)) * self.kernel_size**2
+        """Weights that remain: kept pairs × k² (a duplicated map counts once per group it feeds)."""
+        return self.kept_pairs() * self.kernel_size**2
+
+    def stored_weights(self) -> int:
+        """Weight elements this module holds, zero padding included."""
+        if self.padded:
+            return self.weight.numel()
+        return sum(conv.weight.numel() for conv in self.convs if conv is not None)
 
 
 def to_grouped(model: nn.Module) -> nn.Module:
@@ -230,3 +258,24 @@ def duplication_counts(model: nn.Module) -> dict[str, int]:
             membership, _ = module.hard_assignment()
             counts[name] = int(membership.sum()) - membership.shape[0]
     return counts
+
+
+def effective_counts(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """Parameters and MACs of ``model`` counting only the connections grouped layers keep.
+
+    fvcore counts what runs, which includes the zero weights a padded grouped layer
+    multiplies; those are subtracted per layer (its padding × its output pixels).
+    """
+    output_pixels: dict[GroupedConv2d, int] = {}
+    hooks = [module.register_forward_hook(lambda mod, _, out: output_pixels.__setitem__(mod, out.shape[-2] * out.shape[-1]))
+             for module in model.modules() if isinstance(module, GroupedConv2d)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    padding = {module: module.stored_weights() - module.connections() for module in output_pixels}
+    params = count_parameters([model]) - sum(padding.values())
+    macs = int(count_macs(model, example).total()) - sum(padding[m] * output_pixels[m] for m in padding)
+    return params, macs

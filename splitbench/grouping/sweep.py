@@ -1,18 +1,22 @@
 """Seed 004's experiment: FLGC at several group counts, with and without duplication.
 
-Each point starts from the same dense checkpoint, swaps the 3×3 convolutions of the residual
-blocks for FLGC layers (``groups`` groups, ``duplicate_top`` for the seed's rule, 0 = plain
-FLGC), fine-tunes on CIFAR-10 (assignments and weights together), freezes the assignment,
-converts the layers to real grouped convolutions and measures the smaller model: parameters,
-MACs, duplicated maps, top-1 and CPU time. Every finished point is cached as JSON, so an
-interrupted sweep resumes; each point's training resumes from its own checkpoint.
+Every point starts from the same dense checkpoint and the same random assignment logits,
+swaps the 3×3 convolutions of the residual blocks for FLGC layers (``groups`` groups,
+``duplicate_top`` for the seed's rule, 0 = plain FLGC), fine-tunes weights and assignments
+together on CIFAR-10, freezes the assignment, converts the layers to real grouped
+convolutions and measures that smaller model: parameters and MACs of the kept connections,
+duplicated maps per layer, top-1 and CPU time (grouped and, for comparison, masked dense).
+
+Each finished point is cached as JSON and each point's training resumes from its own
+checkpoint, so an interrupted sweep loses at most one epoch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from splitbench.data import open_dataset
+from splitbench.data.tensors import decode_dataset
+from splitbench.errors import SplitbenchError
 from splitbench.grouping.flgc import (
+    GroupedConv2d,
     duplication_counts,
+    effective_counts,
     replace_convolutions,
     to_grouped,
 )
@@ -30,89 +39,159 @@ from splitbench.pruning.sweep import top1
 from splitbench.results import write_json
 from splitbench.timing import dataset_ms
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
-from splitbench.zoo import load_model
-from splitbench.zoo.trunk import count_parameters
+from splitbench.training.augment import normalize
+from splitbench.zoo import ModelSpec, ZooModel
 
-GROUP_COLUMNS = ["model", "groups", "duplicate_top", "duplicated_maps", "params", "macs", "top1",
-                 "cpu_ms_1000", "cpu_ms_1000_masked", "epochs", "train_images", "test_images"]
+GROUP_COLUMNS = ["model", "groups", "duplicate_top", "duplicated_maps", "params", "macs", "macs_executed", "top1",
+                 "cpu_ms_1000", "cpu_ms_1000_masked", "epochs", "train_top1", "train_s", "train_images", "test_images"]
+
+CACHE_VERSION = 1  # part of every point's cache key: bump it when what a point measures changes
 
 
 @dataclass(frozen=True)
 class GroupSettings:
+    """The sweep: group counts × duplication settings, and the fine-tuning recipe of every point."""
+
     groups: tuple[int, ...] = (2, 4, 8)
     duplicate_tops: tuple[int, ...] = (0, 3)
-    epochs: int = 2
+    epochs: int = 1
     lr: float = 1e-3
     batch_size: int = 128
+    seed: int = 0
     timing_images: int = 1000
     timing_repeats: int = 3
+
+    def points(self) -> Iterator[tuple[int, int]]:
+        """(groups, duplicate_top) pairs; with one group duplication has nothing to add, so it runs once."""
+        for groups in self.groups:
+            for top in self.duplicate_tops if groups > 1 else self.duplicate_tops[:1]:
+                yield groups, top
 
 
 @dataclass
 class GroupData:
-    """uint8 training images and normalised test images (decoded once)."""
+    """uint8 training images and normalised test images, decoded once."""
 
     train: tuple[torch.Tensor, torch.Tensor]
     test_images: torch.Tensor
     test_labels: torch.Tensor
 
 
+def load_group_data(spec: ModelSpec, root: Path | None, train_limit: int | None,
+                    test_limit: int | None) -> tuple[GroupData, dict[str, Any]]:
+    """Training and test images of ``spec``'s data set, each optionally thinned evenly over its classes."""
+    if spec.dataset is None:
+        raise SplitbenchError(f"{spec.name} has no data set to train on")
+    splits = {}
+    for split, limit in (("train", train_limit), ("test", test_limit)):
+        dataset = open_dataset(spec.dataset, split=split, root=root)
+        splits[split] = dataset.evenly_spaced(limit) if limit is not None and limit < len(dataset) else dataset
+    test_images, test_labels = decode_dataset(splits["test"])
+    data = GroupData(decode_dataset(splits["train"]), normalize(test_images, spec.preprocessing.mean,
+                                                                 spec.preprocessing.std), test_labels)
+    return data, {split: dataset.provenance() for split, dataset in splits.items()}
+
+
+def check_groups_fit(model: nn.Module, groups: tuple[int, ...]) -> None:
+    """Every group count must fit the narrowest convolution it would replace (one line otherwise)."""
+    narrowest = min(min(m.in_channels, m.out_channels) for m in _replaceable(model))
+    bad = [g for g in groups if not 1 <= g <= narrowest]
+    if bad:
+        raise SplitbenchError(f"groups must be between 1 and {narrowest} (the narrowest 3x3 convolution's "
+                              f"channels), got {','.join(map(str, bad))}")
+
+
+def _replaceable(model: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size == (3, 3)
+            and m.in_channels > 3]
+
+
+class GroupCache:
+    """Finished points as JSON, one directory per (checkpoint, recipe, data)."""
+
+    def __init__(self, root: Path, checkpoint_sha256: str, settings: GroupSettings, data: GroupData) -> None:
+        identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "train_images": len(data.train[1]),
+                    "test_images": len(data.test_labels), "version": CACHE_VERSION}
+        for key in ("groups", "duplicate_tops"):  # a longer sweep reuses a shorter one's points
+            identity.pop(key)
+        self.directory = root / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    def point(self, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = self.directory / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        row = build()
+        write_json(path, row)
+        return row
+
+
 def measure(model: nn.Module, data: GroupData, settings: GroupSettings) -> dict[str, Any]:
+    """Size, MACs (kept connections, and what actually runs), top-1 and CPU ms of ``model``."""
     model = model.eval()
-    timing = data.test_images[: settings.timing_images]
+    example = data.test_images[:1]
+    params, macs = effective_counts(model, example)
     return {
-        "params": count_parameters([model]),
-        "macs": int(count_macs(model, data.test_images[:1]).total()),
+        "params": params,
+        "macs": macs,
+        "macs_executed": int(count_macs(model, example).total()),
         "top1": round(top1(model, data.test_images, data.test_labels), 2),
-        "cpu_ms_1000": dataset_ms(model, timing, 100, settings.timing_repeats),
+        "cpu_ms_1000": dataset_ms(model, data.test_images[: settings.timing_images], 100, settings.timing_repeats),
     }
 
 
 def run_group_sweep(
-    model_name: str,
-    weights: str,
+    dense: ZooModel,
     data: GroupData,
     settings: GroupSettings,
-    cache_dir: Path,
+    cache: GroupCache,
     device: torch.device,
     on_point: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """The dense model, then every (groups, duplicate_top) point, as table rows."""
-    dense = load_model(model_name, weights)
-    mean, std = dense.spec.preprocessing.mean, dense.spec.preprocessing.std
-    identity = {"model": model_name, "weights": dense.weights.sha256, "settings": asdict(settings),
-                "train_images": len(data.train[1]), "test_images": len(data.test_labels)}
-    folder = cache_dir / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    common = {"model": model_name, "train_images": len(data.train[1]), "test_images": len(data.test_labels)}
+    """The dense model, then every (groups, duplicate_top) point, as table rows (``progress``: training bars)."""
+    check_groups_fit(dense.model, settings.groups)
+    common = {"model": dense.spec.name, "train_images": len(data.train[1]), "test_images": len(data.test_labels)}
+    dense_state = {k: v.clone() for k, v in dense.model.state_dict().items()}
 
-    def cached(name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        path = folder / f"{name}.json"
-        row = json.loads(path.read_text()) if path.is_file() else None
-        if row is None:
-            row = build()
-            write_json(path, row)
+    def dense_row() -> dict[str, Any]:
+        return {**common, "groups": 1, "duplicate_top": 0, "duplicated_maps": 0, "duplicated_per_layer": {},
+                "epochs": 0, "train_top1": None, "train_s": 0.0, **measure(dense.model, data, settings),
+                "cpu_ms_1000_masked": None, "flgc": False}
+
+    rows = [cache.point("dense", dense_row)]
+    if on_point:
+        on_point(rows[-1])
+    for groups, top in settings.points():
+        def build(groups: int = groups, top: int = top) -> dict[str, Any]:
+            model = dense.spec.build()
+            model.load_state_dict(dense_state)
+            torch.manual_seed(settings.seed)  # the same assignment logits for every duplication setting
+            replace_convolutions(model, groups, top)
+            return {**common, **_train_and_measure(model, dense.spec, data, settings, cache, device, groups, top, progress),
+                    "flgc": True}
+
+        rows.append(cache.point(f"g{groups}-d{top}", build))
         if on_point:
-            on_point(row)
-        return row
-
-    rows = [cached("dense", lambda: {**common, "groups": 1, "duplicate_top": 0, "duplicated_maps": 0, "epochs": 0,
-                                     **measure(dense.model, data, settings), "cpu_ms_1000_masked": None})]
-    for groups in settings.groups:
-        for top in settings.duplicate_tops:
-            def build(groups: int = groups, top: int = top) -> dict[str, Any]:
-                model = load_model(model_name, weights).model
-                replace_convolutions(model, groups, top)
-                config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr)
-                train_classifier(model, data.train, None, mean=mean, std=std, config=config,
-                                 checkpoint_dir=folder / f"train-g{groups}-d{top}", device=device,
-                                 augment=CifarAugment(randaugment_ops=0), progress=False)
-                model.cpu().eval()
-                masked_ms = dataset_ms(model, data.test_images[: settings.timing_images], 100, settings.timing_repeats)
-                duplicated = sum(duplication_counts(model).values())
-                grouped = to_grouped(model)
-                return {**common, "groups": groups, "duplicate_top": top, "duplicated_maps": duplicated,
-                        "epochs": settings.epochs, **measure(grouped, data, settings), "cpu_ms_1000_masked": masked_ms}
-
-            rows.append(cached(f"g{groups}-d{top}", build))
+            on_point(rows[-1])
     return rows
 
+
+def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, settings: GroupSettings,
+                       cache: GroupCache, device: torch.device, groups: int, top: int,
+                       progress: bool) -> dict[str, Any]:
+    config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed)
+    started = time.perf_counter()
+    result = train_classifier(model, data.train, None, mean=spec.preprocessing.mean, std=spec.preprocessing.std,
+                              config=config, checkpoint_dir=cache.directory / f"train-g{groups}-d{top}",
+                              device=device, augment=CifarAugment(randaugment_ops=0), progress=progress)
+    train_s = time.perf_counter() - started
+    model.cpu().eval()
+    masked_ms = dataset_ms(model, data.test_images[: settings.timing_images], 100, settings.timing_repeats)
+    per_layer = duplication_counts(model)
+    grouped = to_grouped(model)
+    padded = sum(m.padded for m in grouped.modules() if isinstance(m, GroupedConv2d))
+    return {"groups": groups, "duplicate_top": top, "duplicated_maps": sum(per_layer.values()),
+            "duplicated_per_layer": per_layer, "epochs": settings.epochs,
+            "train_top1": round(result.history[-1]["train_top1"], 2) if result.history else None,
+            "train_s": round(train_s, 1), **measure(grouped, data, settings), "cpu_ms_1000_masked": masked_ms,
+            "padded_layers": padded}

@@ -1,10 +1,14 @@
-"""He et al.'s CIFAR-10 ResNets (20, 56 layers) with option-A shortcuts.
+"""He et al.'s CIFAR-10 ResNets (20, 56 layers) with option-A shortcuts, and seed 004's ResNet-50.
 
 Option A (He et al. 2016, §4.2): where a block halves the resolution and doubles the
 width, the shortcut subsamples with stride 2 and pads the new channels with zeros, so the
 shortcut has no parameters. Module names follow Yerlan Idelbayev's widely used
 implementation, whose checkpoints (``../shared/weights/cifar-resnet*.th``) therefore load
 with strict keys once their ``module.`` prefix is stripped.
+
+``cifar_resnet50`` is seed 004's network: torchvision's bottleneck ResNet-50 for 10 classes
+with the 7×7 stride-2 stem replaced by a 3×3 stride-1 convolution and no max pooling, so
+32×32 images keep their resolution into conv2_x. No weights are published for it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision import models
 
 from splitbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from splitbench.zoo.imagenet import RESNET50_SPLIT_POINTS, resnet50_stages
 from splitbench.zoo.registry import ModelSpec, register
 from splitbench.zoo.trunk import Stage, chain
 
@@ -117,3 +123,26 @@ for _depth in (20, 56):
             dataset="cifar10",
         )
     )
+
+
+def build_cifar_resnet50() -> nn.Module:
+    """ResNet-50 for CIFAR-10 as seed 004 §4 describes: 3×3 stem, stride 1, no max pooling."""
+    model = models.resnet50(weights=None, num_classes=10)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+register(
+    ModelSpec(
+        name="cifar_resnet50",
+        description="ResNet-50 for CIFAR-10 with a 3x3 stride-1 stem, no max pooling (seed 004), 32x32",
+        task="classification",
+        input_size=32,
+        preprocessing=CIFAR_RESNET_PREPROCESSING,
+        build=build_cifar_resnet50,
+        stages=resnet50_stages,
+        split_points=RESNET50_SPLIT_POINTS,
+        dataset="cifar10",
+    )
+)

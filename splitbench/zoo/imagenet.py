@@ -88,14 +88,14 @@ def _mobilenet_v2_stages(model: nn.Module) -> list[Stage]:
     )
 
 
-def _resnet50_stages(model: nn.Module) -> list[Stage]:
+def resnet50_stages(model: nn.Module) -> list[Stage]:
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
     parts = [(name, getattr(model, name)) for name in names]
     return chain(parts + [("flatten", nn.Flatten(1)), ("fc", model.fc)])
 
 
 # He et al.'s stage names; the 3x3 max pooling opens conv2_x in their Table 1.
-_RESNET50_SPLIT_POINTS = {
+RESNET50_SPLIT_POINTS = {
     "conv1": "relu",
     "conv2_x": "layer1.2",
     "conv3_x": "layer2.3",
@@ -144,8 +144,8 @@ RESNET50 = register(
         input_size=224,
         preprocessing=IMAGENET_EVAL,
         build=lambda: models.resnet50(weights=None),
-        stages=_resnet50_stages,
-        split_points=_RESNET50_SPLIT_POINTS,
+        stages=resnet50_stages,
+        split_points=RESNET50_SPLIT_POINTS,
         torchvision_weights="resnet50",
         dataset="imagenet-val-1300",
     )

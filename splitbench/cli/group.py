@@ -1,0 +1,93 @@
+"""``splitbench group``: seed 004's FLGC sweep over group counts, with and without duplication."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from splitbench import provenance
+from splitbench.cli import app
+from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.render import console, show_table, show_written
+from splitbench.errors import SplitbenchError
+from splitbench.grouping.report import duplication_table, group_markdown, plot_group
+from splitbench.grouping.sweep import (
+    GROUP_COLUMNS,
+    GroupCache,
+    GroupSettings,
+    check_groups_fit,
+    load_group_data,
+    run_group_sweep,
+)
+from splitbench.results import write_csv, write_result
+from splitbench.training.trainer import pick_device
+from splitbench.zoo import load_model
+
+
+def _integers(value: str, option: str, minimum: int) -> tuple[int, ...]:
+    try:
+        numbers = tuple(dict.fromkeys(int(v) for v in value.split(",") if v.strip()))
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) < minimum:
+        raise SplitbenchError(f"{option} takes whole numbers ≥ {minimum} separated by commas, got {value!r}")
+    return numbers
+
+
+@app.command("group")
+def group_command(
+    model: Annotated[str, typer.Argument(help="A CIFAR-10 model: cifar_resnet20, cifar_resnet56 or cifar_resnet50.")],
+    weights: Weights = "none",
+    groups: Annotated[str, typer.Option("--groups", help="Group counts, e.g. 2,4,8,16 (1 = FLGC that keeps every connection).")] = "2,4,8",
+    duplicate_top: Annotated[str, typer.Option("--duplicate-top", help="Seed 004's duplication: top-K maps set each group's threshold; 0 = plain FLGC.")] = "0,3",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Fine-tuning epochs per point (Adam, cosine, crop+flip).")] = 1,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate for weights and assignments.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    device: Annotated[str, typer.Option("--device", help="Training device: auto, cpu or cuda[:N].")] = "auto",
+    data: DataRoot = None,
+    train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="Train on N images spread evenly over all classes.")] = None,
+    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
+    timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 test images (median).")] = 3,
+    out: OutDir = None,
+) -> None:
+    """Fine-tune MODEL with FLGC at each group count, with and without duplication; measure the grouped models."""
+    start = time.perf_counter()
+    settings = GroupSettings(groups=_integers(groups, "--groups", 1), duplicate_tops=_integers(duplicate_top, "--duplicate-top", 0),
+                             epochs=epochs, lr=lr, batch_size=batch_size, timing_repeats=timing_repeats)
+    dense = load_model(model, weights)
+    if dense.spec.dataset != "cifar10":
+        raise SplitbenchError(f"group trains on CIFAR-10; {model} is not a CIFAR-10 model "
+                              "(use cifar_resnet20, cifar_resnet56 or cifar_resnet50)")
+    check_groups_fit(dense.model, settings.groups)
+    chosen_device = pick_device(device)
+    sweep_data, data_provenance = load_group_data(dense.spec, data, train_limit, test_limit)
+    cache = GroupCache(Path("cache") / "group" / model, dense.weights.sha256 or "none", settings, sweep_data)
+
+    total = 1 + len(list(settings.points()))
+    done: list[dict] = []
+
+    def point_done(row: dict) -> None:  # the trainer's own bars show each point's epochs and images/s
+        done.append(row)
+        console.print(f"[{len(done)}/{total}] groups {row['groups']}, duplicate top {row['duplicate_top']}: "
+                      f"top-1 {row['top1']:.2f} %, {row['macs'] / 1e6:.2f} M MACs, {row['cpu_ms_1000']} ms")
+
+    rows = run_group_sweep(dense, sweep_data, settings, cache, chosen_device, on_point=point_done, progress=True)
+
+    table = pd.DataFrame(rows)
+    out = out or default_out("group", model)
+    meta = provenance.collect(
+        "group",
+        {"model": model, "weights": weights, "settings": settings.__dict__, "device": str(chosen_device),
+         "train_limit": train_limit, "test_limit": test_limit, "out": out, "cache": cache.directory},
+        weights=dense.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
+    )
+    written = write_result(out, "group", table[GROUP_COLUMNS], meta, group_markdown(table, meta))
+    written.append(write_csv(out / "duplication.csv", duplication_table(rows)))
+    written.append(plot_group(out / "group.png", table))
+    show_table(table, title=f"FLGC on {model}", columns=["groups", "duplicate_top", "duplicated_maps", "params", "macs",
+                                                           "top1", "cpu_ms_1000", "cpu_ms_1000_masked"])
+    show_written(written)
