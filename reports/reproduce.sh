@@ -62,5 +62,10 @@ splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequ
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
     --codec none,bpg --qp 20,30,35,40 --layout paper --chroma 444 --limit 260 --out reports/codec/bpg444
 
+# Issue 6 / seed 004: FLGC on CIFAR ResNet-20 at 1..16 groups, plain and with duplication
+# (one CPU epoch of fine-tuning per point, from the shared weights; the CIFAR ResNet-50 needs a GPU)
+splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" \
+    --groups 1,2,4,8,16 --duplicate-top 0,3 --epochs 1 --out reports/group/cifar_resnet20
+
 # Issue 7: the overview page of everything above (reports/README.md)
 splitbench report

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from splitbench.codecs.report import load_paper_rows, paper_rows, side_by_side
+from splitbench.grouping.report import comparison
 from splitbench.pruning.report import comparison_table
 from splitbench.references import load_reference
 from splitbench.reporting import split_comparison
@@ -24,7 +25,6 @@ TITLE = "# splitbench reproductions"
 
 NOT_YET = {
     "Seed 000 / 001: learned feature compression, RD curves and BD-rate (`splitbench rd`)": "issue 5",
-    "Seed 004: fully learnable group convolution": "issue 6",
 }
 
 
@@ -143,6 +143,31 @@ def _prune(reports: Path) -> str | None:
     return "\n\n".join(parts)
 
 
+def _group(reports: Path) -> str | None:
+    found = _read(reports, "group/*/group.csv")
+    if not found:
+        return None
+    parts = ["## Seed 004: FLGC with duplication of important maps on CIFAR-10 (`splitbench group`)",
+             "The seed reports no numbers; these tables are the first. Plain FLGC beside FLGC with duplication "
+             "at each group count (top-1 %, M MACs of the kept connections, CPU ms per 1000 images):"]
+    for path, table in found:
+        dense = table[table["epochs"] == 0].iloc[0]
+        parts += [
+            f"### {path.parent.name}",
+            (f"Dense: top-1 {dense['top1']:.2f} % on {int(dense['test_images'])} test images, "
+             f"{dense['macs'] / 1e6:.2f} M MACs; each FLGC point fine-tuned {int(table['epochs'].max())} epoch(s) "
+             f"on {int(dense['train_images'])} images."),
+            markdown_table(comparison(table.assign(flgc=table["epochs"] > 0))),
+        ]
+        if path.with_suffix(".png").is_file():
+            parts.append(f"![{path.parent.name}]({_relative(reports, path.with_suffix('.png'))})")
+        links = [_link(reports, path.with_suffix(".md"))]
+        if (path.parent.parent / "NOTES.md").is_file():
+            links.append(_link(reports, path.parent.parent / "NOTES.md"))
+        parts.append("Details: " + "; ".join(links) + ".")
+    return "\n\n".join(parts)
+
+
 def _training(reports: Path) -> str | None:
     found = _read(reports, "train/*/train.csv")
     if not found:
@@ -195,4 +220,4 @@ def _provenance(reports: Path) -> str:
     return "## Provenance\n\n" + markdown_table(pd.DataFrame(rows))
 
 
-SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _training, _eval]
+SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _group, _training, _eval]

@@ -24,6 +24,7 @@ from splitbench.results import write_csv
 BASELINES = Path("reports") / "baselines" / "regression.csv"
 REFERENCE_VIT = Path("reports") / "checkpoints" / "vit-cifar10-fp16.safetensors"
 MOBILENET_WEIGHTS = "mobilenet_v2-imagenet-int8dequant.pth"
+RESNET20_WEIGHTS = "cifar-resnet20-12fca82f.th"
 KINDS = ("exact", "abs", "ratio")
 
 
@@ -180,12 +181,50 @@ def prune_slice(inputs: Inputs) -> list[Figure]:
     return figures
 
 
+def group_slice(inputs: Inputs) -> list[Figure]:
+    """CIFAR ResNet-20 (shared weights) with FLGC at G = 4 and 8, duplication top 3 and off, from
+    seeded random assignments (no training): kept parameters and MACs, duplicated maps, top-1 on
+    500 test images, and the grouped-over-masked speed-up on 200 (median of 3)."""
+    from splitbench.grouping.flgc import (
+        duplication_counts,
+        effective_counts,
+        randomize_assignments,
+        replace_convolutions,
+        to_grouped,
+    )
+    from splitbench.grouping.sweep import load_group_data
+    from splitbench.pruning.sweep import top1
+    from splitbench.timing import dataset_ms
+    from splitbench.zoo import load_model
+
+    weights = str(inputs.weights(RESNET20_WEIGHTS))
+    dense = load_model("cifar_resnet20", weights)
+    data, _ = load_group_data(dense.spec, inputs.data_root, train_limit=1, test_limit=500)
+    figures = [Figure("group.dense.top1", round(top1(dense.model.eval(), data.test_images, data.test_labels), 2), "abs", 1.0)]
+    for groups, top in ((4, 0), (4, 3), (8, 3)):
+        model = load_model("cifar_resnet20", weights).model.eval()
+        replace_convolutions(model, groups, top)
+        randomize_assignments(model, seed=0)
+        masked_ms = dataset_ms(model, data.test_images[:200], 100, 3)
+        duplicated = sum(duplication_counts(model).values())
+        grouped = to_grouped(model)
+        params, macs = effective_counts(grouped, data.test_images[:1])
+        name = f"group.g{groups}d{top}"
+        figures += [Figure(f"{name}.params", params), Figure(f"{name}.macs", macs),
+                    Figure(f"{name}.duplicated_maps", duplicated),
+                    Figure(f"{name}.top1", round(top1(grouped, data.test_images, data.test_labels), 2), "abs", 1.0),
+                    Figure(f"{name}.speedup_vs_masked", round(masked_ms / dataset_ms(grouped, data.test_images[:200], 100, 3), 3),
+                           "ratio", 1.5)]
+    return figures
+
+
 SLICES: dict[str, Callable[[Inputs], list[Figure]]] = {
     "profile": profile_slice,
     "split": split_slice,
     "eval": eval_slice,
     "codec": codec_slice,
     "prune": prune_slice,
+    "group": group_slice,
 }
 
 

@@ -14,12 +14,12 @@ from splitbench.cli import app
 from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.errors import SplitbenchError
+from splitbench.grouping.flgc import check_groups_fit
 from splitbench.grouping.report import duplication_table, group_markdown, plot_group
 from splitbench.grouping.sweep import (
     GROUP_COLUMNS,
     GroupCache,
     GroupSettings,
-    check_groups_fit,
     load_group_data,
     run_group_sweep,
 )

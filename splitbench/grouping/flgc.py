@@ -232,22 +232,54 @@ def to_grouped(model: nn.Module) -> nn.Module:
     return model
 
 
-def replace_convolutions(model: nn.Module, groups: int, duplicate_top: int = 0, *, kernel_size: int = 3) -> list[str]:
-    """Swap every dense ``kernel_size`` convolution inside ``model``'s blocks for an FLGC layer (in place).
+def replaceable(module: nn.Module, kernel_size: int = 3) -> bool:
+    """A dense ``kernel_size`` convolution inside the blocks.
 
     The stem (a convolution on the image's 3 channels) stays dense: it has fewer input
-    channels than most group counts. Returns the names of the replaced convolutions.
+    channels than most group counts.
     """
+    return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.kernel_size == (kernel_size, kernel_size)
+            and module.dilation == (1, 1) and module.in_channels > 3)
+
+
+def check_groups_fit(model: nn.Module, groups: tuple[int, ...]) -> None:
+    """Every group count must fit the narrowest convolution it would replace (one line otherwise)."""
+    convolutions = [module for module in model.modules() if replaceable(module)]
+    if not convolutions:
+        raise SplitbenchError("the model has no dense 3x3 convolution inside its blocks for FLGC to replace")
+    narrowest = min(min(conv.in_channels, conv.out_channels) for conv in convolutions)
+    bad = [g for g in groups if not 1 <= g <= narrowest]
+    if bad:
+        raise SplitbenchError(f"groups must be between 1 and {narrowest} (the narrowest 3x3 convolution's "
+                              f"channels), got {','.join(map(str, bad))}")
+
+
+def replace_convolutions(model: nn.Module, groups: int, duplicate_top: int = 0, *, kernel_size: int = 3) -> list[str]:
+    """Swap every :func:`replaceable` convolution in ``model`` for an FLGC layer (in place); their names."""
     replaced = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if (isinstance(child, nn.Conv2d) and child.groups == 1 and child.kernel_size == (kernel_size, kernel_size)
-                    and child.in_channels > 3):
+            if replaceable(child, kernel_size):
                 setattr(module, child_name, FLGCConv2d.from_conv(child, groups, duplicate_top))
                 replaced.append(f"{name}.{child_name}" if name else child_name)
     if not replaced:
         raise SplitbenchError(f"no dense {kernel_size}x{kernel_size} convolution to replace")
     return replaced
+
+
+def randomize_assignments(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Draw every FLGC layer's assignment logits from N(0, 1) (in place).
+
+    Unit spread gives unequal groups, as training does, where the layer's own 1e-2 start
+    gives near-balanced ones; for timings and count checks that need no training.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, FLGCConv2d):
+                layer.input_logits.copy_(torch.randn(layer.input_logits.shape, generator=generator))
+                layer.filter_logits.copy_(torch.randn(layer.filter_logits.shape, generator=generator))
+    return model
 
 
 def duplication_counts(model: nn.Module) -> dict[str, int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.grouping.flgc import (
     GroupedConv2d,
+    check_groups_fit,
     duplication_counts,
     effective_counts,
     replace_convolutions,
@@ -40,12 +40,15 @@ from splitbench.results import write_json
 from splitbench.timing import dataset_ms
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
 from splitbench.training.augment import normalize
+from splitbench.training.trainer import recalibrate_batchnorm
 from splitbench.zoo import ModelSpec, ZooModel
 
 GROUP_COLUMNS = ["model", "groups", "duplicate_top", "duplicated_maps", "params", "macs", "macs_executed", "top1",
                  "cpu_ms_1000", "cpu_ms_1000_masked", "epochs", "train_top1", "train_s", "train_images", "test_images"]
 
-CACHE_VERSION = 1  # part of every point's cache key: bump it when what a point measures changes
+CACHE_VERSION = 1  # part of the cache folder's key: bump it when a point's training changes
+MEASURE_VERSION = 2  # part of every point's file name: bump it when what is measured changes (keeps training)
+CALIBRATION_IMAGES = 2000  # training images (evenly spread) that re-estimate BatchNorm after training
 
 
 @dataclass(frozen=True)
@@ -92,20 +95,6 @@ def load_group_data(spec: ModelSpec, root: Path | None, train_limit: int | None,
     return data, {split: dataset.provenance() for split, dataset in splits.items()}
 
 
-def check_groups_fit(model: nn.Module, groups: tuple[int, ...]) -> None:
-    """Every group count must fit the narrowest convolution it would replace (one line otherwise)."""
-    narrowest = min(min(m.in_channels, m.out_channels) for m in _replaceable(model))
-    bad = [g for g in groups if not 1 <= g <= narrowest]
-    if bad:
-        raise SplitbenchError(f"groups must be between 1 and {narrowest} (the narrowest 3x3 convolution's "
-                              f"channels), got {','.join(map(str, bad))}")
-
-
-def _replaceable(model: nn.Module) -> list[nn.Conv2d]:
-    return [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size == (3, 3)
-            and m.in_channels > 3]
-
-
 class GroupCache:
     """Finished points as JSON, one directory per (checkpoint, recipe, data)."""
 
@@ -117,7 +106,7 @@ class GroupCache:
         self.directory = root / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def point(self, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        path = self.directory / f"{name}.json"
+        path = self.directory / f"{name}.v{MEASURE_VERSION}.json"
         if path.is_file():
             return json.loads(path.read_text())
         row = build()
@@ -176,16 +165,22 @@ def run_group_sweep(
     return rows
 
 
+def _evenly_spaced(total: int, count: int) -> torch.Tensor:
+    return torch.linspace(0, total - 1, min(count, total)).round().long()
+
+
 def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, settings: GroupSettings,
                        cache: GroupCache, device: torch.device, groups: int, top: int,
                        progress: bool) -> dict[str, Any]:
     config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed)
-    started = time.perf_counter()
-    result = train_classifier(model, data.train, None, mean=spec.preprocessing.mean, std=spec.preprocessing.std,
-                              config=config, checkpoint_dir=cache.directory / f"train-g{groups}-d{top}",
-                              device=device, augment=CifarAugment(randaugment_ops=0), progress=progress)
-    train_s = time.perf_counter() - started
-    model.cpu().eval()
+    mean, std = spec.preprocessing.mean, spec.preprocessing.std
+    result = train_classifier(model, data.train, None, mean=mean, std=std, config=config,
+                              checkpoint_dir=cache.directory / f"train-g{groups}-d{top}", device=device,
+                              augment=CifarAugment(randaugment_ops=0), progress=progress)
+    model.cpu()
+    # The assignment is frozen from here on; BatchNorm's running averages were collected while it still moved.
+    calibration = data.train[0][_evenly_spaced(len(data.train[0]), CALIBRATION_IMAGES)]
+    recalibrate_batchnorm(model, normalize(calibration, mean, std)).eval()
     masked_ms = dataset_ms(model, data.test_images[: settings.timing_images], 100, settings.timing_repeats)
     per_layer = duplication_counts(model)
     grouped = to_grouped(model)
@@ -193,5 +188,5 @@ def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, setti
     return {"groups": groups, "duplicate_top": top, "duplicated_maps": sum(per_layer.values()),
             "duplicated_per_layer": per_layer, "epochs": settings.epochs,
             "train_top1": round(result.history[-1]["train_top1"], 2) if result.history else None,
-            "train_s": round(train_s, 1), **measure(grouped, data, settings), "cpu_ms_1000_masked": masked_ms,
-            "padded_layers": padded}
+            "train_s": round(sum(row["epoch_s"] for row in result.history), 1),
+            **measure(grouped, data, settings), "cpu_ms_1000_masked": masked_ms, "padded_layers": padded}

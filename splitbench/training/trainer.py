@@ -135,6 +135,28 @@ def accuracy(
     return 100.0 * hits / len(labels)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 250) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics from ``images`` (ready model inputs).
+
+    For a network whose structure changed while it trained (learned groups that still
+    flipped): the running averages mix statistics of assignments it no longer has.
+    Cumulative averages (momentum None) over the given images replace them.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    for batch in images.split(batch_size):
+        model(batch)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    return model.train(was_training)
+
+
 def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean, std, config, device, bar) -> tuple[float, float]:
     model.train()
     order = torch.randperm(len(images), device=device)
