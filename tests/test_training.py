@@ -133,3 +133,21 @@ def test_train_command_fine_tunes_exports_and_resumes(tmp_path) -> None:
     again = run(*args)  # finished: resumes at the end and trains nothing
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "out" / "train.json").read_text())["arguments"]["epochs_run_now"] == 0
+
+
+def test_batchnorm_recalibration_replaces_running_statistics_with_those_of_the_images() -> None:
+    from splitbench.training.trainer import recalibrate_batchnorm
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    with torch.no_grad():
+        model[1].running_mean.fill_(5.0)
+        model[1].running_var.fill_(9.0)
+    images = torch.randn(600, 3, 4, 4) * 2 + 1
+    recalibrate_batchnorm(model, images, batch_size=200)
+    with torch.no_grad():
+        features = model[0](images)
+    # Cumulative average over equal batches: the mean exactly, the variance as the mean of batch variances.
+    torch.testing.assert_close(model[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-5, rtol=1e-5)
+    batch_vars = torch.stack([b.var(dim=(0, 2, 3)) for b in features.split(200)])
+    torch.testing.assert_close(model[1].running_var, batch_vars.mean(0), atol=1e-4, rtol=1e-4)
+    assert not model.training and model[1].momentum == 0.1
