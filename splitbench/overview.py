@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from splitbench.codecs.report import load_paper_rows, paper_rows, side_by_side
-from splitbench.grouping.report import comparison
+from splitbench.grouping.report import comparison, split_rows
 from splitbench.pruning.report import comparison_table
 from splitbench.references import load_reference
 from splitbench.reporting import split_comparison
@@ -148,16 +148,16 @@ def _group(reports: Path) -> str | None:
     if not found:
         return None
     parts = ["## Seed 004: FLGC with duplication of important maps on CIFAR-10 (`splitbench group`)",
-             "The seed reports no numbers; these tables are the first. Plain FLGC beside FLGC with duplication "
-             "at each group count (top-1 %, M MACs of the kept connections, CPU ms per 1000 images):"]
+             ("The seed reports no numbers; these tables are the first. Plain FLGC beside FLGC with duplication "
+              "at each group count (top-1 %, M MACs of the kept connections, CPU ms per 1000 images):")]
     for path, table in found:
-        dense = table[table["epochs"] == 0].iloc[0]
+        dense, _ = split_rows(table)
         parts += [
             f"### {path.parent.name}",
             (f"Dense: top-1 {dense['top1']:.2f} % on {int(dense['test_images'])} test images, "
              f"{dense['macs'] / 1e6:.2f} M MACs; each FLGC point fine-tuned {int(table['epochs'].max())} epoch(s) "
              f"on {int(dense['train_images'])} images."),
-            markdown_table(comparison(table.assign(flgc=table["epochs"] > 0))),
+            markdown_table(comparison(table)),
         ]
         if path.with_suffix(".png").is_file():
             parts.append(f"![{path.parent.name}]({_relative(reports, path.with_suffix('.png'))})")

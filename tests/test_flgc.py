@@ -129,3 +129,24 @@ def test_cifar_resnet_gets_flgc_in_its_blocks_and_groups_for_inference() -> None
     torch.testing.assert_close(grouped, masked, atol=1e-4, rtol=1e-4)
     with pytest.raises(SplitbenchError, match="no dense 3x3 convolution"):
         replace_convolutions(nn.Sequential(nn.Conv2d(3, 8, 1)), 2)
+
+
+def test_duplication_cannot_fire_with_two_groups() -> None:
+    # A map outside group g scores below 1/2 for g; g's own maps score at least 1/2, so no threshold is passed.
+    generator = torch.Generator().manual_seed(0)
+    for spread in (0.01, 1.0, 10.0):
+        scores = (torch.randn(64, 2, generator=generator) * spread).softmax(dim=1)
+        assert not duplicated_maps(scores, scores.argmax(dim=1), 3).any()
+    # With more groups it can, but only where a group's own top maps score weakly: 64 maps in 4
+    # groups (16 each, so the top 3 are strong) take none; 16 maps in 8 groups (2 each) take one.
+    scores = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)).softmax(dim=1)
+    assert not duplicated_maps(scores, scores.argmax(dim=1), 3).any()
+    scores = torch.randn(16, 8, generator=torch.Generator().manual_seed(0)).softmax(dim=1)
+    assert int(duplicated_maps(scores, scores.argmax(dim=1), 3).sum()) == 1
+
+
+def test_by_default_only_equal_groups_share_one_grouped_call() -> None:
+    assert GroupedConv2d(layer_with_groups([0, 1, 2, 3] * 4, [0, 1, 2, 3] * 6, 4)).padded
+    unequal = layer_with_groups([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3], [0] * 5 + [1] * 3 + [2] * 7 + [3] * 9, 4)
+    grouped = GroupedConv2d(unequal)
+    assert not grouped.padded and grouped.stored_weights() == grouped.connections()

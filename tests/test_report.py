@@ -97,7 +97,7 @@ def test_a_baselines_file_with_a_repeated_metric_is_refused(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--only", "codec,bogus"], "error: unknown slice bogus; valid: profile, split, eval, codec, prune"),
+    (["--only", "codec,bogus"], "error: unknown slice bogus; valid: profile, split, eval, codec, prune, group"),
     (["--baselines", "/no/such/baselines.csv"], "error: missing baselines file: /no/such/baselines.csv"),
 ])
 def test_bad_check_input_ends_in_one_line(args: list[str], message: str) -> None:

@@ -15,17 +15,22 @@ from splitbench.reporting import provenance_line
 from splitbench.results import markdown_table, save_figure
 
 
+def split_rows(table: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """The dense starting point (the row not fine-tuned) and the FLGC points."""
+    return table[table["epochs"] == 0].iloc[0], table[table["epochs"] > 0]
+
+
 def duplication_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Long table: for every FLGC point and layer, the (map, group) pairs duplication added."""
     return pd.DataFrame([
         {"groups": row["groups"], "duplicate_top": row["duplicate_top"], "layer": layer, "duplicated_maps": count}
-        for row in rows if row.get("flgc") for layer, count in row["duplicated_per_layer"].items()
+        for row in rows if row["epochs"] > 0 for layer, count in row["duplicated_per_layer"].items()
     ], columns=["groups", "duplicate_top", "layer", "duplicated_maps"])
 
 
 def comparison(table: pd.DataFrame) -> pd.DataFrame:
     """One line per group count: plain FLGC beside FLGC with duplication (the seed's proposal)."""
-    flgc = table[table["flgc"]]
+    _, flgc = split_rows(table)
     lines = []
     for groups, at_groups in flgc.groupby("groups", sort=True):
         line: dict[str, Any] = {"groups": groups}
@@ -41,8 +46,7 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def group_markdown(table: pd.DataFrame, provenance: dict[str, Any]) -> str:
-    dense = table[~table["flgc"]].iloc[0]
-    flgc = table[table["flgc"]]
+    dense, flgc = split_rows(table)
     shown = flgc.assign(params_k=(flgc["params"] / 1e3).round(1), mmacs=(flgc["macs"] / 1e6).round(2),
                         mmacs_run=(flgc["macs_executed"] / 1e6).round(2))
     columns = ["groups", "duplicate_top", "duplicated_maps", "params_k", "mmacs", "mmacs_run", "top1", "train_top1",
@@ -67,8 +71,7 @@ def group_markdown(table: pd.DataFrame, provenance: dict[str, Any]) -> str:
 
 def plot_group(path: Path, table: pd.DataFrame) -> Path:
     """Top-1 vs groups (left) and vs MACs (right), plain FLGC and with duplication."""
-    dense = table[~table["flgc"]].iloc[0]
-    flgc = table[table["flgc"]]
+    dense, flgc = split_rows(table)
 
     def draw(axes: Any) -> None:
         by_groups, by_macs = axes.figure.subplots(1, 2)

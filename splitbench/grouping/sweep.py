@@ -47,7 +47,7 @@ GROUP_COLUMNS = ["model", "groups", "duplicate_top", "duplicated_maps", "params"
                  "cpu_ms_1000", "cpu_ms_1000_masked", "epochs", "train_top1", "train_s", "train_images", "test_images"]
 
 CACHE_VERSION = 1  # part of the cache folder's key: bump it when a point's training changes
-MEASURE_VERSION = 3  # part of every point's file name: bump it when what is measured changes (keeps training)
+MEASURE_VERSION = 4  # part of every point's file name: bump it when what is measured changes (keeps training)
 CALIBRATION_IMAGES = 2000  # training images (evenly spread) that re-estimate BatchNorm after training
 
 
@@ -145,7 +145,7 @@ def run_group_sweep(
     def dense_row() -> dict[str, Any]:
         return {**common, "groups": 1, "duplicate_top": 0, "duplicated_maps": 0, "duplicated_per_layer": {},
                 "epochs": 0, "train_top1": None, "train_s": 0.0, **measure(dense.model, data, settings),
-                "cpu_ms_1000_masked": None, "flgc": False}
+                "cpu_ms_1000_masked": None}
 
     rows = [cache.point("dense", dense_row)]
     if on_point:
@@ -156,8 +156,7 @@ def run_group_sweep(
             model.load_state_dict(dense_state)
             torch.manual_seed(settings.seed)  # the same assignment logits for every duplication setting
             replace_convolutions(model, groups, top)
-            return {**common, **_train_and_measure(model, dense.spec, data, settings, cache, device, groups, top, progress),
-                    "flgc": True}
+            return {**common, **_train_and_measure(model, dense.spec, data, settings, cache, device, groups, top, progress)}
 
         rows.append(cache.point(f"g{groups}-d{top}", build))
         if on_point:
