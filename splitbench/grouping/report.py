@@ -42,7 +42,8 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
             if row["duplicate_top"]:
                 line[f"maps {tag}"] = row["duplicated_maps"]
         lines.append(line)
-    return pd.DataFrame(lines)
+    table = pd.DataFrame(lines)
+    return table.astype(object).where(table.notna(), "")  # one group has no duplication column: blank, not nan
 
 
 def group_markdown(table: pd.DataFrame, provenance: dict[str, Any]) -> str:
