@@ -88,6 +88,8 @@ def plot_group(path: Path, table: pd.DataFrame) -> Path:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         by_groups.set_xscale("log", base=2)
+        ticks = sorted(flgc["groups"].unique())
+        by_groups.set_xticks(ticks, labels=[str(g) for g in ticks])
         by_groups.set_xlabel("groups")
         by_macs.set_xlabel("MACs of kept connections (M)")
         by_groups.set_title(f"{dense['model']} on CIFAR-10: top-1 vs groups")

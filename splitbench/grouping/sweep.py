@@ -168,6 +168,18 @@ def _evenly_spaced(total: int, count: int) -> torch.Tensor:
     return torch.linspace(0, total - 1, min(count, total)).round().long()
 
 
+def calibrate(model: nn.Module, spec: ModelSpec, train_images: torch.Tensor, seed: int = 0) -> nn.Module:
+    """Freeze-time BatchNorm statistics: re-estimated on CALIBRATION_IMAGES uint8 training images.
+
+    The running averages were collected while the assignment still moved. The images are
+    augmented as in training, the distribution the weights were fitted to: clean images cost
+    ResNet-20 3 points at one group, augmented ones nothing.
+    """
+    calibration = train_images[_evenly_spaced(len(train_images), CALIBRATION_IMAGES)]
+    augmented = CifarAugment(randaugment_ops=0)(calibration, torch.Generator().manual_seed(seed))
+    return recalibrate_batchnorm(model, normalize(augmented, spec.preprocessing.mean, spec.preprocessing.std)).eval()
+
+
 def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, settings: GroupSettings,
                        cache: GroupCache, device: torch.device, groups: int, top: int,
                        progress: bool) -> dict[str, Any]:
@@ -176,13 +188,7 @@ def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, setti
     result = train_classifier(model, data.train, None, mean=mean, std=std, config=config,
                               checkpoint_dir=cache.directory / f"train-g{groups}-d{top}", device=device,
                               augment=CifarAugment(randaugment_ops=0), progress=progress)
-    model.cpu()
-    # The assignment is frozen from here on; BatchNorm's running averages were collected while it still
-    # moved. Re-estimate them on training images augmented as in training: the distribution the weights
-    # were fitted to (clean images cost ResNet-20 3 points at one group; augmented ones lose nothing).
-    calibration = data.train[0][_evenly_spaced(len(data.train[0]), CALIBRATION_IMAGES)]
-    augmented = CifarAugment(randaugment_ops=0)(calibration, torch.Generator().manual_seed(settings.seed))
-    recalibrate_batchnorm(model, normalize(augmented, mean, std)).eval()
+    calibrate(model.cpu(), spec, data.train[0], settings.seed)
     masked_ms = dataset_ms(model, data.test_images[: settings.timing_images], 100, settings.timing_repeats)
     per_layer = duplication_counts(model)
     grouped = to_grouped(model)
