@@ -119,6 +119,17 @@ def _codec(reports: Path) -> str | None:
     return "\n\n".join(parts)
 
 
+def _plot_and_links(reports: Path, table: Path, lead: str) -> list[str]:
+    """A run's plot (when there is one) and a line linking its Markdown table and its command's NOTES."""
+    parts = []
+    if table.with_suffix(".png").is_file():
+        parts.append(f"![{table.parent.name}]({_relative(reports, table.with_suffix('.png'))})")
+    links = [_link(reports, table.with_suffix(".md"))]
+    if (table.parent.parent / "NOTES.md").is_file():
+        links.append(_link(reports, table.parent.parent / "NOTES.md"))
+    return parts + [f"{lead}: " + "; ".join(links) + "."]
+
+
 def _prune(reports: Path) -> str | None:
     found = _read(reports, "prune/*/prune.csv")
     if not found:
@@ -134,12 +145,7 @@ def _prune(reports: Path) -> str | None:
             "Parameter size (MB fp32):",
             markdown_table(comparison_table(table.assign(param_mb=table["param_bytes"] / 1e6), "param_mb", "params_mb", ".3f")),
         ]
-        if path.with_suffix(".png").is_file():
-            parts.append(f"![{path.parent.name}]({_relative(reports, path.with_suffix('.png'))})")
-        links = [_link(reports, path.with_suffix(".md"))]
-        if (path.parent.parent / "NOTES.md").is_file():
-            links.append(_link(reports, path.parent.parent / "NOTES.md"))
-        parts.append("CPU times and details: " + "; ".join(links) + ".")
+        parts += _plot_and_links(reports, path, "CPU times and details")
     return "\n\n".join(parts)
 
 
@@ -159,12 +165,7 @@ def _group(reports: Path) -> str | None:
              f"on {int(dense['train_images'])} images."),
             markdown_table(comparison(table)),
         ]
-        if path.with_suffix(".png").is_file():
-            parts.append(f"![{path.parent.name}]({_relative(reports, path.with_suffix('.png'))})")
-        links = [_link(reports, path.with_suffix(".md"))]
-        if (path.parent.parent / "NOTES.md").is_file():
-            links.append(_link(reports, path.parent.parent / "NOTES.md"))
-        parts.append("Details: " + "; ".join(links) + ".")
+        parts += _plot_and_links(reports, path, "Details")
     return "\n\n".join(parts)
 
 
