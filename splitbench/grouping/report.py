@@ -46,6 +46,10 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
     return table.astype(object).where(table.notna(), "")  # one group has no duplication column: blank, not nan
 
 
+def _ms(value: Any) -> str:
+    return "not timed" if value is None or pd.isna(value) else f"{value:.0f} ms"
+
+
 def group_markdown(table: pd.DataFrame, provenance: dict[str, Any]) -> str:
     dense, flgc = split_rows(table)
     shown = flgc.assign(params_k=(flgc["params"] / 1e3).round(1), mmacs=(flgc["macs"] / 1e6).round(2),
@@ -55,7 +59,7 @@ def group_markdown(table: pd.DataFrame, provenance: dict[str, Any]) -> str:
     parts = [
         f"# FLGC with duplication of important maps: {dense['model']} on CIFAR-10 (seed 004)\n",
         (f"Dense starting point: top-1 {dense['top1']:.2f} % on {int(dense['test_images'])} test images, "
-         f"{int(dense['params']):,} parameters, {dense['macs'] / 1e6:.2f} M MACs, CPU {dense['cpu_ms_1000']:.0f} ms "
+         f"{int(dense['params']):,} parameters, {dense['macs'] / 1e6:.2f} M MACs, CPU {_ms(dense['cpu_ms_1000'])} "
          f"per 1000 images (batch 100). Every FLGC point fine-tunes it for {int(flgc['epochs'].max())} epoch(s) on "
          f"{int(dense['train_images'])} training images from the same random assignment logits. `mmacs` and "
          "`params_k` count the kept connections (a duplicated map once per group it feeds); `mmacs_run` is what "
