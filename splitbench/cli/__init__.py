@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 # Importing the command modules registers their commands, in the order --help lists them.
-from splitbench.cli import models, profile, split, evaluate, codec, train, prune, group, report  # noqa: E402,F401,I001
+from splitbench.cli import models, profile, split, evaluate, codec, train, prune, group, rd, report  # noqa: E402,F401,I001
 
 
 def main(argv: list[str] | None = None) -> None:

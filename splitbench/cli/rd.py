@@ -1,0 +1,145 @@
+"""``splitbench rd``: learned compression trained per λ; RD curves, BD-rate, cost (seeds 000 and 001)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from splitbench import provenance
+from splitbench.cli import app
+from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.render import console, show_table, show_written
+from splitbench.compression.costs import cost_table
+from splitbench.compression.data import INPUT, prepare
+from splitbench.compression.models import ENTROPY_MODELS
+from splitbench.compression.pipeline import TARGETS
+from splitbench.compression.report import bd_for_table, bit_allocation_figure, load_baseline, plot_rd, rd_markdown
+from splitbench.compression.sweep import RDRequest, check_lambdas, check_variants, run_rd
+from splitbench.compression.train import RDSettings
+from splitbench.errors import SplitbenchError
+from splitbench.references import load_reference
+from splitbench.results import warm_up_plotting, write_csv, write_result
+from splitbench.training.trainer import pick_device
+from splitbench.zoo import get_spec, load_model
+
+# The seeds' split points: ResNet50 after conv2_x, and the MobileNetV2 cut at the same 56×56.
+DEFAULT_SPLITS = {"resnet50": "conv2_x", "mobilenet_v2": "bottleneck3"}
+_SHOWN = ["variant", "alpha", "lambda", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement", "step_s"]
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SplitbenchError(f"{option} takes comma-separated numbers, got '{text}'") from None
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command("rd")
+def rd_command(
+    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")] = "mobilenet_v2",
+    at: Annotated[str | None, typer.Option("--at", help="Split point, or 'input' for an image codec (seed 001).")] = None,
+    variant: Annotated[str | None, typer.Option(
+        "--variant", help="Comma-separated: none, attention1, attention2 (features); cheng2020_attn (--at input).")] = None,
+    lambdas: Annotated[str, typer.Option("--lambdas", help="λ values of L = λ·E + bpp, comma-separated, > 0.")] = "0.05,0.2,1,4",
+    aux_alpha: Annotated[str | None, typer.Option(
+        "--aux-alpha", help="α of the auxiliary loss, comma-separated (--at input; default 0,0.1: without and with).")] = None,
+    entropy: Annotated[str, typer.Option("--entropy", help=f"Entropy model: {', '.join(ENTROPY_MODELS)}.")] = "factorized",
+    target: Annotated[str, typer.Option("--target", help="distill (the uncompressed model's outputs) or labels.")] = "distill",
+    channels: Annotated[int, typer.Option("--channels", min=1, help="N: channels of the codec's layers and latent.")] = 32,
+    weights: Weights = "default",
+    train_data: Annotated[str, typer.Option("--train-data", help="Training data manifest.")] = "imagenet-sample-1000",
+    test_data: Annotated[str, typer.Option("--test-data", help="Test data manifest.")] = "imagenet-val-1300",
+    data: DataRoot = None,
+    train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="First N training images.")] = None,
+    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="First N test images.")] = None,
+    image_size: Annotated[int, typer.Option("--image-size", min=64, help="Image side for --at input (multiple of 64).")] = 128,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="RD training epochs per λ.")] = 2,
+    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", min=0, help="Reconstruction pre-training, shared by every λ.")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed", help="Initialisation and batch order.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="codec.csv with BPG at the same split (the RD plot's handcrafted curve).")] = None,
+    cost_only: Annotated[bool, typer.Option("--cost-only", help="Write the cost table (seed 000 Table 1) only; no data, no training.")] = False,
+    cache: Annotated[Path, typer.Option("--cache", help="Cached features, checkpoints and finished points.")] = Path("cache"),
+    out: OutDir = None,
+) -> None:
+    """Train a compression model per λ at a split point (or in front of the model); RD curves, BD-rate, cost."""
+    start = time.perf_counter()
+    spec = get_spec(model)
+    at = at or DEFAULT_SPLITS.get(spec.name)
+    if at is None:
+        raise SplitbenchError(f"{model} has no seed split point; pass --at")
+    variants = check_variants(_names(variant or ("cheng2020_attn" if at == INPUT else "none,attention1,attention2")), at)
+    lams = check_lambdas(_floats(lambdas, "--lambdas"))
+    alphas = _floats(aux_alpha, "--aux-alpha") if aux_alpha else ([0.0, 0.1] if at == INPUT else [0.0])
+    if at != INPUT and any(alphas):
+        raise SplitbenchError("--aux-alpha applies to an image codec (--at input) only")
+    if entropy not in ENTROPY_MODELS:
+        raise SplitbenchError(f"unknown --entropy '{entropy}'; valid: {', '.join(ENTROPY_MODELS)}")
+    if target not in TARGETS:
+        raise SplitbenchError(f"unknown --target '{target}'; valid: {', '.join(TARGETS)}")
+    if at == INPUT and image_size % 64:
+        raise SplitbenchError(f"--image-size must be a multiple of 64 (the codec's stride), got {image_size}")
+    baseline_table = load_baseline(baseline, spec.name, at) if baseline is not None else None
+    plotting = warm_up_plotting()
+    zoo_model = load_model(model, weights)
+    out = out or default_out("rd", f"{spec.name}-{at}")
+    arguments = {"model": model, "at": at, "variant": ",".join(variants), "lambdas": lams, "aux_alpha": alphas,
+                 "entropy": entropy, "target": target, "channels": channels, "weights": weights,
+                 "train_data": train_data, "test_data": test_data, "data": data, "train_limit": train_limit,
+                 "test_limit": test_limit, "image_size": image_size if at == INPUT else None, "epochs": epochs,
+                 "warmup_epochs": warmup_epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+                 "baseline": baseline, "cache": cache, "out": out}
+
+    written = []
+    if at != INPUT:
+        written += _write_costs(zoo_model, at, channels, entropy, variants, out)
+        if cost_only:
+            show_written(written)
+            return
+    elif cost_only:
+        raise SplitbenchError("--cost-only applies to feature codecs (a split point), not --at input")
+
+    torch_device = pick_device(device)
+    settings = RDSettings(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr, target=target,
+                          seed=seed)
+    size = image_size if at == INPUT else None
+    train_set = prepare(zoo_model, at, train_data, root=data, limit=train_limit, cache=cache, image_size=size)
+    test_set = prepare(zoo_model, at, test_data, root=data, limit=test_limit, cache=cache, image_size=size)
+    request = RDRequest(zoo_model, at, variants, lams, alphas, channels, entropy, settings, train_set, test_set,
+                        cache, torch_device)
+    table = run_rd(request)
+    meta = provenance.collect("rd", arguments, weights=zoo_model.weights.describe(),
+                              data={"train": train_set.provenance, "test": test_set.provenance},
+                              wall_s=time.perf_counter() - start)
+    plotting.join()
+    bd = bd_for_table(table)
+    written += write_result(out, "rd", table, meta, rd_markdown(table, bd, baseline_table, meta))
+    written.append(write_csv(out / "bd.csv", bd))
+    written.append(plot_rd(table, baseline_table, out / "rd.png"))
+    if at == INPUT:
+        written.append(bit_allocation_figure(request, out / "bit_allocation.png"))
+    show_table(table, title=f"{spec.name} at {at}: learned compression", columns=_SHOWN)
+    show_table(bd, title="BD-rate and BD-accuracy", columns=["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"])
+    show_written(written)
+
+
+def _write_costs(zoo_model, at: str, channels: int, entropy: str, variants: list[str], out: Path) -> list[Path]:
+    index = zoo_model.trunk.resolve(at)
+    size = zoo_model.spec.input_size
+    with torch.inference_mode():
+        shape = zoo_model.trunk.head(index)(torch.zeros(1, 3, size, size)).shape[1:]
+    reference = load_reference("seed000_compression_model_cost")
+    table = cost_table(shape[0], shape[1], shape[2], channels, entropy, tuple(variants), reference)
+    console.print(f"cost of the compression model on a {'x'.join(map(str, shape))} feature (N = {channels})")
+    show_table(table)
+    return [write_csv(out / "cost.csv", table)]

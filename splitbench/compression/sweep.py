@@ -1,0 +1,146 @@
+"""An RD sweep: one trained compression model per (variant, α, λ), evaluated on real bitstreams."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from splitbench.codecs.cache import cache_key
+from splitbench.compression.data import INPUT, PreparedData
+from splitbench.compression.image_codec import AuxiliaryBranch, ImageCodec
+from splitbench.compression.models import FeatureCodec, check_variant
+from splitbench.compression.pipeline import FeaturePipeline, ImagePipeline
+from splitbench.compression.train import (
+    RDSettings,
+    evaluate,
+    read_point,
+    rd_objective,
+    train,
+    warmup_objective,
+    write_point,
+)
+from splitbench.errors import SplitbenchError
+from splitbench.zoo import ZooModel, count_parameters
+
+IMAGE_VARIANTS = ("cheng2020_attn",)
+
+
+@dataclass
+class RDRequest:
+    zoo_model: ZooModel
+    at: str
+    variants: list[str]
+    lambdas: list[float]
+    alphas: list[float]
+    channels: int
+    entropy: str
+    settings: RDSettings
+    train: PreparedData
+    test: PreparedData
+    cache: Path
+    device: torch.device
+    progress: bool = True
+
+    def key(self) -> str:
+        """The cache folder of this configuration: everything but λ, α and the variant."""
+        return cache_key({"model": self.zoo_model.spec.name, "weights": self.zoo_model.weights.sha256, "at": self.at,
+                          "channels": self.channels, "entropy": self.entropy, "settings": asdict(self.settings),
+                          "train": self.train.provenance})
+
+
+def check_lambdas(lambdas: list[float]) -> list[float]:
+    bad = [lam for lam in lambdas if not lam > 0]
+    if bad or not lambdas:
+        raise SplitbenchError(f"λ must be positive, got {bad[0] if bad else 'none'}; pass e.g. --lambdas 0.05,0.2,1,4")
+    return lambdas
+
+
+def check_variants(variants: list[str], at: str) -> list[str]:
+    for variant in variants:
+        if at == INPUT and variant not in IMAGE_VARIANTS:
+            raise SplitbenchError(f"unknown variant '{variant}' for an image codec (--at input); valid variants: "
+                                  f"{', '.join(IMAGE_VARIANTS)}")
+        if at != INPUT:
+            check_variant(variant)
+    return variants
+
+
+def build_pipeline(zoo_model: ZooModel, at: str, variant: str, channels: int, entropy: str, alpha: float,
+                   feature_shape: tuple[int, ...], seed: int) -> nn.Module:
+    """A freshly initialised codec (seeded) in front of the frozen model's tail (or whole model)."""
+    torch.manual_seed(seed)
+    if at == INPUT:
+        codec = ImageCodec(channels)
+        classes = zoo_model.model(torch.zeros(1, 3, 64, 64)).shape[1] if alpha else 0
+        aux = AuxiliaryBranch(channels, classes) if alpha else None
+        pre = zoo_model.spec.preprocessing
+        return ImagePipeline(codec, zoo_model.model, pre.mean, pre.std, aux)
+    codec = FeatureCodec(feature_shape[0], channels, variant, entropy)
+    tail = zoo_model.trunk.tail(zoo_model.trunk.resolve(at))
+    size = zoo_model.spec.input_size
+    return FeaturePipeline(codec, tail, size * size)
+
+
+def run_rd(request: RDRequest) -> pd.DataFrame:
+    """Train and evaluate every missing point; the table of all of them, finished ones from the cache."""
+    root = request.cache / "rd" / request.zoo_model.spec.name / request.key()
+    rows = []
+    for variant in request.variants:
+        for alpha in request.alphas:
+            rows += _variant_points(request, root, variant, alpha)
+    return pd.DataFrame(rows)
+
+
+def point_folder(root: Path, variant: str, alpha: float, lam: float) -> Path:
+    return root / f"{variant}-alpha{alpha:g}-lambda{lam:g}"
+
+
+def _variant_points(request: RDRequest, root: Path, variant: str, alpha: float) -> list[dict[str, Any]]:
+    settings, rows = request.settings, []
+    shape = tuple(request.train.data.inputs.shape[1:])
+    for lam in request.lambdas:
+        folder = point_folder(root, variant, alpha, lam)
+        finished = read_point(folder)
+        if finished is not None:
+            rows.append(finished)
+            continue
+        pipeline = build_pipeline(request.zoo_model, request.at, variant, request.channels, request.entropy, alpha,
+                                  shape, settings.seed).to(request.device)
+        warm_s = _warm_up(request, pipeline, root / f"{variant}-warmup")
+        began = time.perf_counter()
+        history = train(pipeline, request.train.data, rd_objective(lam, alpha, settings.target), settings.epochs,
+                        settings, folder, request.device, description=f"{variant} α={alpha:g} λ={lam:g}",
+                        progress=request.progress)
+        train_s = time.perf_counter() - began
+        measured = evaluate(pipeline, request.test.data, 4 * settings.batch_size, request.device,
+                            progress=request.progress)
+        row = {"model": request.zoo_model.spec.name, "split": request.at, "variant": variant, "alpha": alpha,
+               "lambda": lam, **measured, "epochs": settings.epochs, "warmup_epochs": settings.warmup_epochs,
+               "train_images": len(request.train.data), "codec_params": count_parameters([pipeline.codec]),
+               "aux_params": count_parameters([pipeline.aux]) if pipeline.aux is not None else 0,
+               "train_bpp": history[-1]["bpp"], "train_task_loss": history[-1]["task"],
+               "step_s": sum(h["seconds"] for h in history) / sum(h["seconds"] / h["step_s"] for h in history),
+               "train_s": sum(h["seconds"] for h in history), "warmup_s": warm_s, "wall_train_s": train_s,
+               "seed": settings.seed}
+        write_point(folder, row)
+        rows.append(row)
+    return rows
+
+
+def _warm_up(request: RDRequest, pipeline: nn.Module, folder: Path) -> float:
+    """Reconstruction pre-training of this variant, once; every λ starts from its weights."""
+    settings = request.settings
+    if settings.warmup_epochs == 0:
+        return 0.0
+    aux, pipeline.aux = pipeline.aux, None  # the auxiliary branch is trained by the RD loss only
+    history = train(pipeline, request.train.data, warmup_objective(settings.warmup_rate_weight),
+                    settings.warmup_epochs, settings, folder, request.device, description=f"{folder.name}",
+                    progress=request.progress)
+    pipeline.aux = aux
+    return sum(h["seconds"] for h in history)

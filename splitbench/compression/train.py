@@ -1,0 +1,225 @@
+"""Training one compression model per λ, resumably, and evaluating it with real bitstreams.
+
+A point's folder holds ``last.pt`` (weights, optimisers, epoch, history; rewritten
+atomically after every epoch, loaded with ``weights_only=True``) and, once evaluated,
+``point.json``: a rerun skips finished points and continues an interrupted one from its
+last epoch. Warm-up (reconstruction pre-training, shared by every λ of a variant) is a
+point of its own, so each λ starts from the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from splitbench.compression.pipeline import (
+    RDOutput,
+    entropy_aux_loss,
+    pixels_of,
+    rd_loss,
+    update_entropy_tables,
+    warmup_loss,
+)
+from splitbench.errors import SplitbenchError
+from splitbench.evaluation import progress_bar, topk_hit_masks
+from splitbench.results import atomic_open, write_json
+
+CHECKPOINT = "last.pt"
+RESULT = "point.json"
+
+
+@dataclass(frozen=True)
+class RDSettings:
+    """The training recipe; stored in every checkpoint, and a resumed run must match it."""
+
+    epochs: int = 2
+    warmup_epochs: int = 4
+    batch_size: int = 16
+    lr: float = 1e-3
+    aux_lr: float = 1e-3
+    warmup_rate_weight: float = 0.01
+    target: str = "distill"
+    seed: int = 0
+
+
+@dataclass
+class TrainingSet:
+    """Inputs (features or uint8 images), the uncompressed model's logits, the labels."""
+
+    inputs: torch.Tensor
+    teacher: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+Objective = Callable[[RDOutput, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, dict[str, float]]]
+
+
+def rd_objective(lam: float, alpha: float, target: str) -> Objective:
+    return lambda output, teacher, labels, pixels: rd_loss(output, teacher, labels, lam, alpha, target, pixels)
+
+
+def warmup_objective(rate_weight: float) -> Objective:
+    return lambda output, teacher, labels, pixels: warmup_loss(output, rate_weight, pixels)
+
+
+def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: int, settings: RDSettings,
+          folder: Path, device: torch.device, *, description: str, progress: bool = True) -> list[dict[str, float]]:
+    """Train the pipeline's codec (and auxiliary branch) for ``epochs``, resuming from ``folder``."""
+    trainable = [p for n, p in pipeline.named_parameters() if p.requires_grad and not n.endswith("quantiles")]
+    quantiles = [p for n, p in pipeline.named_parameters() if n.endswith("quantiles")]
+    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    aux_optimizer = torch.optim.Adam(quantiles, lr=settings.aux_lr)
+    history = _resume(folder, pipeline, optimizer, aux_optimizer, settings, epochs)
+    generator = torch.Generator().manual_seed(settings.seed)
+    for _ in range(len(history)):  # the permutations of the epochs already run
+        torch.randperm(len(data), generator=generator)
+    steps = (len(data) + settings.batch_size - 1) // settings.batch_size
+    with _progress(progress) as bar:
+        task = bar.add_task(description, total=epochs * steps, completed=len(history) * steps, info="")
+        for epoch in range(len(history), epochs):
+            row = _epoch(pipeline, data, objective, optimizer, aux_optimizer, settings, device,
+                         torch.randperm(len(data), generator=generator), lambda info: bar.update(task, advance=1, info=info))
+            history.append({"epoch": epoch + 1, **row})
+            _save(folder, pipeline, optimizer, aux_optimizer, settings, epochs, history)
+    return history
+
+
+def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_optimizer, settings: RDSettings,
+           device: torch.device, order: torch.Tensor, advance: Callable[[str], None]) -> dict[str, float]:
+    pipeline.train()
+    sums: dict[str, float] = {}
+    began, count = time.perf_counter(), 0
+    for start in range(0, len(order), settings.batch_size):
+        index = order[start : start + settings.batch_size]
+        batch = data.inputs[index].to(device)
+        output = pipeline(batch)
+        loss, parts = objective(output, data.teacher[index].to(device), data.labels[index].to(device),
+                                pixels_of(pipeline, batch))
+        if not torch.isfinite(loss):
+            raise SplitbenchError(f"training diverged (loss {loss.item()}); lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        aux_optimizer.zero_grad(set_to_none=True)
+        entropy_aux_loss(pipeline.codec).backward()
+        aux_optimizer.step()
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value * len(index)
+        count += len(index)
+        advance(" ".join(f"{k} {v / count:.3f}" for k, v in sums.items()))
+    seconds = time.perf_counter() - began
+    steps = (len(order) + settings.batch_size - 1) // settings.batch_size
+    return {**{k: v / count for k, v in sums.items()}, "seconds": seconds, "step_s": seconds / steps}
+
+
+def _save(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings, epochs: int,
+          history: list[dict[str, float]]) -> None:
+    state = {"trainable": _trainable_state(pipeline), "optimizer": optimizer.state_dict(),
+             "aux_optimizer": aux_optimizer.state_dict(), "settings": asdict(settings), "epochs": epochs,
+             "history": history}
+    with atomic_open(folder / CHECKPOINT, "wb") as handle:
+        torch.save(state, handle)
+
+
+def _trainable_state(pipeline: nn.Module) -> dict[str, torch.Tensor]:
+    """The codec's (and auxiliary branch's) tensors; the frozen recogniser is not saved."""
+    modules = {"codec": pipeline.codec, **({"aux": pipeline.aux} if pipeline.aux is not None else {})}
+    return {f"{name}.{key}": value for name, module in modules.items() for key, value in module.state_dict().items()}
+
+
+def load_trainable(pipeline: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    codec = {k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")}
+    _load_codec_state(pipeline.codec, codec)
+    aux = {k[len("aux."):]: v for k, v in state.items() if k.startswith("aux.")}
+    if pipeline.aux is not None and aux:
+        pipeline.aux.load_state_dict(aux)
+
+
+def _load_codec_state(codec: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    # The entropy models' CDF tables change size once built; size them from the state first.
+    for name, value in state.items():
+        if name.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table")):
+            owner, _, buffer = name.rpartition(".")
+            module = codec.get_submodule(owner)
+            getattr(module, buffer).resize_(value.shape)
+    codec.load_state_dict(state)
+
+
+def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings, epochs: int) -> list[dict[str, float]]:
+    path = folder / CHECKPOINT
+    if not path.exists():
+        return []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["settings"] != asdict(settings) or state["epochs"] != epochs:
+        raise SplitbenchError(f"{path} was trained with another recipe ({state['settings']}, {state['epochs']} epochs); "
+                              f"delete it or use another --cache")
+    load_trainable(pipeline, state["trainable"])
+    optimizer.load_state_dict(state["optimizer"])
+    aux_optimizer.load_state_dict(state["aux_optimizer"])
+    return list(state["history"])
+
+
+def load_finished(folder: Path, pipeline: nn.Module) -> None:
+    """Load a point's trained weights (its ``last.pt``) into ``pipeline``."""
+    state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
+    load_trainable(pipeline, state["trainable"])
+
+
+@torch.inference_mode()
+def evaluate(pipeline: nn.Module, data: TrainingSet, batch_size: int, device: torch.device, *,
+             progress: bool = True) -> dict[str, Any]:
+    """Accuracy of the decoded bitstreams; estimated (−log2 likelihood) and actual bpp side by side."""
+    pipeline.eval()
+    codec = pipeline.codec
+    update_entropy_tables(codec)
+    estimated_bits = actual_bytes = top1 = top5 = agree = 0.0
+    pixels = 0
+    began = time.perf_counter()
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task("evaluating", total=len(data))
+        for start in range(0, len(data), batch_size):
+            batch = data.inputs[start : start + batch_size].to(device)
+            x = pipeline.codec_input(batch)
+            likelihoods = codec(x)["likelihoods"]
+            estimated_bits += float(sum((-torch.log2(lik)).sum() for lik in likelihoods.values()))
+            coded = codec.compress(x)
+            actual_bytes += sum(len(s) for strings in coded["strings"] for s in strings)
+            decoded = codec.decompress(coded["strings"], coded["shape"])["x_hat"][..., : x.shape[-2], : x.shape[-1]]
+            logits = pipeline.recognise(decoded).float()
+            labels = data.labels[start : start + batch_size].to(device)
+            hit1, hit5 = topk_hit_masks(logits, labels)
+            top1 += float(hit1.sum())
+            top5 += float(hit5.sum())
+            agree += float((logits.argmax(1) == data.teacher[start : start + batch_size].to(device).argmax(1)).sum())
+            pixels += len(batch) * pixels_of(pipeline, batch)
+            bar.update(task, advance=len(batch))
+    count = len(data)
+    return {"bpp_estimated": estimated_bits / pixels, "bpp_actual": 8 * actual_bytes / pixels,
+            "top1": 100 * top1 / count, "top5": 100 * top5 / count, "agreement": 100 * agree / count,
+            "test_images": count, "eval_s": time.perf_counter() - began}
+
+
+def read_point(folder: Path) -> dict[str, Any] | None:
+    path = folder / RESULT
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_point(folder: Path, row: dict[str, Any]) -> None:
+    write_json(folder / RESULT, row)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    disable=not enabled)
