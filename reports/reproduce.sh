@@ -67,5 +67,24 @@ splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequ
 splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" \
     --groups 1,2,4,8,16 --duplicate-top 0,3 --epochs 1 --out reports/group/cifar_resnet20
 
+# Issue 5 / seeds 000 and 001: learned compression. BPG on the same bottleneck3 features first
+# (the RD plot's handcrafted curve), then one feature codec per variant and λ (MobileNetV2 at
+# bottleneck3, the 56×56 cut of ResNet50's conv2_x; 4 warm-up + 2 RD epochs on 1000 images),
+# a second seed of `none` for the run-to-run spread, the image codec without and with the
+# auxiliary loss (seed 001), and seed 000 Table 1 at ResNet50's conv2_x (shapes only).
+splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --at bottleneck3 \
+    --codec none,bpg --qp 30,36,40,44,48 --layout gray --preprocess model --workers 1 --out reports/codec/bottleneck3
+splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --lambdas 0.05,0.2,1,4 \
+    --baseline reports/codec/bottleneck3/codec.csv --out reports/rd/mobilenet_v2-bottleneck3
+splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --variant none \
+    --lambdas 0.05,0.2,1,4 --seed 1 --baseline reports/codec/bottleneck3/codec.csv \
+    --out reports/rd/mobilenet_v2-bottleneck3-seed1
+# Seed 001 at a size two cores can train: the CIFAR-10 ResNet-20 behind the image codec (on
+# ImageNet at 128 px the codec never got past uniform predictions here; see reports/rd/NOTES.md).
+splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input \
+    --train-data cifar10:train --test-data cifar10:test --train-limit 5000 --test-limit 500 --channels 16 \
+    --aux-alpha 0,0.1 --lambdas 2,8,32 --warmup-epochs 6 --epochs 3 --out reports/rd/cifar_resnet20-input
+splitbench rd resnet50 --cost-only --channels 128 --out reports/rd/resnet50-conv2_x
+
 # Issue 7: the overview page of everything above (reports/README.md)
 splitbench report

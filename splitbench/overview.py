@@ -23,10 +23,6 @@ from splitbench.results import markdown_table
 
 TITLE = "# splitbench reproductions"
 
-NOT_YET = {
-    "Seed 000 / 001: learned feature compression, RD curves and BD-rate (`splitbench rd`)": "issue 5",
-}
-
 
 def render_overview(reports: Path) -> str:
     """The Markdown page for the results under ``reports`` (links relative to that folder)."""
@@ -38,7 +34,6 @@ def render_overview(reports: Path) -> str:
         "regenerates the results; `splitbench report --check` re-measures a small slice of each and "
         "compares it with `baselines/regression.csv`."),
         *[s for s in sections if s],
-        _not_yet(),
         _provenance(reports),
     ]
     return "\n\n".join(p.strip() for p in parts) + "\n"
@@ -169,6 +164,35 @@ def _group(reports: Path) -> str | None:
     return "\n\n".join(parts)
 
 
+def _rd(reports: Path) -> str | None:
+    found = _read(reports, "rd/*/rd.csv")
+    costs = _read(reports, "rd/*/cost.csv")
+    if not found and not costs:
+        return None
+    parts = ["## Seeds 000 and 001: learned compression, RD curves and BD-rate (`splitbench rd`)"]
+    for path, table in costs:
+        if "paper_gflops" in table and table["feature_shape"].iloc[0] == "256x56x56":
+            shown = table[["variant", "channels", "gmacs", "paper_gflops", "param_size_mb", "paper_param_size_mb"]]
+            parts += [(f"Seed 000 Table 1 ({_link(reports, path)}): compression model on ResNet50's conv2_x output "
+                       "(256×56×56), GMACs of encoder + decoder and float32 parameter size (MB):"),
+                      markdown_table(shown)]
+    for path, table in found:
+        first = table.iloc[0]
+        summary = table[["variant", "alpha", "lambda", "bpp_actual", "bpp_estimated", "top1", "agreement"]]
+        parts += [f"### {path.parent.name}",
+                  (f"{first['model']} at {first['split']}: one model per λ, {int(first['epochs'])} epoch(s) on "
+                   f"{int(first['train_images'])} images after {int(first['warmup_epochs'])} warm-up epoch(s); "
+                   f"top-1 (%) of the decoded bitstreams on {int(first['test_images'])} test images."),
+                  markdown_table(summary.round(3))]
+        bd_path = path.parent / "bd.csv"
+        if bd_path.is_file():
+            bd = pd.read_csv(bd_path)
+            parts += ["BD-rate (%) and BD-top-1 (points) against the first curve:",
+                      markdown_table(bd[["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"]].round(2))]
+        parts += _plot_and_links(reports, path, "Details")
+    return "\n\n".join(parts)
+
+
 def _training(reports: Path) -> str | None:
     found = _read(reports, "train/*/train.csv")
     if not found:
@@ -199,11 +223,6 @@ def _eval(reports: Path) -> str | None:
                         markdown_table(table.drop(columns=["wall_s"], errors="ignore"))])
 
 
-def _not_yet() -> str:
-    lines = [f"- {what}: not reproduced yet ({issue})." for what, issue in NOT_YET.items()]
-    return "## Not reproduced yet\n\n" + "\n".join(lines)
-
-
 def _provenance(reports: Path) -> str:
     rows = []
     for path in sorted(reports.rglob("*.json")):
@@ -221,4 +240,4 @@ def _provenance(reports: Path) -> str:
     return "## Provenance\n\n" + markdown_table(pd.DataFrame(rows))
 
 
-SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _group, _training, _eval]
+SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _group, _rd, _training, _eval]

@@ -2,7 +2,7 @@
 
 Each slice re-measures a few figures of one committed reproduction in seconds to a minute
 (profile totals, the shared-head accounting, a 50-image codec sweep, pruning the reference
-ViT, baseline accuracies) from scratch (fresh caches), and every figure carries its
+ViT, baseline accuracies, one small learned-compression point) from scratch (fresh caches), and every figure carries its
 tolerance: ``exact`` for counts and bytes, which are deterministic; ``abs`` points for
 accuracies (BLAS and thread counts may flip an image between machines); ``ratio`` for
 timings, compared as now / baseline. Baselines live in ``reports/baselines/regression.csv``.
@@ -219,6 +219,37 @@ def group_slice(inputs: Inputs) -> list[Figure]:
     return figures
 
 
+def rd_slice(inputs: Inputs) -> list[Figure]:
+    """Seed 000's cost table (ResNet50 at conv2_x, N = 128: parameters and MACs per variant), and
+    one λ of the MobileNetV2 run trained small (64 training images, 1 + 1 epochs, 50 test images):
+    actual bpp from the range coder, estimated bpp, top-1 and agreement with the uncompressed model."""
+    import torch
+
+    from splitbench.compression.costs import cost_table
+    from splitbench.compression.data import prepare
+    from splitbench.compression.sweep import RDRequest, run_rd
+    from splitbench.compression.train import RDSettings
+    from splitbench.zoo import load_model
+
+    figures = []
+    for _, row in cost_table(256, 56, 56, 128).iterrows():
+        figures += [Figure(f"rd.cost.{row['variant']}.params", int(row["params"])),
+                    Figure(f"rd.cost.{row['variant']}.gmacs", float(row["gmacs"]))]
+    model = load_model("mobilenet_v2", str(inputs.weights(MOBILENET_WEIGHTS)))
+    scratch = inputs.scratch / "rd"
+    train = prepare(model, "bottleneck3", "imagenet-sample-1000", root=inputs.data_root, limit=64, cache=scratch,
+                    progress=False)
+    test = prepare(model, "bottleneck3", "imagenet-val-1300", root=inputs.data_root, limit=50, cache=scratch,
+                   progress=False)
+    request = RDRequest(model, "bottleneck3", ["none"], [4.0], [0.0], 32, "factorized",
+                        RDSettings(epochs=1, warmup_epochs=1), train, test, scratch, torch.device("cpu"), progress=False)
+    row = run_rd(request).iloc[0]
+    return figures + [Figure("rd.none4.bpp_actual", round(float(row["bpp_actual"]), 4), "ratio", 1.05),
+                      Figure("rd.none4.bpp_estimated", round(float(row["bpp_estimated"]), 4), "ratio", 1.05),
+                      Figure("rd.none4.top1", round(float(row["top1"]), 2), "abs", 4.0),
+                      Figure("rd.none4.agreement", round(float(row["agreement"]), 2), "abs", 4.0)]
+
+
 SLICES: dict[str, Callable[[Inputs], list[Figure]]] = {
     "profile": profile_slice,
     "split": split_slice,
@@ -226,6 +257,7 @@ SLICES: dict[str, Callable[[Inputs], list[Figure]]] = {
     "codec": codec_slice,
     "prune": prune_slice,
     "group": group_slice,
+    "rd": rd_slice,
 }
 
 

@@ -57,6 +57,10 @@ def test_overview_puts_the_papers_figures_beside_ours() -> None:
     assert "9.77" in page and "42.31" in page  # seed 003's reductions
     assert "31.3" in page  # seed 003's BPG QP 35 ratio beside ours
     assert "](codec/codec.png)" in page and "## Provenance" in page
+    # seed 000 Table 1 beside ours, the RD runs with their BD tables and plots
+    assert "| attention2 |" in page and "5.77" in page and "3.7397" in page
+    assert "](rd/mobilenet_v2-bottleneck3/rd.png)" in page and "BD-rate" in page
+    assert "Not reproduced yet" not in page
 
 
 def test_tolerances() -> None:
@@ -97,7 +101,7 @@ def test_a_baselines_file_with_a_repeated_metric_is_refused(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--only", "codec,bogus"], "error: unknown slice bogus; valid: profile, split, eval, codec, prune, group"),
+    (["--only", "codec,bogus"], "error: unknown slice bogus; valid: profile, split, eval, codec, prune, group, rd"),
     (["--baselines", "/no/such/baselines.csv"], "error: missing baselines file: /no/such/baselines.csv"),
 ])
 def test_bad_check_input_ends_in_one_line(args: list[str], message: str) -> None:

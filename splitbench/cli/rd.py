@@ -17,7 +17,15 @@ from splitbench.compression.costs import cost_table
 from splitbench.compression.data import INPUT, prepare
 from splitbench.compression.models import ENTROPY_MODELS
 from splitbench.compression.pipeline import TARGETS
-from splitbench.compression.report import bd_for_table, bit_allocation_figure, load_baseline, plot_rd, rd_markdown
+from splitbench.compression.report import (
+    bd_against_baseline,
+    bd_for_table,
+    bit_allocation_figure,
+    cost_markdown,
+    load_baseline,
+    plot_rd,
+    rd_markdown,
+)
 from splitbench.compression.sweep import RDRequest, check_lambdas, check_variants, run_rd
 from splitbench.compression.train import RDSettings
 from splitbench.errors import SplitbenchError
@@ -28,6 +36,7 @@ from splitbench.zoo import get_spec, load_model
 
 # The seeds' split points: ResNet50 after conv2_x, and the MobileNetV2 cut at the same 56×56.
 DEFAULT_SPLITS = {"resnet50": "conv2_x", "mobilenet_v2": "bottleneck3"}
+SEED000_FEATURE_SHAPE = (256, 56, 56)
 _SHOWN = ["variant", "alpha", "lambda", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement", "step_s"]
 
 
@@ -55,14 +64,17 @@ def rd_command(
     target: Annotated[str, typer.Option("--target", help="distill (the uncompressed model's outputs) or labels.")] = "distill",
     channels: Annotated[int, typer.Option("--channels", min=1, help="N: channels of the codec's layers and latent.")] = 32,
     weights: Weights = "default",
-    train_data: Annotated[str, typer.Option("--train-data", help="Training data manifest.")] = "imagenet-sample-1000",
-    test_data: Annotated[str, typer.Option("--test-data", help="Test data manifest.")] = "imagenet-val-1300",
+    train_data: Annotated[str, typer.Option("--train-data", help="Training data manifest[:split].")] = "imagenet-sample-1000",
+    test_data: Annotated[str, typer.Option("--test-data", help="Test data manifest[:split].")] = "imagenet-val-1300",
     data: DataRoot = None,
-    train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="First N training images.")] = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="First N test images.")] = None,
-    image_size: Annotated[int, typer.Option("--image-size", min=64, help="Image side for --at input (multiple of 64).")] = 128,
+    train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="N training images, spread evenly over the set.")] = None,
+    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="N test images, spread evenly over the set.")] = None,
+    image_size: Annotated[int | None, typer.Option(
+        "--image-size", min=16, help="Image side for --at input (default: the model's input size).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="RD training epochs per λ.")] = 2,
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", min=0, help="Reconstruction pre-training, shared by every λ.")] = 4,
+    warmup_rate_weight: Annotated[float, typer.Option(
+        "--warmup-rate-weight", min=0.0, help="Weight of bpp in the warm-up loss (relative MSE + w·bpp).")] = 0.01,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
     seed: Annotated[int, typer.Option("--seed", help="Initialisation and batch order.")] = 0,
@@ -87,22 +99,22 @@ def rd_command(
         raise SplitbenchError(f"unknown --entropy '{entropy}'; valid: {', '.join(ENTROPY_MODELS)}")
     if target not in TARGETS:
         raise SplitbenchError(f"unknown --target '{target}'; valid: {', '.join(TARGETS)}")
-    if at == INPUT and image_size % 64:
-        raise SplitbenchError(f"--image-size must be a multiple of 64 (the codec's stride), got {image_size}")
     baseline_table = load_baseline(baseline, spec.name, at) if baseline is not None else None
     plotting = warm_up_plotting()
-    zoo_model = load_model(model, weights)
+    # The cost depends on shapes only: --cost-only needs no weights (and no network).
+    zoo_model = load_model(model, "none" if cost_only else weights)
     out = out or default_out("rd", f"{spec.name}-{at}")
     arguments = {"model": model, "at": at, "variant": ",".join(variants), "lambdas": lams, "aux_alpha": alphas,
                  "entropy": entropy, "target": target, "channels": channels, "weights": weights,
                  "train_data": train_data, "test_data": test_data, "data": data, "train_limit": train_limit,
                  "test_limit": test_limit, "image_size": image_size if at == INPUT else None, "epochs": epochs,
-                 "warmup_epochs": warmup_epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+                 "warmup_epochs": warmup_epochs, "warmup_rate_weight": warmup_rate_weight,
+                 "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
                  "baseline": baseline, "cache": cache, "out": out}
 
     written = []
     if at != INPUT:
-        written += _write_costs(zoo_model, at, channels, entropy, variants, out)
+        written += _write_costs(zoo_model, at, channels, entropy, variants, out, arguments)
         if cost_only:
             show_written(written)
             return
@@ -110,8 +122,8 @@ def rd_command(
         raise SplitbenchError("--cost-only applies to feature codecs (a split point), not --at input")
 
     torch_device = pick_device(device)
-    settings = RDSettings(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr, target=target,
-                          seed=seed)
+    settings = RDSettings(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
+                          warmup_rate_weight=warmup_rate_weight, target=target, seed=seed)
     size = image_size if at == INPUT else None
     train_set = prepare(zoo_model, at, train_data, root=data, limit=train_limit, cache=cache, image_size=size)
     test_set = prepare(zoo_model, at, test_data, root=data, limit=test_limit, cache=cache, image_size=size)
@@ -121,10 +133,16 @@ def rd_command(
     meta = provenance.collect("rd", arguments, weights=zoo_model.weights.describe(),
                               data={"train": train_set.provenance, "test": test_set.provenance},
                               wall_s=time.perf_counter() - start)
+    # The sidecar's wall time is this command's; the points' own compute (perhaps from earlier
+    # runs, read from the cache) is summed here and itemised per point in rd.csv.
+    meta["points_compute_s"] = {key: round(float(table[key].sum()), 1) for key in ("warmup_s", "train_s", "eval_s")}
     plotting.join()
     bd = bd_for_table(table)
-    written += write_result(out, "rd", table, meta, rd_markdown(table, bd, baseline_table, meta))
+    bd_bpg = bd_against_baseline(table, baseline_table) if baseline_table is not None else None
+    written += write_result(out, "rd", table, meta, rd_markdown(table, bd, baseline_table, bd_bpg, meta))
     written.append(write_csv(out / "bd.csv", bd))
+    if bd_bpg is not None:
+        written.append(write_csv(out / "bd_vs_bpg.csv", bd_bpg))
     written.append(plot_rd(table, baseline_table, out / "rd.png"))
     if at == INPUT:
         written.append(bit_allocation_figure(request, out / "bit_allocation.png"))
@@ -133,13 +151,16 @@ def rd_command(
     show_written(written)
 
 
-def _write_costs(zoo_model, at: str, channels: int, entropy: str, variants: list[str], out: Path) -> list[Path]:
-    index = zoo_model.trunk.resolve(at)
+def _write_costs(zoo_model, at: str, channels: int, entropy: str, variants: list[str], out: Path,
+                 arguments: dict[str, object]) -> list[Path]:
+    started = time.perf_counter()
     size = zoo_model.spec.input_size
     with torch.inference_mode():
-        shape = zoo_model.trunk.head(index)(torch.zeros(1, 3, size, size)).shape[1:]
-    reference = load_reference("seed000_compression_model_cost")
-    table = cost_table(shape[0], shape[1], shape[2], channels, entropy, tuple(variants), reference)
+        shape = tuple(zoo_model.trunk.head(zoo_model.trunk.resolve(at))(torch.zeros(1, 3, size, size)).shape[1:])
+    # The paper's Table 1 is for ResNet50's conv2_x output; beside any other shape it would mislead.
+    reference = load_reference("seed000_compression_model_cost") if shape == SEED000_FEATURE_SHAPE else None
+    table = cost_table(*shape, channels, entropy, tuple(variants), reference)
+    meta = provenance.collect("rd --cost-only", arguments, wall_s=time.perf_counter() - started)
     console.print(f"cost of the compression model on a {'x'.join(map(str, shape))} feature (N = {channels})")
     show_table(table)
-    return [write_csv(out / "cost.csv", table)]
+    return write_result(out, "cost", table, meta, cost_markdown(table, meta))

@@ -34,9 +34,9 @@ def cost_table(in_channels: int, height: int, width: int, channels: int, entropy
         params = count_parameters([codec])
         macs = count_macs(_Transforms(codec), torch.zeros(1, in_channels, height, width)).total()
         rows.append({"variant": variant, "feature_shape": f"{in_channels}x{height}x{width}", "channels": channels,
-                     "gmacs": round(macs / 1e9, 4), "params": params, "param_size_mb": round(4 * params / 1e6, 3)})
+                     "gmacs": round(macs / 1e9, 6), "params": params, "param_size_mb": round(4 * params / 1e6, 3)})
     table = pd.DataFrame(rows)
-    table["gmacs_over_none"] = (table["gmacs"] - table["gmacs"].iloc[0]).round(4)
+    table["gmacs_over_none"] = (table["gmacs"] - table["gmacs"].iloc[0]).round(6)
     table["param_mb_over_none"] = (table["param_size_mb"] - table["param_size_mb"].iloc[0]).round(3)
     if reference is not None:
         paper = reference.set_index("variant")

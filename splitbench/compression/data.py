@@ -36,10 +36,18 @@ class PreparedData:
 
 def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, limit: int | None, cache: Path,
             image_size: int | None = None, progress: bool = True) -> PreparedData:
-    """Split features (or uint8 images for ``at == 'input'``), teacher logits and labels of a data set."""
+    """Split features (or uint8 images for ``at == 'input'``), teacher logits and labels of a data set.
+
+    ``dataset`` is a manifest name, optionally with a split (``cifar10:train``); ``limit`` takes
+    that many images spread evenly over the set.
+    """
     images = at == INPUT
     preprocessing = image_preprocessing(zoo_model, image_size) if images else zoo_model.spec.preprocessing
-    opened = open_dataset(dataset, root=root, limit=limit)
+    name, _, split = dataset.partition(":")
+    opened = open_dataset(name, split=split or None, root=root)
+    if limit is not None and limit < len(opened):
+        # Class-folder sets are sorted by class: a prefix would hold a few classes only.
+        opened = opened.evenly_spaced(limit)
     fields = {"model": zoo_model.spec.name, "weights_sha256": zoo_model.weights.sha256, "at": at,
               "data": opened.provenance(), "preprocessing": preprocessing.describe()}
     path = cache / "rd-data" / f"{cache_key(fields)}.pt"

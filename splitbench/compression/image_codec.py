@@ -10,10 +10,12 @@ inference, which runs codec and recognition model only (:meth:`ImagePipeline.inf
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from compressai.models import Cheng2020Attention
 from torch import nn
 
-# Cheng2020Attention downsamples by 16 to y and by 64 to z; inputs are padded to this.
+# Cheng2020Attention downsamples by 16 to y and by 64 to z; inputs are padded to a multiple of
+# this (the padding is coded too, and its bits count against the image's own pixels).
 IMAGE_CODEC_STRIDE = 64
 
 
@@ -28,7 +30,8 @@ class ImageCodec(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, object]:
         # CompressAI's JointAutoregressiveHierarchicalPriors.forward, keeping y_hat.
         net = self.net
-        y = net.g_a(x)
+        height, width = x.shape[-2:]
+        y = net.g_a(pad_to_stride(x))
         z = net.h_a(y)
         z_hat, z_likelihoods = net.entropy_bottleneck(z)
         params = net.h_s(z_hat)
@@ -36,13 +39,22 @@ class ImageCodec(nn.Module):
         context = net.context_prediction(y_hat)
         scales, means = net.entropy_parameters(torch.cat((params, context), dim=1)).chunk(2, 1)
         _, y_likelihoods = net.gaussian_conditional(y, scales, means=means)
-        return {"x_hat": net.g_s(y_hat), "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        x_hat = net.g_s(y_hat)[..., :height, :width]
+        return {"x_hat": x_hat, "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     def compress(self, x: torch.Tensor) -> dict[str, object]:
-        return self.net.compress(x)
+        return self.net.compress(pad_to_stride(x))
 
     def decompress(self, strings: list[list[bytes]], shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The decoded, padded image (the receiver crops it to the size it was told)."""
         return {"x_hat": self.net.decompress(strings, shape)["x_hat"]}
+
+
+def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
+    """Replicate the last row and column up to a multiple of the codec's stride (CIFAR's 32 → 64)."""
+    height, width = x.shape[-2:]
+    bottom, right = -height % IMAGE_CODEC_STRIDE, -width % IMAGE_CODEC_STRIDE
+    return F.pad(x, (0, right, 0, bottom), mode="replicate") if bottom or right else x
 
 
 class AuxiliaryBranch(nn.Module):

@@ -157,20 +157,23 @@ class FeatureCodec(nn.Module):
         return {"x_hat": self.decoder(y_hat), "y_hat": y_hat}
 
 
+def _conv3_parameters(in_channels: int, out_channels: int) -> int:
+    return 9 * in_channels * out_channels + out_channels
+
+
 def expected_parameters(variant: str, in_channels: int, channels: int, entropy: str = "factorized") -> int:
     """The parameter count of :class:`FeatureCodec` by formula (for the tests and Table 1)."""
     n = channels
-    conv3 = lambda cin, cout: 9 * cin * cout + cout  # noqa: E731
     gdn = n * n + n  # gamma and beta
     # Two N→N convolutions in the encoder, one and a 3×3 deconvolution (as many weights) in
     # the decoder, the convolutions from and back to C_in, two GDNs and two IGDNs.
-    total = conv3(in_channels, n) + 4 * conv3(n, n) + conv3(n, in_channels) + 4 * gdn
+    total = _conv3_parameters(in_channels, n) + 4 * _conv3_parameters(n, n) + _conv3_parameters(n, in_channels) + 4 * gdn
     if variant in ("attention1", "attention2"):
         total += cbam_parameters(n)
     if variant == "attention2":
         total += 2 * n * n + n  # the 1×1 convolution after the concatenation
     total += ENTROPY_BOTTLENECK_PARAMETERS_PER_CHANNEL * n
     if entropy == "hyperprior":
-        total += conv3(n, n) + 2 * (25 * n * n + n)  # h_a
-        total += 2 * (25 * n * n + n) + conv3(n, n)  # h_s
+        total += _conv3_parameters(n, n) + 2 * (25 * n * n + n)  # h_a
+        total += 2 * (25 * n * n + n) + _conv3_parameters(n, n)  # h_s
     return total

@@ -18,8 +18,8 @@ from splitbench.results import markdown_table, save_figure
 if TYPE_CHECKING:
     from splitbench.compression.sweep import RDRequest
 
-_COLUMNS = ["variant", "alpha", "lambda", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement", "epochs",
-            "train_images", "test_images", "step_s"]
+_COLUMNS = ["variant", "alpha", "lambda", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement",
+            "uncompressed_top1", "epochs", "train_images", "test_images", "step_s"]
 
 
 def curve_name(variant: str, alpha: float, split: str) -> str:
@@ -39,6 +39,16 @@ def bd_for_table(table: pd.DataFrame) -> pd.DataFrame:
     return bd_table(curves, next(iter(curves)))
 
 
+def bd_against_baseline(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
+    """Each learned curve against BPG on the same features (one anchor per BPG layout)."""
+    tables = []
+    for layout, group in baseline.groupby("layout"):
+        anchor = f"BPG {layout}"
+        curves = {anchor: (group["bpp"].to_numpy(), group["top1"].to_numpy()), **curves_of(table)}
+        tables.append(bd_table(curves, anchor))
+    return pd.concat(tables, ignore_index=True)
+
+
 def load_baseline(path: Path, model: str, split: str) -> pd.DataFrame:
     """BPG's points at ``split`` from a ``splitbench codec`` table, one curve per layout."""
     if not path.is_file():
@@ -52,18 +62,33 @@ def load_baseline(path: Path, model: str, split: str) -> pd.DataFrame:
     return rows[["codec", "param", "layout", "bpp", "top1", "top5", "images"]].reset_index(drop=True)
 
 
-def rd_markdown(table: pd.DataFrame, bd: pd.DataFrame, baseline: pd.DataFrame | None, meta: dict[str, Any]) -> str:
+def rd_markdown(table: pd.DataFrame, bd: pd.DataFrame, baseline: pd.DataFrame | None, bd_baseline: pd.DataFrame | None,
+                meta: dict[str, Any]) -> str:
     first = table.iloc[0]
     lines = [f"# {first['model']} at {first['split']}: learned compression (rate vs top-1)", "",
              provenance_line(meta), "",
-             "bpp = bits per pixel of the input image; `bpp_actual` from CompressAI's range coder (decoded "
-             "bitstreams give the accuracy), `bpp_estimated` = −log2 likelihood. `agreement` = top-1 equal to the "
-             "uncompressed model's.", "",
+             ("bpp = bits per pixel of the input image; `bpp_actual` from CompressAI's range coder (decoded "
+              "bitstreams give the accuracy), `bpp_estimated` = −log2 likelihood. `agreement` = top-1 equal to the "
+              "uncompressed model's."), "",
              markdown_table(table[[c for c in _COLUMNS if c in table.columns]].round(4)), "",
              "## BD-rate and BD-accuracy (bjontegaard; negative BD-rate = fewer bits at equal top-1)", "",
              markdown_table(bd.round(3)) if not bd.empty else "(one curve only)", ""]
     if baseline is not None:
         lines += ["## BPG on the same features (`splitbench codec`)", "", markdown_table(baseline.round(4)), ""]
+    if bd_baseline is not None:
+        lines += ["## Against BPG (BPG as the anchor)", "", markdown_table(bd_baseline.round(3)), ""]
+    return "\n".join(lines)
+
+
+def cost_markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
+    first = table.iloc[0]
+    lines = [f"# Cost of the feature compression model on a {first['feature_shape']} feature (N = {first['channels']})",
+             "", provenance_line(meta), "",
+             ("GMACs of encoder + decoder for one feature (fvcore: convolutions, GDN's 1×1 convolutions and the "
+              "CBAM MLP; sigmoids, poolings and gate products count nothing), parameters including the entropy "
+              "model, float32 size in MB (10⁶ bytes)."
+              + (" `paper_*`: seed 000 Table 1." if "paper_gflops" in table else "")), "",
+             markdown_table(table), ""]
     return "\n".join(lines)
 
 
@@ -74,6 +99,9 @@ def plot_rd(table: pd.DataFrame, baseline: pd.DataFrame | None, path: Path) -> P
         for name, (rate, top1) in curves.items():
             order = np.argsort(rate)
             axes.plot(rate[order], top1[order], marker="o", label=name)
+        if "uncompressed_top1" in table:
+            axes.axhline(table["uncompressed_top1"].iloc[0], color="black", linestyle=":", linewidth=1,
+                         label=f"uncompressed ({table['uncompressed_top1'].iloc[0]:.1f} %)")
         if baseline is not None:
             for layout, group in baseline.groupby("layout"):
                 group = group.sort_values("bpp")
@@ -107,7 +135,9 @@ def bit_allocation_figure(request: RDRequest, path: Path, images: int = 4) -> Pa
         pipeline.eval()
         with torch.inference_mode():
             coded = pipeline.codec(pipeline.codec_input(batch))
-        maps[alpha] = latent_bits(coded["likelihoods"]["y"])
+        # Positions over the image itself; the rest codes the padding up to the codec's stride.
+        rows, columns = -(-batch.shape[-2] // 16), -(-batch.shape[-1] // 16)
+        maps[alpha] = latent_bits(coded["likelihoods"]["y"])[:, :rows, :columns]
     peak = max(float(m.max()) for m in maps.values())
 
     def draw(axes: Any) -> None:

@@ -19,8 +19,8 @@ from splitbench.compression.pipeline import FeaturePipeline, ImagePipeline
 from splitbench.compression.train import (
     RDSettings,
     evaluate,
-    read_point,
     rd_objective,
+    read_point,
     train,
     warmup_objective,
     write_point,
@@ -94,7 +94,9 @@ def run_rd(request: RDRequest) -> pd.DataFrame:
     for variant in request.variants:
         for alpha in request.alphas:
             rows += _variant_points(request, root, variant, alpha)
-    return pd.DataFrame(rows)
+    test = request.test.data
+    uncompressed = 100 * float((test.teacher.argmax(1) == test.labels).float().mean())
+    return pd.DataFrame(rows).assign(uncompressed_top1=round(uncompressed, 3))
 
 
 def point_folder(root: Path, variant: str, alpha: float, lam: float) -> Path:
@@ -106,7 +108,7 @@ def _variant_points(request: RDRequest, root: Path, variant: str, alpha: float) 
     shape = tuple(request.train.data.inputs.shape[1:])
     for lam in request.lambdas:
         folder = point_folder(root, variant, alpha, lam)
-        finished = read_point(folder)
+        finished = read_point(folder, request.test.provenance)
         if finished is not None:
             rows.append(finished)
             continue
@@ -128,7 +130,7 @@ def _variant_points(request: RDRequest, root: Path, variant: str, alpha: float) 
                "step_s": sum(h["seconds"] for h in history) / sum(h["seconds"] / h["step_s"] for h in history),
                "train_s": sum(h["seconds"] for h in history), "warmup_s": warm_s, "wall_train_s": train_s,
                "seed": settings.seed}
-        write_point(folder, row)
+        write_point(folder, row, request.test.provenance)
         rows.append(row)
     return rows
 

@@ -210,13 +210,17 @@ def evaluate(pipeline: nn.Module, data: TrainingSet, batch_size: int, device: to
             "test_images": count, "eval_s": time.perf_counter() - began}
 
 
-def read_point(folder: Path) -> dict[str, Any] | None:
+def read_point(folder: Path, test: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished point's row, if it was evaluated on ``test`` (else its weights are tested again)."""
     path = folder / RESULT
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["row"] if saved["test"] == json.loads(json.dumps(test)) else None
 
 
-def write_point(folder: Path, row: dict[str, Any]) -> None:
-    write_json(folder / RESULT, row)
+def write_point(folder: Path, row: dict[str, Any], test: dict[str, Any]) -> None:
+    write_json(folder / RESULT, {"row": row, "test": test})
 
 
 def _progress(enabled: bool) -> Progress:
