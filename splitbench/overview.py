@@ -185,11 +185,15 @@ def _rd(reports: Path) -> str | None:
                    f"top-1 (%) of the decoded bitstreams on {int(first['test_images'])} test images."),
                   markdown_table(summary.round(3))]
         bd_path = path.parent / "bd.csv"
-        if bd_path.is_file():
-            bd = pd.read_csv(bd_path)
+        bd = pd.read_csv(bd_path) if bd_path.is_file() else pd.DataFrame()
+        if not bd.empty:
             parts += ["BD-rate (%) and BD-top-1 (points) against the first curve:",
                       markdown_table(bd[["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"]].round(2))]
         parts += _plot_and_links(reports, path, "Details")
+        bit_map = path.parent / "bit_allocation.png"
+        if bit_map.is_file():
+            parts.append(f"Bits per latent position without and with the auxiliary loss (seed 001 Fig. 2(b)): "
+                         f"![bit allocation]({_relative(reports, bit_map)})")
     return "\n\n".join(parts)
 
 

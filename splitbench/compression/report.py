@@ -126,7 +126,9 @@ def bit_allocation_figure(request: RDRequest, path: Path, images: int = 4) -> Pa
     lam = sorted(request.lambdas)[len(request.lambdas) // 2]
     variant = request.variants[0]
     root = request.cache / "rd" / request.zoo_model.spec.name / request.key()
-    batch = request.test.data.inputs[:images]
+    # Images spread over the test set, so that they show several classes.
+    picks = torch.linspace(0, len(request.test.data) - 1, images).round().long()
+    batch = request.test.data.inputs[picks]
     maps = {}
     for alpha in request.alphas:
         pipeline = build_pipeline(request.zoo_model, request.at, variant, request.channels, request.entropy, alpha,
@@ -149,8 +151,7 @@ def bit_allocation_figure(request: RDRequest, path: Path, images: int = 4) -> Pa
             for row, (alpha, bit_map) in enumerate(maps.items(), start=1):
                 shown = grid[row][column].imshow(bit_map[column].numpy(), cmap="inferno", vmin=0, vmax=peak,
                                                  interpolation="nearest")
-                grid[row][column].set_title(f"α={alpha:g}: {float(bit_map[column].sum()) / 1000:.1f} kbit",
-                                            fontsize=8)
+                grid[row][column].set_title(f"α={alpha:g}: {float(bit_map[column].sum()):.0f} bits", fontsize=8)
         for row_axes in grid:
             for cell in row_axes:
                 cell.set_xticks([])
