@@ -10,7 +10,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.options import DataRoot, OutDir, Weights, default_out, split_names, split_numbers
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
 from splitbench.codecs.features import LAYOUTS, check_layout
@@ -25,19 +25,6 @@ _SHOWN = ["codec", "param", "layout", "bits", "chroma", "ratio_percent", "bpp", 
           "encode_ms", "decode_ms"]
 
 
-def _ints(text: str | None, option: str) -> list[int]:
-    if text is None:
-        return []
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SplitbenchError(f"{option} takes comma-separated integers, got '{text}'") from None
-
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _codec_entry(entry: str, values: dict[str, list[int]], used: set[str]) -> tuple[str, list[int | None]]:
     """``name`` or ``name:v1/v2/…``: the codec and the parameter values it runs at."""
     name, _, own = entry.partition(":")
@@ -49,7 +36,7 @@ def _codec_entry(entry: str, values: dict[str, list[int]], used: set[str]) -> tu
             raise SplitbenchError(f"{name} is lossless and takes no parameter values")
         return name, [None]
     if own:
-        return name, _ints(own.replace("/", ","), f"--codec {name}:")
+        return name, split_numbers(own.replace("/", ","), f"--codec {name}:", int)
     used.add(cls.parameter)
     params = values[cls.parameter] or list(cls.default_params)
     if not params:
@@ -110,7 +97,8 @@ def codec_command(
 ) -> None:
     """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5."""
     start = time.perf_counter()
-    points = build_points(_names(codec), _ints(qp, "--qp"), _ints(quality, "--quality"), _names(layout), bits,
+    points = build_points(split_names(codec), split_numbers(qp, "--qp", int), split_numbers(quality, "--quality", int),
+                          split_names(layout), bits,
                           chroma, bpg_backend)
     at = at or PAPER_SPLITS.get(get_spec(model).name)
     if at is None:

@@ -11,7 +11,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.options import DataRoot, OutDir, Weights, default_out, split_names, split_numbers
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.compression.costs import cost_table
 from splitbench.compression.data import INPUT, prepare
@@ -38,17 +38,6 @@ from splitbench.zoo import get_spec, load_model
 DEFAULT_SPLITS = {"resnet50": "conv2_x", "mobilenet_v2": "bottleneck3"}
 SEED000_FEATURE_SHAPE = (256, 56, 56)
 _SHOWN = ["variant", "alpha", "lambda", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement", "step_s"]
-
-
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SplitbenchError(f"{option} takes comma-separated numbers, got '{text}'") from None
-
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 @app.command("rd")
@@ -90,9 +79,10 @@ def rd_command(
     at = at or DEFAULT_SPLITS.get(spec.name)
     if at is None:
         raise SplitbenchError(f"{model} has no seed split point; pass --at")
-    variants = check_variants(_names(variant or ("cheng2020_attn" if at == INPUT else "none,attention1,attention2")), at)
-    lams = check_lambdas(_floats(lambdas, "--lambdas"))
-    alphas = _floats(aux_alpha, "--aux-alpha") if aux_alpha else ([0.0, 0.1] if at == INPUT else [0.0])
+    default_variants = "cheng2020_attn" if at == INPUT else "none,attention1,attention2"
+    variants = check_variants(split_names(variant or default_variants), at)
+    lams = check_lambdas(split_numbers(lambdas, "--lambdas"))
+    alphas = split_numbers(aux_alpha, "--aux-alpha") if aux_alpha else ([0.0, 0.1] if at == INPUT else [0.0])
     if at != INPUT and any(alphas):
         raise SplitbenchError("--aux-alpha applies to an image codec (--at input) only")
     if entropy not in ENTROPY_MODELS:
