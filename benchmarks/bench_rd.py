@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from splitbench.codecs.sweep import feature_shape
 from splitbench.compression.data import INPUT
 from splitbench.compression.models import VARIANTS
 from splitbench.compression.pipeline import rd_loss, warmup_loss
@@ -55,8 +56,7 @@ def main() -> None:
         inputs = torch.randint(0, 256, (settings.batch_size, 3, side, side), dtype=torch.uint8)
         variants, alpha, pixels = IMAGE_VARIANTS, 0.1, side * side
     else:
-        with torch.inference_mode():
-            shape = zoo_model.trunk.head(zoo_model.trunk.resolve(args.at))(torch.zeros(1, 3, size, size)).shape[1:]
+        shape = feature_shape(zoo_model, zoo_model.trunk.resolve(args.at), zoo_model.spec.preprocessing)
         inputs = torch.randn(settings.batch_size, *shape)
         variants, alpha, pixels = VARIANTS, 0.0, size * size
     with torch.inference_mode():

@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import DataRoot, OutDir, Weights, default_out, split_names, split_numbers
 from splitbench.cli.render import console, show_table, show_written
+from splitbench.codecs.sweep import feature_shape
 from splitbench.compression.costs import cost_table
 from splitbench.compression.data import INPUT, prepare
 from splitbench.compression.models import ENTROPY_MODELS
@@ -144,9 +144,7 @@ def rd_command(
 def _write_costs(zoo_model, at: str, channels: int, entropy: str, variants: list[str], out: Path,
                  arguments: dict[str, object]) -> list[Path]:
     started = time.perf_counter()
-    size = zoo_model.spec.input_size
-    with torch.inference_mode():
-        shape = tuple(zoo_model.trunk.head(zoo_model.trunk.resolve(at))(torch.zeros(1, 3, size, size)).shape[1:])
+    shape = feature_shape(zoo_model, zoo_model.trunk.resolve(at), zoo_model.spec.preprocessing)
     # The paper's Table 1 is for ResNet50's conv2_x output; beside any other shape it would mislead.
     reference = load_reference("seed000_compression_model_cost") if shape == SEED000_FEATURE_SHAPE else None
     table = cost_table(*shape, channels, entropy, tuple(variants), reference)

@@ -105,11 +105,12 @@ def _open_feature_cache(request: SweepRequest, dataset: ImageDataset, preprocess
         "dataset": data["dataset"], "data_split": data["split"], "file_list_sha256": data["file_list_sha256"],
         "preprocessing": preprocessing.describe(),
     }
-    shape = _feature_shape(model, index, preprocessing)
+    shape = feature_shape(model, index, preprocessing)
     return open_cache(request.cache_root, fields, len(dataset), shape)
 
 
-def _feature_shape(model: ZooModel, index: int, preprocessing: Preprocessing) -> tuple[int, int, int]:
+def feature_shape(model: ZooModel, index: int, preprocessing: Preprocessing) -> tuple[int, int, int]:
+    """C×H×W of the tensor at the split, for an input of the preprocessing's size."""
     with torch.inference_mode():
         out = model.trunk.head(index)(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop))
     if out.dim() != 4:

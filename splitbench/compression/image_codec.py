@@ -17,6 +17,7 @@ from torch import nn
 # Cheng2020Attention downsamples by 16 to y and by 64 to z; inputs are padded to a multiple of
 # this (the padding is coded too, and its bits count against the image's own pixels).
 IMAGE_CODEC_STRIDE = 64
+LATENT_STRIDE = 16  # pixels per latent position of y, on each side
 
 
 class ImageCodec(nn.Module):

@@ -82,7 +82,7 @@ class ImagePipeline(nn.Module):
         return images.float() / 255.0 if images.dtype == torch.uint8 else images
 
     def recognise(self, decoded: torch.Tensor) -> torch.Tensor:
-        return self.recogniser((decoded.clamp(0, 1) - self.mean) / self.std)
+        return _recognise_image(self.recogniser, decoded, self.mean, self.std)
 
     def forward(self, images: torch.Tensor) -> RDOutput:
         x = self.codec_input(images)
@@ -103,8 +103,12 @@ class _ImageInference(nn.Module):
         self.register_buffer("std", std.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_hat = self.codec(x)["x_hat"]
-        return self.recogniser((x_hat.clamp(0, 1) - self.mean) / self.std)
+        return _recognise_image(self.recogniser, self.codec(x)["x_hat"], self.mean, self.std)
+
+
+def _recognise_image(recogniser: nn.Module, decoded: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The recogniser on a decoded image in [0, 1], normalised as it was trained."""
+    return recogniser((decoded.clamp(0, 1) - mean) / std)
 
 
 def pixels_of(pipeline: nn.Module, batch: torch.Tensor) -> int:

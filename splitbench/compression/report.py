@@ -119,7 +119,7 @@ def plot_rd(table: pd.DataFrame, baseline: pd.DataFrame | None, path: Path) -> P
 
 def bit_allocation_figure(request: RDRequest, path: Path, images: int = 4) -> Path:
     """Seed 001 Fig. 2(b): input images, and bits per latent position without / with the auxiliary loss."""
-    from splitbench.compression.image_codec import latent_bits
+    from splitbench.compression.image_codec import LATENT_STRIDE, latent_bits
     from splitbench.compression.sweep import build_pipeline, point_folder
     from splitbench.compression.train import load_finished
 
@@ -138,7 +138,7 @@ def bit_allocation_figure(request: RDRequest, path: Path, images: int = 4) -> Pa
         with torch.inference_mode():
             coded = pipeline.codec(pipeline.codec_input(batch))
         # Positions over the image itself; the rest codes the padding up to the codec's stride.
-        rows, columns = -(-batch.shape[-2] // 16), -(-batch.shape[-1] // 16)
+        rows, columns = -(-batch.shape[-2] // LATENT_STRIDE), -(-batch.shape[-1] // LATENT_STRIDE)
         maps[alpha] = latent_bits(coded["likelihoods"]["y"])[:, :rows, :columns]
     peak = max(float(m.max()) for m in maps.values())
 
@@ -159,7 +159,7 @@ def bit_allocation_figure(request: RDRequest, path: Path, images: int = 4) -> Pa
         grid[0][0].set_ylabel("input")
         for row, alpha in enumerate(maps, start=1):
             grid[row][0].set_ylabel(f"bits, α={alpha:g}")
-        figure.colorbar(shown, ax=grid[1:].ravel().tolist(), label="bits per latent position (16×16 pixels)")
+        figure.colorbar(shown, ax=grid[1:].ravel().tolist(), label=f"bits per latent position ({LATENT_STRIDE}×{LATENT_STRIDE} pixels)")
         figure.suptitle(f"bit allocation at λ={lam:g}: without (α=0) and with the auxiliary loss")
 
     return save_figure(path, draw, size=(2.2 * images + 1.5, 2.2 * (1 + len(maps))))

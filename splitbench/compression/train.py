@@ -22,6 +22,7 @@ from torch import nn
 
 from splitbench.compression.pipeline import (
     RDOutput,
+    bits,
     entropy_aux_loss,
     pixels_of,
     rd_loss,
@@ -99,7 +100,7 @@ def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_opt
            device: torch.device, order: torch.Tensor, advance: Callable[[str], None]) -> dict[str, float]:
     pipeline.train()
     sums: dict[str, float] = {}
-    began, count = time.perf_counter(), 0
+    began, count, steps = time.perf_counter(), 0, 0
     for start in range(0, len(order), settings.batch_size):
         index = order[start : start + settings.batch_size]
         batch = data.inputs[index].to(device)
@@ -116,10 +117,9 @@ def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_opt
         aux_optimizer.step()
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value * len(index)
-        count += len(index)
+        count, steps = count + len(index), steps + 1
         advance(" ".join(f"{k} {v / count:.3f}" for k, v in sums.items()))
     seconds = time.perf_counter() - began
-    steps = (len(order) + settings.batch_size - 1) // settings.batch_size
     return {**{k: v / count for k, v in sums.items()}, "seconds": seconds, "step_s": seconds / steps}
 
 
@@ -192,7 +192,7 @@ def evaluate(pipeline: nn.Module, data: TrainingSet, batch_size: int, device: to
             batch = data.inputs[start : start + batch_size].to(device)
             x = pipeline.codec_input(batch)
             likelihoods = codec(x)["likelihoods"]
-            estimated_bits += float(sum((-torch.log2(lik)).sum() for lik in likelihoods.values()))
+            estimated_bits += float(bits(likelihoods))
             coded = codec.compress(x)
             actual_bytes += sum(len(s) for strings in coded["strings"] for s in strings)
             decoded = codec.decompress(coded["strings"], coded["shape"])["x_hat"][..., : x.shape[-2], : x.shape[-1]]
