@@ -78,8 +78,7 @@ def naive(args: argparse.Namespace) -> float:
     from splitbench.zoo import load_model
 
     model = load_model("mobilenet_v2", str(args.weights))
-    index = model.trunk.resolve("bottleneck6")
-    head, tail = model.trunk.head(index), model.trunk.tail(index)
+    head, tail = model.split("bottleneck6")
     dataset = open_dataset("imagenet-val-1300", root=args.data, limit=args.naive_images,
                            transform=preprocessing_for(model, "seed").transform())
     tool = [sys.executable, str(Path(__file__).resolve())]

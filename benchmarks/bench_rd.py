@@ -56,7 +56,7 @@ def main() -> None:
         inputs = torch.randint(0, 256, (settings.batch_size, 3, side, side), dtype=torch.uint8)
         variants, alpha, pixels = IMAGE_VARIANTS, 0.1, side * side
     else:
-        shape = feature_shape(zoo_model, zoo_model.trunk.resolve(args.at), zoo_model.spec.preprocessing)
+        shape = feature_shape(zoo_model, args.at, zoo_model.spec.preprocessing)
         inputs = torch.randn(settings.batch_size, *shape)
         variants, alpha, pixels = VARIANTS, 0.0, size * size
     with torch.inference_mode():

@@ -9,7 +9,6 @@ the one operator of modern attention that fvcore does not know.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from math import prod
 from typing import Any
 
@@ -38,23 +37,3 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> FlopCountAnalysis:
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow
         analysis.total()  # runs the trace once; later queries reuse it
     return analysis
-
-
-def trace_stages(stages: Sequence[nn.Module], example: torch.Tensor) -> tuple[list[int], list[tuple[int, ...]]]:
-    """MACs and output shape (without the batch dimension) of each stage of a chain.
-
-    One traced forward pass serves both: hooks record the shapes while fvcore traces.
-    """
-    chained = nn.Sequential(*stages)
-    shapes: list[tuple[int, ...]] = []
-    hooks = [
-        stage.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(int(s) for s in out.shape[1:])))
-        for stage in chained
-    ]
-    try:
-        by_module = count_macs(chained, example).by_module()
-    finally:
-        for hook in hooks:
-            hook.remove()
-    macs = [int(by_module.get(str(i), 0)) for i in range(len(stages))]
-    return macs, shapes

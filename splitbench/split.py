@@ -19,9 +19,8 @@ import pandas as pd
 import torch
 
 from splitbench.errors import SplitbenchError
-from splitbench.profiling import example_input, profile_model
 from splitbench.timing import median_ms
-from splitbench.zoo import ZooModel, count_parameters, load_model
+from splitbench.zoo import ZooModel, load_model
 
 TASKS = ("classification", "detection")
 MINMAX_SIDE_INFO_BYTES = 8  # min and max as float32
@@ -33,7 +32,7 @@ class TaskSplit:
 
     task: str
     model: str
-    index: int  # last head stage
+    cut: str  # the cut's name in this task's model
     macs_total: int
     macs_head: int
     params_total: int
@@ -142,9 +141,9 @@ def task_models(zoo_model: ZooModel, tasks: list[str]) -> dict[str, ZooModel]:
     return chosen
 
 
-def _resolve_in(task_model: ZooModel, at: str, primary: ZooModel) -> int:
+def _resolve_in(task_model: ZooModel, at: str, primary: ZooModel, input_size: int | None):
     try:
-        return task_model.trunk.resolve(at)
+        return task_model.cuts(input_size).resolve(at)
     except SplitbenchError:
         shared = list(task_model.spec.split_points)[-2]
         raise SplitbenchError(
@@ -164,41 +163,42 @@ def account_split(
     """Cut ``zoo_model`` at ``at`` and account MACs, parameters, bytes and latency per task."""
     tasks = tasks or [zoo_model.spec.task]
     models = task_models(zoo_model, tasks)
-    index = zoo_model.trunk.resolve(at)
-    x = example_input(zoo_model, input_size)
+    graph = zoo_model.cuts(input_size)
+    cut = graph.resolve(at)
+    x = zoo_model.example_input(input_size)
 
     splits = []
     for task, task_model in models.items():
-        cut = _resolve_in(task_model, at, zoo_model) if task_model is not zoo_model else index
-        stages = profile_model(task_model, input_size, all_stages=True).table
+        task_graph = task_model.cuts(input_size)
+        task_cut = _resolve_in(task_model, at, zoo_model, input_size) if task_model is not zoo_model else cut
         splits.append(
             TaskSplit(
                 task=task,
                 model=task_model.spec.name,
-                index=cut,
-                macs_total=int(stages["macs"].sum()),
-                macs_head=int(stages["cum_macs"].iloc[cut]),
-                params_total=count_parameters([task_model.trunk]),
-                params_tail=count_parameters(task_model.trunk.stages[cut + 1 :]),
-                head_shape=tuple(int(s) for s in stages["output_shape"].iloc[cut].split("x")),
+                cut=task_cut.name,
+                macs_total=task_graph.total_macs,
+                macs_head=task_cut.cum_macs,
+                params_total=task_graph.total_params,
+                params_tail=task_graph.total_params - task_cut.cum_params,
+                head_shape=task_cut.shape,
             )
         )
     _check_same_head(splits)
 
-    head = zoo_model.trunk.head(index)
+    head, tail = graph.split(cut)
     with torch.inference_mode():
         transmitted = head(x)
     head_ms = median_ms(head, x, repeats)
     for split, task_model in zip(splits, models.values()):
-        split.tail_ms = median_ms(task_model.trunk.tail(split.index), transmitted, repeats)
+        split.tail_ms = median_ms(task_model.cuts(input_size).tail(split.cut), transmitted, repeats)
 
     return SplitAccount(
         model=zoo_model.spec.name,
         split=at,
-        module=zoo_model.trunk.paths[index],
+        module=cut.name,
         input_shape=tuple(x.shape[1:]),
         transfer_shape=tuple(transmitted.shape[1:]),
-        head_params=count_parameters(zoo_model.trunk.stages[: index + 1]),
+        head_params=cut.cum_params,
         head_ms=head_ms,
         threads=torch.get_num_threads(),
         tasks=splits,

@@ -13,7 +13,7 @@ import io
 import os
 import pickle
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +50,18 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def load_weights(model: nn.Module, model_name: str, weights: str, torchvision_name: str | None) -> WeightsInfo:
-    """Load ``weights`` (``none``, ``default`` or a path) into ``model`` in place."""
+def load_weights(model: nn.Module, model_name: str, weights: str, torchvision_name: str | None,
+                 default_loader: Callable[[nn.Module], str] | None = None) -> WeightsInfo:
+    """Load ``weights`` (``none``, ``default`` or a path) into ``model`` in place.
+
+    ``default`` means torchvision's weights for ``torchvision_name``, or else what
+    ``default_loader`` (a source's own published weights, e.g. timm's) loads.
+    """
     if weights == "none":
         return WeightsInfo("none")
     if weights == "default":
+        if torchvision_name is None and default_loader is not None:
+            return WeightsInfo("default", None, default_loader(model))
         return _load_torchvision_default(model, model_name, torchvision_name)
     path = Path(weights).expanduser()
     state = read_state_dict(path)

@@ -84,9 +84,8 @@ def test_cached_features_are_the_head_outputs(sweep, mobilenet) -> None:
     dataset = open_dataset("imagenet-val-1300", root=SHARED_DATA, limit=3,
                            transform=preprocessing_for(mobilenet, "seed").transform())
     images = torch.stack([dataset[i][0] for i in range(3)])
-    index = mobilenet.trunk.resolve("bottleneck6")
     with torch.inference_mode():
-        expected = mobilenet.trunk.head(index)(images).numpy()
+        expected = mobilenet.cuts().head("bottleneck6")(images).numpy()
     assert np.allclose(result.cache.features(3), expected, atol=1e-5)
     assert result.cache.computed == 50 and list(result.cache.labels(3)) == [dataset.samples[i][1] for i in range(3)]
     # the ratio's denominator: the 224x224 image the model sees, saved by Pillow as JPEG quality 75
@@ -121,16 +120,16 @@ def test_an_interrupted_head_pass_resumes(mobilenet, tmp_path: Path) -> None:
     preprocessing = preprocessing_for(mobilenet, "seed")
     dataset = open_dataset("imagenet-val-1300", root=SHARED_DATA)
     request = SweepRequest(mobilenet, "bottleneck6", "imagenet-val-1300", cache_root=tmp_path)
-    index = mobilenet.trunk.resolve("bottleneck6")
-    cache = _open_feature_cache(request, dataset, preprocessing, index)
+    head = mobilenet.cuts().head("bottleneck6")
+    cache = _open_feature_cache(request, dataset, preprocessing, "bottleneck6")
 
     def interrupt(_: int) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fill_cache(cache, mobilenet.trunk.head(index), dataset, preprocessing, 12, batch_size=4, on_batch=interrupt)
+        fill_cache(cache, head, dataset, preprocessing, 12, batch_size=4, on_batch=interrupt)
     assert cache.computed == 4  # the finished batch was kept
-    fill_cache(cache, mobilenet.trunk.head(index), dataset, preprocessing, 12, batch_size=4)
+    fill_cache(cache, head, dataset, preprocessing, 12, batch_size=4)
     assert cache.computed == 12 and (cache.jpeg_bytes(12) > 0).all() and (cache.labels(12) >= 0).all()
 
 

@@ -219,9 +219,8 @@ def test_resnet50_conv2_x_trains_through_a_compression_model_with_random_weights
     from splitbench.compression.sweep import build_pipeline
 
     zoo_model = load_model("resnet50", "none")
-    index = zoo_model.trunk.resolve("conv2_x")
     with torch.inference_mode():
-        features = zoo_model.trunk.head(index)(torch.randn(2, 3, 64, 64))
+        features = zoo_model.cuts().head("conv2_x")(torch.randn(2, 3, 64, 64))
     assert features.shape == (2, 256, 16, 16)  # 56×56 at 224; small inputs keep the test fast
     pipeline = build_pipeline(zoo_model, "conv2_x", "attention2", 16, "factorized", 0.0, (256, 16, 16), 0)
     output = pipeline(features.clone())

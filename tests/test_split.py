@@ -57,9 +57,9 @@ def test_detection_needs_a_detector() -> None:
 
 def test_head_then_tail_is_the_model() -> None:
     model = zoo("mobilenet_v2")
-    index = model.trunk.resolve("bottleneck6")
+    head, tail = model.split("bottleneck6")
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
-        features = model.trunk.head(index)(x)
+        features = head(x)
         assert features.shape == (1, 32, 28, 28)
-        assert torch.allclose(model.trunk.tail(index)(features), model.model(x))
+        assert torch.allclose(tail(features), model.model(x))

@@ -10,7 +10,8 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, OutDir, Weights, default_out, split_names, split_numbers
+from splitbench.cli.options import (DataRoot, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
+                                    pick_model, split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
 from splitbench.codecs.features import LAYOUTS, check_layout
@@ -68,10 +69,13 @@ def build_points(codecs: list[str], qps: list[int], qualities: list[int], layout
 
 @app.command("codec")
 def codec_command(
-    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")] = "vgg16",
-    at: Annotated[str | None, typer.Option("--at", help="Split point (default: the seed's, pool4 / bottleneck6).")] = None,
+    model: ModelArgument = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Cut (default: the seed's, pool4 / bottleneck6; `splitbench profile MODEL` lists them).")] = None,
+    model_option: ModelOption = None,
+    leaf: Leaf = None,
     weights: Weights = "default",
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Data manifest (default: the model's).")] = None,
+    dataset: Dataset = None,
     split: Annotated[str | None, typer.Option("--split", help="Data set split (default: the manifest's).")] = None,
     data: DataRoot = None,
     codec: Annotated[str, typer.Option(
@@ -97,6 +101,7 @@ def codec_command(
 ) -> None:
     """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5."""
     start = time.perf_counter()
+    model = pick_model(model, model_option, "vgg16")
     points = build_points(split_names(codec), split_numbers(qp, "--qp", int), split_numbers(quality, "--quality", int),
                           split_names(layout), bits,
                           chroma, bpg_backend)
@@ -106,8 +111,8 @@ def codec_command(
     if preprocess not in PREPROCESS:
         raise SplitbenchError(f"unknown --preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
     plotting = warm_up_plotting()
-    zoo_model = load_model(model, weights)
-    zoo_model.trunk.resolve(at)  # an unknown split point fails before any data is read
+    zoo_model = load_model(model, weights, leaf_modules=split_names(leaf or ""))
+    zoo_model.cuts().resolve(at)  # an unknown cut fails before any data is read
     name = dataset or zoo_model.spec.dataset
     if name is None:
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")
@@ -118,7 +123,7 @@ def codec_command(
     out = out or default_out("codec", f"{zoo_model.spec.name}-{at}-{name}")
     meta = provenance.collect(
         "codec",
-        {"model": model, "at": at, "weights": weights, "dataset": name, "split": split, "codec": codec, "qp": qp,
+        {"model": model, "at": at, "weights": weights, "leaf": leaf, "dataset": name, "split": split, "codec": codec, "qp": qp,
          "quality": quality, "layout": layout, "bits": bits, "chroma": chroma, "bpg_backend": bpg_backend,
          "preprocess": preprocess, "limit": limit, "workers": request.workers, "batch_size": batch_size,
          "cache": cache, "keep_bitstreams": keep_bitstreams, "out": out,

@@ -10,7 +10,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.options import DataRoot, Dataset, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model
 from splitbench.cli.render import show_table, show_written
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
@@ -21,9 +21,10 @@ from splitbench.zoo import load_model
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")],
+    model: ModelArgument = None,
+    model_option: ModelOption = None,
     weights: Weights = "default",
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Data manifest (default: the model's).")] = None,
+    dataset: Dataset = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Data set split (default: the manifest's).")] = None,
     data: DataRoot = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate the first N images only.")] = None,
@@ -33,6 +34,7 @@ def eval_command(
 ) -> None:
     """Top-1 and top-5 accuracy of MODEL with WEIGHTS on a data set."""
     start = time.perf_counter()
+    model = pick_model(model, model_option)
     zoo_model = load_model(model, weights)
     name = dataset or zoo_model.spec.dataset
     if name is None:

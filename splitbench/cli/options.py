@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +10,29 @@ import typer
 
 from splitbench.errors import SplitbenchError
 
+ModelArgument = Annotated[
+    Optional[str],
+    typer.Argument(
+        help="A zoo model (`splitbench models`), any torchvision classification model (resnet18), "
+        "timm:NAME, or your own: FILE.py:FUNCTION or package.module:FUNCTION returning an nn.Module.",
+        show_default=False,
+    ),
+]
+ModelOption = Annotated[
+    Optional[str],
+    typer.Option("--model", help="The model, as an option instead of the first argument (same forms).",
+                 show_default=False),
+]
+Leaf = Annotated[
+    Optional[str],
+    typer.Option("--leaf", help="Comma-separated module paths or class names to keep whole when tracing "
+                 "(for submodules torch.fx cannot trace; no cut lies inside them)."),
+]
+Dataset = Annotated[
+    Optional[str],
+    typer.Option("--dataset", help="Data manifest (default: the model's), or your own images: imagefolder:DIR "
+                 "(class folders; ImageNet wnid names map to the 1000 classes) or csv:FILE (path,label)."),
+]
 Weights = Annotated[
     str,
     typer.Option(
@@ -31,9 +55,22 @@ InputSize = Annotated[
 ]
 
 
+def pick_model(argument: str | None, option: str | None, default: str | None = None) -> str:
+    """The model named by the argument or by ``--model`` (not both), else ``default``."""
+    if argument and option and argument != option:
+        raise SplitbenchError(f"two models given: '{argument}' and --model '{option}'; give one")
+    chosen = argument or option or default
+    if not chosen:
+        raise SplitbenchError("no model given: name one (splitbench models lists the zoo) or pass --model")
+    return chosen
+
+
 def default_out(command: str, run: str) -> Path:
-    """``reports/<command>/<run>/``: one folder per run, so runs never overwrite each other."""
-    return Path("reports") / command / run
+    """``reports/<command>/<run>/``: one folder per run, so runs never overwrite each other.
+
+    Model names from other sources (``timm:x``, ``nets/my.py:build``) become one folder name.
+    """
+    return Path("reports") / command / re.sub(r"[^\w.-]+", "-", run).strip("-")
 
 
 def split_names(text: str) -> list[str]:

@@ -9,7 +9,9 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import InputSize, OutDir, Weights, default_out
+from splitbench.cli.options import (InputSize, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
+                                    pick_model, split_names)
+from splitbench.errors import SplitbenchError
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.profiling import profile_model
 from splitbench.reporting import giga, plot_profile, profile_markdown
@@ -19,21 +21,31 @@ from splitbench.zoo import load_model
 
 @app.command("profile")
 def profile_command(
-    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")],
+    model: ModelArgument = None,
+    model_option: ModelOption = None,
     input_size: InputSize = None,
     weights: Weights = "none",
-    all_stages: Annotated[bool, typer.Option("--all-stages", help="One row per stage instead of per named layer.")] = False,
+    all_nodes: Annotated[bool, typer.Option(
+        "--all-nodes", help="One row per operation of the traced graph, valid cut or not.")] = False,
+    paper_layers: Annotated[bool, typer.Option(
+        "--paper-layers", help="Only the papers' named layers (zoo models; seed 003 Fig. 3/4).")] = False,
+    leaf: Leaf = None,
     out: OutDir = None,
 ) -> None:
-    """Output shape, elements, MACs and parameters of every layer, in execution order."""
+    """Output shape, elements, MACs and parameters at every valid cut, in execution order."""
     start = time.perf_counter()
+    model = pick_model(model, model_option)
     warm_up_plotting()
-    zoo_model = load_model(model, weights)
-    profile = profile_model(zoo_model, input_size, all_stages=all_stages)
+    zoo_model = load_model(model, weights, leaf_modules=split_names(leaf or ""))
+    if all_nodes and paper_layers:
+        raise SplitbenchError("--all-nodes and --paper-layers exclude each other")
+    profile = profile_model(zoo_model, input_size, rows="nodes" if all_nodes else "paper" if paper_layers else "cuts")
     out = out or default_out("profile", zoo_model.spec.name)
     meta = provenance.collect(
         "profile",
-        {"model": model, "input_size": input_size, "weights": weights, "all_stages": all_stages, "out": out},
+        {"model": model, "input_size": input_size, "weights": weights, "all_nodes": all_nodes, "paper_layers": paper_layers,
+         "leaf": leaf,
+         "out": out},
         weights=zoo_model.weights.describe(),
         wall_s=time.perf_counter() - start,
     )
@@ -42,6 +54,7 @@ def profile_command(
 
     # The terminal gets a narrower view (the files keep exact counts).
     table = profile.table
+    cuts = int(table["valid_cut"].sum())
     view = table.assign(
         MMACs=(table["macs"] / 1e6).round(1),
         cum_GMACs=(table["cum_macs"] / 1e9).round(3),
@@ -49,7 +62,7 @@ def profile_command(
     )
     show_table(
         view,
-        title=f"{profile.model}: input {'x'.join(map(str, profile.input_shape))}",
+        title=f"{profile.model}: input {'x'.join(map(str, profile.input_shape))}, {cuts} valid cuts",
         columns=["layer", "output_shape", "elements", "MMACs", "cum_GMACs", "params", "smaller"],
     )
     console.print(f"total {giga(profile.total_macs)}MACs, {profile.total_params:,} parameters")

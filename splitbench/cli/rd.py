@@ -10,7 +10,8 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, OutDir, Weights, default_out, split_names, split_numbers
+from splitbench.cli.options import (DataRoot, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model,
+                                    split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs.sweep import feature_shape
 from splitbench.compression.costs import cost_table
@@ -42,7 +43,8 @@ _SHOWN = ["variant", "alpha", "lambda", "bpp_estimated", "bpp_actual", "top1", "
 
 @app.command("rd")
 def rd_command(
-    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")] = "mobilenet_v2",
+    model: ModelArgument = None,
+    model_option: ModelOption = None,
     at: Annotated[str | None, typer.Option("--at", help="Split point, or 'input' for an image codec (seed 001).")] = None,
     variant: Annotated[str | None, typer.Option(
         "--variant", help="Comma-separated: none, attention1, attention2 (features); cheng2020_attn (--at input).")] = None,
@@ -75,6 +77,7 @@ def rd_command(
 ) -> None:
     """Train a compression model per λ at a split point (or in front of the model); RD curves, BD-rate, cost."""
     start = time.perf_counter()
+    model = pick_model(model, model_option, "mobilenet_v2")
     spec = get_spec(model)
     at = at or DEFAULT_SPLITS.get(spec.name)
     if at is None:
@@ -144,7 +147,7 @@ def rd_command(
 def _write_costs(zoo_model, at: str, channels: int, entropy: str, variants: list[str], out: Path,
                  arguments: dict[str, object]) -> list[Path]:
     started = time.perf_counter()
-    shape = feature_shape(zoo_model, zoo_model.trunk.resolve(at), zoo_model.spec.preprocessing)
+    shape = feature_shape(zoo_model, at, zoo_model.spec.preprocessing)
     # The paper's Table 1 is for ResNet50's conv2_x output; beside any other shape it would mislead.
     reference = load_reference("seed000_compression_model_cost") if shape == SEED000_FEATURE_SHAPE else None
     table = cost_table(*shape, channels, entropy, tuple(variants), reference)

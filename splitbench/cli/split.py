@@ -9,7 +9,9 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import InputSize, OutDir, Weights, default_out
+from splitbench.cli.options import (InputSize, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
+                                    pick_model, split_names)
+from splitbench.errors import SplitbenchError
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.reporting import split_markdown
 from splitbench.results import write_csv, write_result
@@ -19,8 +21,10 @@ from splitbench.zoo import load_model
 
 @app.command("split")
 def split_command(
-    model: Annotated[str, typer.Argument(help="Zoo model (see `splitbench models`).")],
-    at: Annotated[str, typer.Option("--at", help="Split point: a layer name (pool4) or a module path.")],
+    model: ModelArgument = None,
+    at: Annotated[str, typer.Option("--at", help="Cut: a cut name or module path (`splitbench profile MODEL` lists them), or a paper's layer name (pool4).")] = "",
+    model_option: ModelOption = None,
+    leaf: Leaf = None,
     tasks: Annotated[
         str, typer.Option("--tasks", help="Comma-separated tasks sharing the head: classification,detection.")
     ] = "classification",
@@ -31,13 +35,16 @@ def split_command(
 ) -> None:
     """Cut MODEL at a split point and account MACs, parameters, bytes and latency."""
     start = time.perf_counter()
-    zoo_model = load_model(model, weights)
+    model = pick_model(model, model_option)
+    if not at:
+        raise SplitbenchError("--at is required: the cut to split at (splitbench profile MODEL lists them)")
+    zoo_model = load_model(model, weights, leaf_modules=split_names(leaf or ""))
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     account = account_split(zoo_model, at, task_list, repeats=repeats, input_size=input_size)
     out = out or default_out("split", f"{zoo_model.spec.name}-{at}")
     meta = provenance.collect(
         "split",
-        {"model": model, "at": at, "tasks": task_list, "weights": weights, "input_size": input_size,
+        {"model": model, "at": at, "tasks": task_list, "weights": weights, "input_size": input_size, "leaf": leaf,
          "repeats": repeats, "out": out},
         weights=zoo_model.weights.describe(),
         wall_s=time.perf_counter() - start,

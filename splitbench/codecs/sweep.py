@@ -76,14 +76,15 @@ def run_sweep(request: SweepRequest, points: list[Point]) -> SweepResult:
     dataset = open_dataset(request.dataset, split=request.split, root=request.data_root, limit=None,
                            manifest=request.manifest)
     count = len(dataset) if request.limit is None else min(request.limit, len(dataset))
-    index = request.model.trunk.resolve(request.at)
-    cache = _open_feature_cache(request, dataset, preprocessing, index)
+    cut = request.model.cuts().resolve(request.at)
+    head, tail = request.model.cuts().split(cut)
+    cache = _open_feature_cache(request, dataset, preprocessing, cut.name)
     with progress_bar(enabled=request.progress, transient=False) as bar:
         done_before = cache.computed
         task = bar.add_task("head features", total=max(count - done_before, 0))
-        head_s = fill_cache(cache, request.model.trunk.head(index), dataset, preprocessing, count,
+        head_s = fill_cache(cache, head, dataset, preprocessing, count,
                             batch_size=request.batch_size, on_batch=lambda n: bar.update(task, advance=n))
-        context = SweepContext(cache, request.model.trunk.tail(index), count, request.workers,
+        context = SweepContext(cache, tail, count, request.workers,
                                request.batch_size, request.keep_dir, bar)
         results = run_points(context, points)
     data = {**dataset.provenance(), "images": count, "limit": request.limit}
@@ -93,7 +94,7 @@ def run_sweep(request: SweepRequest, points: list[Point]) -> SweepResult:
 
 
 def _open_feature_cache(request: SweepRequest, dataset: ImageDataset, preprocessing: Preprocessing,
-                        index: int) -> FeatureCache:
+                        cut: str) -> FeatureCache:
     """The cache keyed by model, weights sha256, split, data manifest and preprocessing."""
     model = request.model
     weights = model.weights.describe()
@@ -101,18 +102,18 @@ def _open_feature_cache(request: SweepRequest, dataset: ImageDataset, preprocess
     fields = {
         "model": model.spec.name,
         "weights": weights["sha256"] or weights["source"],
-        "split": model.trunk.paths[index],
+        "split": cut,
         "dataset": data["dataset"], "data_split": data["split"], "file_list_sha256": data["file_list_sha256"],
         "preprocessing": preprocessing.describe(),
     }
-    shape = feature_shape(model, index, preprocessing)
+    shape = feature_shape(model, cut, preprocessing)
     return open_cache(request.cache_root, fields, len(dataset), shape)
 
 
-def feature_shape(model: ZooModel, index: int, preprocessing: Preprocessing) -> tuple[int, int, int]:
-    """C×H×W of the tensor at the split, for an input of the preprocessing's size."""
+def feature_shape(model: ZooModel, at: str, preprocessing: Preprocessing) -> tuple[int, int, int]:
+    """C×H×W of the tensor at the cut ``at``, for an input of the preprocessing's size."""
     with torch.inference_mode():
-        out = model.trunk.head(index)(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop))
+        out = model.cuts().head(at)(model.example_input(preprocessing.crop))
     if out.dim() != 4:
         raise SplitbenchError(f"the output at the split is {tuple(out.shape[1:])}, not C×H×W planes an image codec can carry")
     return tuple(int(s) for s in out.shape[1:])  # type: ignore[return-value]

@@ -20,6 +20,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from splitbench.codecs.cache import cache_key
 from splitbench.compression.train import TrainingSet
 from splitbench.data.datasets import ImageDataset, open_dataset, worker_errors_unwrapped
+from splitbench.data.user import is_user_dataset
 from splitbench.data.transforms import Preprocessing
 from splitbench.evaluation import progress_bar
 from splitbench.results import atomic_open
@@ -43,7 +44,7 @@ def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, li
     """
     images = at == INPUT
     preprocessing = image_preprocessing(zoo_model, image_size) if images else zoo_model.spec.preprocessing
-    name, _, split = dataset.partition(":")
+    name, _, split = (dataset, "", "") if is_user_dataset(dataset) else dataset.partition(":")
     opened = open_dataset(name, split=split or None, root=root)
     if limit is not None and limit < len(opened):
         # Class-folder sets are sorted by class: a prefix would hold a few classes only.
@@ -76,7 +77,7 @@ def _compute(zoo_model: ZooModel, at: str, opened: ImageDataset, preprocessing: 
     decoded = ImageDataset(opened.samples, transform=lambda image: pil_to_tensor(geometry(image)))
     mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1)
     std = torch.tensor(preprocessing.std).view(1, 3, 1, 1)
-    head = None if images else zoo_model.trunk.head(zoo_model.trunk.resolve(at))
+    head = None if images else zoo_model.cuts().head(at)
     inputs, teacher, labels = [], [], []
     loader = DataLoader(decoded, batch_size=50, num_workers=2, shuffle=False)
     with torch.inference_mode(), progress_bar(enabled=progress) as bar, worker_errors_unwrapped():

@@ -82,7 +82,7 @@ def build_pipeline(zoo_model: ZooModel, at: str, variant: str, channels: int, en
         pre = zoo_model.spec.preprocessing
         return ImagePipeline(codec, zoo_model.model, pre.mean, pre.std, aux)
     codec = FeatureCodec(feature_shape[0], channels, variant, entropy)
-    tail = zoo_model.trunk.tail(zoo_model.trunk.resolve(at))
+    tail = zoo_model.cuts().tail(at)
     size = zoo_model.spec.input_size
     return FeaturePipeline(codec, tail, size * size)
 

@@ -29,6 +29,7 @@ from splitbench.data.manifests import (
     resolve_data_root,
     verify_manifest,
 )
+from splitbench.data.user import is_user_dataset, user_samples
 from splitbench.errors import SplitbenchError
 
 # Paths are kept as strings: building 50 000 Path objects costs most of a second.
@@ -105,17 +106,25 @@ def open_dataset(
 ) -> ImageDataset:
     """Open the dataset ``name`` from the data root, after checking it against its manifest.
 
+    ``name`` may also be the user's own data, ``imagefolder:PATH`` or ``csv:FILE``
+    (:mod:`splitbench.data.user`), which need no data root.
+
     ``root`` is the ``--data`` value (else ``$SPLITBENCH_DATA``); ``split`` defaults to the
     manifest's default split. ``limit`` keeps the first N images of the sorted order, so a
     quick run is a prefix of the full one. Pass ``manifest`` to use one that is not shipped
     (tests, private datasets); ``name`` is then only checked against it.
     """
+    if limit is not None and limit < 1:
+        raise SplitbenchError(f"--limit must be a positive number of images, got {limit}")
+    if manifest is None and is_user_dataset(name):
+        if split is not None:
+            raise SplitbenchError(f"{name.partition(':')[0]}: data sets have no splits; drop --split {split}")
+        samples, provenance = user_samples(name)
+        return ImageDataset(samples[:limit] if limit else samples, transform, {**provenance, "limit": limit})
     if manifest is None:
         manifest = load_manifest(name)
     elif manifest.name != name:
         raise ValueError(f"open_dataset({name!r}) was given the manifest of {manifest.name!r}")
-    if limit is not None and limit < 1:
-        raise SplitbenchError(f"--limit must be a positive number of images, got {limit}")
 
     data_root = resolve_data_root(root)
     info = manifest.split(split)

@@ -21,7 +21,7 @@ from torch import nn
 
 from splitbench.errors import SplitbenchError
 from splitbench.macs import count_macs
-from splitbench.zoo.trunk import count_parameters
+from splitbench.zoo import count_parameters
 
 
 def check_groups(groups: int, in_channels: int, out_channels: int) -> None:

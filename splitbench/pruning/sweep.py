@@ -47,7 +47,7 @@ from splitbench.results import atomic_open, write_json
 from splitbench.timing import dataset_ms
 from splitbench.training.augment import normalize
 from splitbench.zoo.registry import ModelSpec
-from splitbench.zoo.trunk import count_parameters
+from splitbench.zoo import count_parameters
 
 PRUNE_COLUMNS = [
     "method", "scope", "targets", "ratio", "estimator", "alpha", "proxy", "kept_channels", "params", "param_bytes",

@@ -1,28 +1,33 @@
-"""The model zoo: named models with their input, preprocessing and split points.
+"""Models: one resolver for every source, and their cuts.
 
 >>> from splitbench.zoo import load_model
->>> zoo_model = load_model("vgg16", weights="none")
->>> zoo_model.trunk.resolve("pool4")  # index of the last stage on the edge side
-23
+>>> model = load_model("resnet18")            # torchvision by name; also timm:NAME, FILE.py:FN
+>>> cuts = model.cuts()                        # every valid split point, from the traced graph
+>>> head, tail = cuts.split("layer2")          # real modules: tail(head(x)) == model(x)
+
+The zoo's own models (the papers' networks) add the papers' names for their cuts
+(``vgg16``'s ``pool4``, ``mobilenet_v2``'s ``bottleneck6``), which resolve like any cut name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 # Importing the model modules registers their specs, in the order listings show them.
 from splitbench.zoo import imagenet, vit, cifar_resnet, ssd  # noqa: F401  (registration)
-from splitbench.zoo.registry import ModelSpec, get_spec, list_models
-from splitbench.zoo.trunk import Stage, Trunk, count_parameters
+from splitbench.cuts import Cut, CutGraph
+from splitbench.zoo.registry import ModelSpec, list_models, unknown_model, zoo_spec
+from splitbench.zoo.sources import TIMM_PREFIX, factory_spec, is_factory, timm_spec, torchvision_names, torchvision_spec
 from splitbench.weights import WeightsInfo, load_weights
 
 __all__ = [
+    "Cut",
+    "CutGraph",
     "ModelSpec",
-    "Stage",
-    "Trunk",
     "ZooModel",
     "count_parameters",
     "get_spec",
@@ -31,22 +36,73 @@ __all__ = [
 ]
 
 
+def get_spec(name: str) -> ModelSpec:
+    """The one model resolver: zoo name, torchvision name, ``timm:NAME`` or ``FILE.py:FN``."""
+    spec = zoo_spec(name)
+    if spec is not None:
+        return spec
+    if name.startswith(TIMM_PREFIX):
+        return timm_spec(name)
+    if is_factory(name):
+        return factory_spec(name)
+    if name in torchvision_names():
+        return torchvision_spec(name)
+    raise unknown_model(name, [*list_models(), *torchvision_names()])
+
+
 @dataclass
 class ZooModel:
-    """A built model in evaluation mode, its chain of stages, and where its weights came from."""
+    """A built model in evaluation mode, where its weights came from, and its cuts."""
 
     spec: ModelSpec
     model: nn.Module
-    trunk: Trunk
     weights: WeightsInfo
+    leaf_modules: tuple[str, ...] = ()
+    _graphs: dict[int, CutGraph] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def example_input(self, input_size: int | None = None) -> torch.Tensor:
+        """A zero image of the model's input size (counts and MACs do not depend on values)."""
+        size = input_size or self.spec.input_size
+        return torch.zeros(1, self.spec.input_channels, size, size)
+
+    def cuts(self, input_size: int | None = None) -> CutGraph:
+        """The traced graph with every valid cut, measured at ``input_size`` (default: the model's)."""
+        size = input_size or self.spec.input_size
+        if size not in self._graphs:
+            self._graphs[size] = CutGraph.trace(
+                self.model, self.example_input(size), leaf_modules=(*self.spec.leaf_modules, *self.leaf_modules),
+                aliases=dict(self.spec.split_points))
+        return self._graphs[size]
+
+    def split(self, at: str, input_size: int | None = None) -> tuple[nn.Module, nn.Module]:
+        """Head and tail at the cut named ``at``."""
+        graph = self.cuts(input_size)
+        return graph.split(graph.resolve(at))
 
 
-def load_model(name: str, weights: str = "none") -> ZooModel:
-    """Build zoo model ``name`` and load ``weights`` (``none``, ``default`` or a file path)."""
+def load_model(name: str, weights: str = "none", *, leaf_modules: Iterable[str] = ()) -> ZooModel:
+    """Build model ``name`` (any source) and load ``weights`` (``none``, ``default`` or a file path).
+
+    ``leaf_modules`` (module paths or type names) are kept whole when the model is traced
+    for its cuts: the way out for a submodule that torch.fx cannot trace.
+    """
     spec = get_spec(name)
     if weights == "none":
         torch.manual_seed(0)  # the same random weights on every run, for comparable timings
     model = spec.build()
-    info = load_weights(model, spec.name, weights, spec.torchvision_weights)
+    info = load_weights(model, spec.name, weights, spec.torchvision_weights, spec.default_weights)
     model.eval()
-    return ZooModel(spec, model, spec.trunk(model).eval(), info)
+    return ZooModel(spec, model, info, tuple(leaf_modules))
+
+
+def count_parameters(modules: Iterable[nn.Module]) -> int:
+    """Number of distinct parameter elements in ``modules`` (shared tensors counted once)."""
+    seen: dict[int, int] = {}
+    for module in modules:
+        for parameter in module.parameters():
+            seen[id(parameter)] = parameter.numel()
+    return sum(seen.values())

@@ -19,9 +19,8 @@ from torch import nn
 from torchvision import models
 
 from splitbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from splitbench.zoo.imagenet import RESNET50_SPLIT_POINTS, resnet50_stages
+from splitbench.zoo.imagenet import RESNET50_SPLIT_POINTS
 from splitbench.zoo.registry import ModelSpec, register
-from splitbench.zoo.trunk import Stage, chain
 
 
 class ZeroPadShortcut(nn.Module):
@@ -82,22 +81,6 @@ class CifarResNet(nn.Module):
         return self.linear(out)
 
 
-def _stages(model: CifarResNet) -> list[Stage]:
-    return chain(
-        [
-            ("conv1", model.conv1),
-            ("bn1", model.bn1),
-            ("relu", nn.ReLU()),
-            ("layer1", model.layer1),
-            ("layer2", model.layer2),
-            ("layer3", model.layer3),
-            ("pool", nn.AdaptiveAvgPool2d(1)),
-            ("flatten", nn.Flatten(1)),
-            ("linear", model.linear),
-        ]
-    )
-
-
 def _split_points(depth: int) -> dict[str, str]:
     last = (depth - 2) // 6 - 1
     points = {"conv1": "relu"}
@@ -118,7 +101,6 @@ for _depth in (20, 56):
             input_size=32,
             preprocessing=CIFAR_RESNET_PREPROCESSING,
             build=lambda depth=_depth: CifarResNet(depth),
-            stages=_stages,
             split_points=_split_points(_depth),
             dataset="cifar10",
         )
@@ -141,7 +123,6 @@ register(
         input_size=32,
         preprocessing=CIFAR_RESNET_PREPROCESSING,
         build=build_cifar_resnet50,
-        stages=resnet50_stages,
         split_points=RESNET50_SPLIT_POINTS,
         dataset="cifar10",
     )

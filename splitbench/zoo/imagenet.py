@@ -1,7 +1,7 @@
 """ImageNet classifiers from torchvision, with the split-point names of the papers.
 
 The models are torchvision's own builders, so torchvision checkpoints load into them with
-strict keys; only the description as a chain of stages is ours.
+strict keys; only the papers' names for their cuts are ours (see :mod:`splitbench.cuts`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from torchvision import models
 
 from splitbench.data.transforms import Preprocessing
 from splitbench.zoo.registry import ModelSpec, register
-from splitbench.zoo.trunk import Stage, chain
 
 IMAGENET_EVAL = Preprocessing(crop=224, resize=256)
 
@@ -57,41 +56,12 @@ def build_vgg16() -> nn.Module:
     return model
 
 
-def _vgg16_stages(model: nn.Module) -> list[Stage]:
-    return chain(
-        [
-            ("features", model.features),
-            ("avgpool", model.avgpool),
-            ("flatten", nn.Flatten(1)),  # torch.flatten in torchvision's forward
-            ("classifier", model.classifier),
-        ]
-    )
-
-
 def mobilenet_v2_split_points() -> dict[str, str]:
     """conv1, bottleneck1 … bottleneck17 (= ``features[N]``), conv_last, classifier."""
     points = {"conv1": "features.0.2"}
     points.update({f"bottleneck{n}": f"features.{n}" for n in range(1, 18)})
     points.update({"conv_last": "features.18.2", "classifier": "classifier.1"})
     return points
-
-
-def _mobilenet_v2_stages(model: nn.Module) -> list[Stage]:
-    return chain(
-        [
-            ("features", model.features),
-            # torchvision's forward pools and flattens with functions; the same as modules:
-            ("pool", nn.AdaptiveAvgPool2d(1)),
-            ("flatten", nn.Flatten(1)),
-            ("classifier", model.classifier),
-        ]
-    )
-
-
-def resnet50_stages(model: nn.Module) -> list[Stage]:
-    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
-    parts = [(name, getattr(model, name)) for name in names]
-    return chain(parts + [("flatten", nn.Flatten(1)), ("fc", model.fc)])
 
 
 # He et al.'s stage names; the 3x3 max pooling opens conv2_x in their Table 1.
@@ -112,7 +82,6 @@ VGG16 = register(
         input_size=224,
         preprocessing=IMAGENET_EVAL,
         build=build_vgg16,
-        stages=_vgg16_stages,
         split_points=vgg16_split_points(),
         torchvision_weights="vgg16",
         dataset="imagenet-val-1300",
@@ -128,7 +97,6 @@ MOBILENET_V2 = register(
         input_size=224,
         preprocessing=IMAGENET_EVAL,
         build=lambda: models.mobilenet_v2(weights=None),
-        stages=_mobilenet_v2_stages,
         split_points=mobilenet_v2_split_points(),
         torchvision_weights="mobilenet_v2",
         dataset="imagenet-val-1300",
@@ -144,7 +112,6 @@ RESNET50 = register(
         input_size=224,
         preprocessing=IMAGENET_EVAL,
         build=lambda: models.resnet50(weights=None),
-        stages=resnet50_stages,
         split_points=RESNET50_SPLIT_POINTS,
         torchvision_weights="resnet50",
         dataset="imagenet-val-1300",

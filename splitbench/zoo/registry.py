@@ -1,7 +1,8 @@
-"""Model specifications: how to build a model, how to cut it, how to feed it."""
+"""Model specifications: how to build a model, how to feed it, and the papers' names for its cuts."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -9,27 +10,30 @@ from torch import nn
 
 from splitbench.data.transforms import Preprocessing
 from splitbench.errors import SplitbenchError
-from splitbench.zoo.trunk import Stage, Trunk
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything the tool needs to know about one named model.
+    """Everything the tool needs to know about one model, whatever its source.
 
     Attributes:
-        name: the zoo name users type (``vgg16``).
+        name: what users type (``vgg16``, ``resnet18``, ``timm:resnet18``, ``net.py:build``).
         description: one line for listings and reports.
         task: ``classification`` or ``detection``.
         input_size: side of the square input the model is profiled and split at.
         preprocessing: how an image file becomes the model's input tensor.
         build: builds the model with random weights.
-        stages: decomposes a built model into the chain of stages its forward runs.
-        split_points: the papers' layer names, mapped to stage paths, in forward order.
+        split_points: the papers' layer names, mapped to cut names or module paths
+            (see :mod:`splitbench.cuts`), in forward order.
         torchvision_weights: name for ``torchvision.models.get_model_weights`` when
             torchvision publishes weights for this architecture (``--weights default``).
+        default_weights: loads the source's published weights into a built model, for
+            sources other than torchvision (timm); ``None`` where there are none.
         dataset: the data manifest the model is evaluated on by default.
         detector: zoo name of the detection model that shares this model's backbone
             (seed 003's multi-task accounting).
+        leaf_modules: module paths or type names that tracing keeps whole (no cut inside).
+        source: ``zoo``, ``torchvision``, ``timm`` or ``factory``.
     """
 
     name: str
@@ -38,15 +42,14 @@ class ModelSpec:
     input_size: int
     preprocessing: Preprocessing
     build: Callable[[], nn.Module]
-    stages: Callable[[nn.Module], list[Stage]]
-    split_points: Mapping[str, str]
+    split_points: Mapping[str, str] = field(default_factory=dict)
     torchvision_weights: str | None = None
+    default_weights: Callable[[nn.Module], str] | None = None
     dataset: str | None = None
     detector: str | None = None
-    input_channels: int = field(default=3)
-
-    def trunk(self, model: nn.Module) -> Trunk:
-        return Trunk(self.stages(model), self.split_points)
+    input_channels: int = 3
+    leaf_modules: tuple[str, ...] = ()
+    source: str = "zoo"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -60,13 +63,19 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def list_models() -> list[str]:
+    """The zoo's own models (the papers' networks); any torchvision or timm model works too."""
     return list(_REGISTRY)
 
 
-def get_spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise SplitbenchError(
-            f"unknown model '{name}'; valid models: {', '.join(_REGISTRY)}"
-        ) from None
+def zoo_spec(name: str) -> ModelSpec | None:
+    return _REGISTRY.get(name)
+
+
+def unknown_model(name: str, candidates: list[str]) -> SplitbenchError:
+    """One line: the name, close matches among ``candidates``, the valid kinds of name."""
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return SplitbenchError(
+        f"unknown model '{name}'; {hint}valid models: the zoo ({', '.join(_REGISTRY)}), any name in "
+        f"torchvision.models.list_models(), timm:NAME, or FILE.py:FUNCTION / package.module:FUNCTION"
+    )

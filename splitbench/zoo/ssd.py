@@ -33,7 +33,6 @@ from torchvision.models.detection.ssd import SSDHead
 
 from splitbench.zoo.imagenet import IMAGENET_EVAL, mobilenet_v2_split_points, vgg16_split_points
 from splitbench.zoo.registry import ModelSpec, register
-from splitbench.zoo.trunk import Stage, chain
 
 VOC_CLASSES = 21  # 20 PASCAL VOC classes and background
 ANCHORS_PER_LOCATION = [4, 6, 6, 6, 4, 4]
@@ -130,10 +129,6 @@ def ssd_mobilenet_v2() -> SSD224:
     return SSD224(features[: bottleneck7 + 1], SSDDetector(64, trunk_rest))
 
 
-def _ssd_stages(model: SSD224) -> list[Stage]:
-    return chain([("features", model.features), ("detector", model.detector)])
-
-
 def _prefix(points: dict[str, str], last: str) -> dict[str, str]:
     """The split points up to and including ``last``, then the detector's output."""
     names = list(points)
@@ -150,7 +145,6 @@ register(
         input_size=SSD_INPUT,
         preprocessing=IMAGENET_EVAL,
         build=ssd_vgg16,
-        stages=_ssd_stages,
         split_points=_prefix(vgg16_split_points(), "pool4"),
     )
 )
@@ -163,7 +157,6 @@ register(
         input_size=SSD_INPUT,
         preprocessing=IMAGENET_EVAL,
         build=ssd_mobilenet_v2,
-        stages=_ssd_stages,
         split_points=_prefix(mobilenet_v2_split_points(), "bottleneck7"),
     )
 )

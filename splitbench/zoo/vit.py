@@ -1,9 +1,7 @@
 """The CIFAR-10 Vision Transformer of seed 002 (vit-pytorch's ``ViT``).
 
-The model is vit-pytorch's class itself, so its checkpoints keep vit-pytorch's key names.
-Its forward mixes modules with a few tensor operations (class token, position embedding,
-pooling); the stage wrappers below reproduce those operations exactly so the chain of
-stages computes the same function.
+The model is vit-pytorch's class with a forward that torch.fx can trace (the same function),
+so its checkpoints keep vit-pytorch's key names and its cuts come from the traced graph.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from vit_pytorch import ViT
 
 from splitbench.data.transforms import CIFAR10_MEAN, CIFAR10_STD, Preprocessing
 from splitbench.zoo.registry import ModelSpec, register
-from splitbench.zoo.trunk import Stage, chain
 
 # Seed 002's configuration (CIFAR-10, 32x32 inputs, 4x4 patches).
 VIT_CIFAR10_CONFIG = dict(
@@ -30,68 +27,36 @@ VIT_CIFAR10_CONFIG = dict(
 )
 
 
-class ClassTokenAndPositions(nn.Module):
-    """Prepends the class token and adds the position embedding (ViT.forward's middle)."""
+class SplittableViT(ViT):
+    """vit-pytorch's ``ViT`` with a forward that torch.fx can trace, computing the same function.
 
-    def __init__(self, vit: ViT) -> None:
-        super().__init__()
-        self.cls_token = vit.cls_token
-        self.pos_embedding = vit.pos_embedding
+    vit-pytorch reads the batch size from the image and tiles the class token with
+    ``einops.repeat``; that size would then cross every cut inside the patch embedding.
+    Here it is read from the embedded patches instead, just before it is used. The
+    parameters and their names are vit-pytorch's, so its checkpoints load unchanged.
+    """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = self.to_patch_embedding(img)
         # reshape(-1, dim) accepts both vit-pytorch layouts: (1, 1, dim) in older releases,
         # (1, dim) in newer ones (likewise for the position embedding).
         dim = x.shape[-1]
-        cls_tokens = self.cls_token.reshape(1, -1, dim).expand(x.shape[0], -1, -1)
+        cls_tokens = self.cls_token.reshape(1, 1, dim).expand(x.shape[0], -1, -1)
         x = torch.cat((cls_tokens, x), dim=1)
-        return x + self.pos_embedding.reshape(-1, dim)[: x.shape[1]]
-
-
-class TransformerBlock(nn.Module):
-    """One pre-norm encoder block: attention and MLP, each with its residual connection."""
-
-    def __init__(self, attention: nn.Module, feedforward: nn.Module) -> None:
-        super().__init__()
-        self.attention = attention
-        self.feedforward = feedforward
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attention(x) + x
-        return self.feedforward(x) + x
-
-
-class TokenPool(nn.Module):
-    """The class token's output (``pool='cls'``) or the mean over tokens (``'mean'``)."""
-
-    def __init__(self, mode: str) -> None:
-        super().__init__()
-        self.mode = mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=1) if self.mode == "mean" else x[:, 0]
-
-
-def vit_stages(model: ViT) -> list[Stage]:
-    blocks = [
-        (f"transformer.layers.{i}", TransformerBlock(attention, feedforward))
-        for i, (attention, feedforward) in enumerate(model.transformer.layers)
-    ]
-    return chain(
-        [("to_patch_embedding", model.to_patch_embedding), ("embed", ClassTokenAndPositions(model))]
-        + [("dropout", model.dropout)]
-        + blocks
-        + [
-            ("transformer.norm", model.transformer.norm),
-            ("pool", TokenPool(model.pool)),
-            ("to_latent", model.to_latent),
-            ("mlp_head", model.mlp_head),
-        ]
-    )
+        x = x + self.pos_embedding.reshape(-1, dim)[: x.shape[1]]
+        x = self.dropout(x)
+        for attention, feedforward in self.transformer.layers:
+            x = attention(x) + x
+            x = feedforward(x) + x
+        x = self.transformer.norm(x)
+        x = x.mean(dim=1) if self.pool == "mean" else x[:, 0]
+        return self.mlp_head(self.to_latent(x))
 
 
 def vit_split_points(depth: int) -> dict[str, str]:
-    points = {"patch_embed": "to_patch_embedding.3"}
-    points.update({f"block{i + 1}": f"transformer.layers.{i}" for i in range(depth)})
+    """patch_embed, block1 … blockN (after each block's second residual addition), head."""
+    points = {"patch_embed": "to_patch_embedding"}
+    points.update({f"block{i + 1}": f"add_{2 * i + 2}" for i in range(depth)})
     points["head"] = "mlp_head"
     return points
 
@@ -103,8 +68,8 @@ VIT = register(
         task="classification",
         input_size=32,
         preprocessing=Preprocessing(crop=32, resize=None, mean=CIFAR10_MEAN, std=CIFAR10_STD),
-        build=lambda: ViT(**VIT_CIFAR10_CONFIG),
-        stages=vit_stages,
+        build=lambda: SplittableViT(**VIT_CIFAR10_CONFIG),
+        leaf_modules=("vit_pytorch.vit.Attention",),
         split_points=vit_split_points(VIT_CIFAR10_CONFIG["depth"]),
         dataset="cifar10",
     )
