@@ -8,7 +8,7 @@ WEIGHTS=../shared/weights
 
 # Issue 2 / seed 003 Fig. 3-4: per-layer profiles
 for model in vgg16 mobilenet_v2 resnet50 vit; do
-    splitbench profile "$model"
+    splitbench profile "$model" --paper-layers
 done
 
 # Seed 003 §5: shared-CNN multi-task accounting (eq. 1-4)

@@ -20,9 +20,9 @@ import pandas as pd
 from splitbench.data import resolve_data_root
 from splitbench.errors import SplitbenchError
 from splitbench.results import write_csv
+from splitbench.zoo.vit import REFERENCE_CHECKPOINT as REFERENCE_VIT
 
 BASELINES = Path("reports") / "baselines" / "regression.csv"
-REFERENCE_VIT = Path("reports") / "checkpoints" / "vit-cifar10-fp16.safetensors"
 MOBILENET_WEIGHTS = "mobilenet_v2-imagenet-int8dequant.pth"
 RESNET20_WEIGHTS = "cifar-resnet20-12fca82f.th"
 KINDS = ("exact", "abs", "ratio")

@@ -52,8 +52,11 @@ def test_split_writes_the_accounting(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["profile", "vgg19"], "error: unknown model 'vgg19'; valid models: vgg16, mobilenet_v2"),
-        (["split", "vgg16", "--at", "pool9"], "error: unknown split point 'pool9'; valid split points: conv1_1"),
+        (["profile", "vgg17"], "error: unknown model 'vgg17'; did you mean vgg19, vgg16, vgg13?"),
+        (["split", "vgg16", "--at", "pool9"], "error: unknown split point 'pool9'; did you mean pool5, pool4, pool3?"),
+        (["split", "resnet18", "--at", "layer1.0.conv2"],
+         "error: cannot split at 'layer1.0.conv2': 2 values cross there (layer1.0.conv2 and maxpool)"),
+        (["profile", "--model", "no/such/net.py:build"], "error: model file not found: no/such/net.py"),
         (["profile", "vgg16", "--weights", "/no/such/file.pth"], "error: weights file not found: /no/such/file.pth"),
         (["profile", "vgg16", "--input-size", "2"], "error: Invalid value for '--input-size'"),
     ],

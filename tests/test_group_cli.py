@@ -42,7 +42,7 @@ RESNET20_PARAMS = 432 + BLOCK_WEIGHTS + 2 * 688 + 650
          "error: --duplicate-top takes whole numbers ≥ 0 separated by commas, got '-1'"),
         (["mobilenet_v2"], "error: group trains on CIFAR-10; mobilenet_v2 is not a CIFAR-10 model"),
         (["vit"], "error: the model has no dense 3x3 convolution inside its blocks for FLGC to replace"),
-        (["resnet20"], "error: unknown model 'resnet20'; valid models: "),
+        (["resnet20"], "error: unknown model 'resnet20'; did you mean resnet50"),
     ],
 )
 def test_bad_group_input_ends_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:

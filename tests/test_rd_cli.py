@@ -27,7 +27,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     (["--lambdas", "x"], "error: --lambdas takes comma-separated numbers, got 'x'"),
     (["--variant", "attention3"], "error: unknown variant 'attention3'; valid variants: none, attention1, attention2"),
     (["--at", "input", "--variant", "none"], "error: unknown variant 'none' for an image codec (--at input)"),
-    (["--at", "bottleneck99"], "error: unknown split point 'bottleneck99'; valid split points: conv1, bottleneck1"),
+    (["--at", "bottleneck99"], "error: unknown split point 'bottleneck99'; did you mean bottleneck9"),
     (["--aux-alpha", "0.1"], "error: --aux-alpha applies to an image codec (--at input) only"),
     (["--baseline", "missing.csv"], "error: --baseline: no such file: missing.csv"),
     (["--entropy", "gmm"], "error: unknown --entropy 'gmm'; valid: factorized, hyperprior"),

@@ -36,6 +36,7 @@ from splitbench.results import write_csv, write_result
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
 from splitbench.training.trainer import pick_device
 from splitbench.zoo import load_model
+from splitbench.zoo.vit import REFERENCE_CHECKPOINT, reference_checkpoint
 
 
 def _choices(value: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -66,7 +67,10 @@ def _estimator(value: str) -> str:
 @app.command("prune")
 def prune_command(
     model: Annotated[str, typer.Argument(help="Model to prune: vit (seed 002's CIFAR-10 ViT).")],
-    checkpoint: Annotated[str, typer.Option("--checkpoint", "--weights", help="Trained weights (.safetensors/.pth).")],
+    checkpoint: Annotated[str | None, typer.Option(
+        "--checkpoint", "--weights",
+        help="Trained weights (.safetensors/.pth); default: the repository's reference ViT "
+        "(reports/checkpoints/vit-cifar10-fp16.safetensors).")] = None,
     ratio: Annotated[str, typer.Option("--ratio", help="Fraction(s) of channels to prune, e.g. 0.5 or 0.3,0.4,0.5.")] = "0.3,0.4,0.5,0.6,0.7",
     method: Annotated[str, typer.Option("--method", help=f"One or more of {', '.join(METHODS)}.")] = ",".join(METHODS),
     scope: Annotated[str, typer.Option("--scope", help="uniform (same ratio per block), global (one ranking), or both.")] = "uniform,global",
@@ -87,6 +91,14 @@ def prune_command(
     start = time.perf_counter()
     if model != "vit":
         raise SplitbenchError(f"channel pruning supports the model vit only, got {model!r}")
+    reference_used = checkpoint is None
+    if checkpoint is None:
+        reference = reference_checkpoint()
+        if reference is None:
+            raise SplitbenchError(f"no --checkpoint given and no reference checkpoint at {REFERENCE_CHECKPOINT}; "
+                                  f"train one (splitbench train vit) or pass --checkpoint PATH")
+        checkpoint = str(reference)
+        console.print(f"using the reference checkpoint {reference} (pass --checkpoint to prune another)")
     settings = SweepSettings(
         methods=_choices(method, METHODS, "method"), scopes=_choices(scope, SCOPES, "scope"), ratios=_ratios(ratio),
         targets=parse_targets(targets), estimator=_estimator(estimator), alpha=alpha,
@@ -122,7 +134,7 @@ def prune_command(
     out = out or default_out("prune", f"{spec.name}-{'+'.join(settings.targets)}")
     meta = provenance.collect(
         "prune",
-        {"model": model, "checkpoint": checkpoint, "settings": settings.__dict__, "test_limit": test_limit,
+        {"model": model, "checkpoint": checkpoint, "checkpoint_default": reference_used, "settings": settings.__dict__, "test_limit": test_limit,
          "save_models": save_models, "out": out, "cache": cache.directory},
         weights=zoo_model.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
     )

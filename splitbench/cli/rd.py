@@ -13,26 +13,8 @@ from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model,
                                     split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
-from splitbench.codecs.sweep import feature_shape
-from splitbench.compression.costs import cost_table
-from splitbench.compression.data import INPUT, prepare
-from splitbench.compression.models import ENTROPY_MODELS
-from splitbench.compression.pipeline import TARGETS
-from splitbench.compression.report import (
-    bd_against_baseline,
-    bd_for_table,
-    bit_allocation_figure,
-    cost_markdown,
-    load_baseline,
-    plot_rd,
-    rd_markdown,
-)
-from splitbench.compression.sweep import RDRequest, check_lambdas, check_variants, run_rd
-from splitbench.compression.train import RDSettings
 from splitbench.errors import SplitbenchError
-from splitbench.references import load_reference
 from splitbench.results import warm_up_plotting, write_csv, write_result
-from splitbench.training.trainer import pick_device
 from splitbench.zoo import get_spec, load_model
 
 # The seeds' split points: ResNet50 after conv2_x, and the MobileNetV2 cut at the same 56×56.
@@ -51,7 +33,7 @@ def rd_command(
     lambdas: Annotated[str, typer.Option("--lambdas", help="λ values of L = λ·E + bpp, comma-separated, > 0.")] = "0.05,0.2,1,4",
     aux_alpha: Annotated[str | None, typer.Option(
         "--aux-alpha", help="α of the auxiliary loss, comma-separated (--at input; default 0,0.1: without and with).")] = None,
-    entropy: Annotated[str, typer.Option("--entropy", help=f"Entropy model: {', '.join(ENTROPY_MODELS)}.")] = "factorized",
+    entropy: Annotated[str, typer.Option("--entropy", help="Entropy model: factorized or hyperprior.")] = "factorized",
     target: Annotated[str, typer.Option("--target", help="distill (the uncompressed model's outputs) or labels.")] = "distill",
     channels: Annotated[int, typer.Option("--channels", min=1, help="N: channels of the codec's layers and latent.")] = 32,
     weights: Weights = "default",
@@ -76,6 +58,17 @@ def rd_command(
     out: OutDir = None,
 ) -> None:
     """Train a compression model per λ at a split point (or in front of the model); RD curves, BD-rate, cost."""
+    # Imported here: CompressAI, SciPy and the BD tools take seconds to import, which every
+    # other command would otherwise pay at start-up.
+    from splitbench.compression.data import INPUT, prepare
+    from splitbench.compression.models import ENTROPY_MODELS
+    from splitbench.compression.pipeline import TARGETS
+    from splitbench.compression.report import (bd_against_baseline, bd_for_table, bit_allocation_figure,
+                                               load_baseline, plot_rd, rd_markdown)
+    from splitbench.compression.sweep import RDRequest, check_lambdas, check_variants, run_rd
+    from splitbench.compression.train import RDSettings
+    from splitbench.training.trainer import pick_device
+
     start = time.perf_counter()
     model = pick_model(model, model_option, "mobilenet_v2")
     spec = get_spec(model)
@@ -146,6 +139,11 @@ def rd_command(
 
 def _write_costs(zoo_model, at: str, channels: int, entropy: str, variants: list[str], out: Path,
                  arguments: dict[str, object]) -> list[Path]:
+    from splitbench.codecs.sweep import feature_shape
+    from splitbench.compression.costs import cost_table
+    from splitbench.compression.report import cost_markdown
+    from splitbench.references import load_reference
+
     started = time.perf_counter()
     shape = feature_shape(zoo_model, at, zoo_model.spec.preprocessing)
     # The paper's Table 1 is for ResNet50's conv2_x output; beside any other shape it would mislead.

@@ -73,7 +73,7 @@ def zoo_spec(name: str) -> ModelSpec | None:
 
 def unknown_model(name: str, candidates: list[str]) -> SplitbenchError:
     """One line: the name, close matches among ``candidates``, the valid kinds of name."""
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return SplitbenchError(
         f"unknown model '{name}'; {hint}valid models: the zoo ({', '.join(_REGISTRY)}), any name in "

@@ -6,6 +6,8 @@ so its checkpoints keep vit-pytorch's key names and its cuts come from the trace
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from vit_pytorch import ViT
@@ -59,6 +61,18 @@ def vit_split_points(depth: int) -> dict[str, str]:
     points.update({f"block{i + 1}": f"add_{2 * i + 2}" for i in range(depth)})
     points["head"] = "mlp_head"
     return points
+
+
+# The reference checkpoint trained by `splitbench train vit` and committed with the repository.
+REFERENCE_CHECKPOINT = Path("reports") / "checkpoints" / "vit-cifar10-fp16.safetensors"
+
+
+def reference_checkpoint() -> Path | None:
+    """The committed reference ViT: under the working folder, else beside the installed package."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / REFERENCE_CHECKPOINT).is_file():
+            return root / REFERENCE_CHECKPOINT
+    return None
 
 
 VIT = register(
