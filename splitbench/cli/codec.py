@@ -10,7 +10,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
+from splitbench.cli.options import (DataRoot, DryRun, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
                                     pick_model, split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
@@ -19,6 +19,8 @@ from splitbench.codecs.pipeline import Point, baseline_point, default_workers, l
 from splitbench.codecs.report import codec_markdown, display_table, load_paper_rows, plot_codec
 from splitbench.codecs.sweep import PAPER_SPLITS, PREPROCESS, SweepRequest, run_sweep
 from splitbench.errors import SplitbenchError
+from splitbench.data import open_dataset
+from splitbench.preflight import Plan, writable_folder
 from splitbench.results import warm_up_plotting, write_result
 from splitbench.zoo import get_spec, load_model
 
@@ -98,6 +100,7 @@ def codec_command(
     reference: Annotated[Path | None, typer.Option(
         "--reference", help="Folder with seed003_*.csv (default: the copies shipped with splitbench).")] = None,
     out: OutDir = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5."""
     start = time.perf_counter()
@@ -111,16 +114,27 @@ def codec_command(
     if preprocess not in PREPROCESS:
         raise SplitbenchError(f"unknown --preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
     plotting = warm_up_plotting()
-    zoo_model = load_model(model, weights, leaf_modules=split_names(leaf or ""))
-    zoo_model.cuts().resolve(at)  # an unknown cut fails before any data is read
+    zoo_model = load_model(model, leaf_modules=split_names(leaf or ""))
+    cut = zoo_model.cuts().resolve(at)  # an unknown cut fails before any data is read
     name = dataset or zoo_model.spec.dataset
     if name is None:
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")
+    images = open_dataset(name, split=split, root=data, limit=limit)
+    paper = load_paper_rows(reference)  # a bad --reference fails before the sweep
+    out = writable_folder(out or default_out("codec", f"{zoo_model.spec.name}-{at}-{name}"), "--out")
+    writable_folder(cache, "--cache")
+    if keep_bitstreams is not None:
+        writable_folder(keep_bitstreams, "--keep-bitstreams")
     request = SweepRequest(zoo_model, at, name, split, data, limit, preprocess, cache, workers or default_workers(),
                            batch_size, keep_bitstreams)
-    paper = load_paper_rows(reference)  # a bad --reference fails before the sweep
+    plan = Plan("codec").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
+    plan.add("cut", f"{at} = {cut.name}, {'x'.join(map(str, cut.shape))}").add("data", f"{name}: {len(images):,} images")
+    plan.add("points", f"{len(points)}: " + ", ".join(point.label for point in points))
+    plan.add("workers", request.workers).add("cache", cache).add("out", out)
+    if plan.finish(dry_run):
+        return
+    zoo_model.load_weights(weights)
     result = run_sweep(request, points)
-    out = out or default_out("codec", f"{zoo_model.spec.name}-{at}-{name}")
     meta = provenance.collect(
         "codec",
         {"model": model, "at": at, "weights": weights, "leaf": leaf, "dataset": name, "split": split, "codec": codec, "qp": qp,

@@ -10,11 +10,12 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, Dataset, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model
+from splitbench.cli.options import DryRun, DataRoot, Dataset, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model
 from splitbench.cli.render import show_table, show_written
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import evaluate_topk
+from splitbench.preflight import Plan, writable_folder
 from splitbench.results import markdown_table, write_result
 from splitbench.zoo import load_model
 
@@ -31,22 +32,28 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes.")] = 2,
     out: OutDir = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Top-1 and top-5 accuracy of MODEL with WEIGHTS on a data set."""
     start = time.perf_counter()
     model = pick_model(model, model_option)
-    zoo_model = load_model(model, weights)
+    zoo_model = load_model(model)
     name = dataset or zoo_model.spec.dataset
     if name is None:
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")
     images = open_dataset(name, split=split, root=data, limit=limit,
                           transform=zoo_model.spec.preprocessing.transform())
+    out = writable_folder(out or default_out("eval", f"{zoo_model.spec.name}-{name}"), "--out")
+    plan = Plan("eval").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
+    plan.add("data", f"{name}: {len(images):,} images").add("preprocessing", zoo_model.spec.preprocessing.describe())
+    if plan.add("out", out).finish(dry_run):
+        return
+    zoo_model.load_weights(weights)
     result = evaluate_topk(zoo_model.model, images, batch_size=batch_size, workers=workers)
     table = pd.DataFrame([{
         "model": model, "dataset": name, "split": images.provenance()["split"], "images": result.images,
         "top1": round(result.top1, 3), "top5": round(result.top5, 3), "wall_s": round(result.wall_s, 2),
     }])
-    out = out or default_out("eval", f"{zoo_model.spec.name}-{name}")
     meta = provenance.collect(
         "eval",
         {"model": model, "weights": weights, "dataset": name, "split": split, "limit": limit,

@@ -11,7 +11,9 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.options import DataRoot, DryRun, OutDir, Weights, default_out
+from splitbench.data import open_dataset
+from splitbench.preflight import Plan, writable_folder
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.errors import SplitbenchError
 from splitbench.grouping.flgc import check_groups_fit
@@ -53,17 +55,28 @@ def group_command(
     test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
     timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 test images (median).")] = 3,
     out: OutDir = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Fine-tune MODEL with FLGC at each group count, with and without duplication; measure the grouped models."""
     start = time.perf_counter()
     settings = GroupSettings(groups=_integers(groups, "--groups", 1), duplicate_tops=_integers(duplicate_top, "--duplicate-top", 0),
                              epochs=epochs, lr=lr, batch_size=batch_size, timing_repeats=timing_repeats)
-    dense = load_model(model, weights)
+    dense = load_model(model)
     if dense.spec.dataset != "cifar10":
         raise SplitbenchError(f"group trains on CIFAR-10; {model} is not a CIFAR-10 model "
                               "(use cifar_resnet20, cifar_resnet56 or cifar_resnet50)")
     check_groups_fit(dense.model, settings.groups)
     chosen_device = pick_device(device)
+    train_images = len(open_dataset(dense.spec.dataset, split="train", root=data, limit=None))
+    test_images = len(open_dataset(dense.spec.dataset, split="test", root=data, limit=None))
+    out = writable_folder(out or default_out("group", model), "--out")
+    plan = Plan("group").add("model", model).add("weights", dense.describe_weights(weights))
+    plan.add("points", f"{1 + len(list(settings.points()))}: the dense model, groups {groups} × duplicate top {duplicate_top}")
+    plan.add("data", f"{dense.spec.dataset}: {min(train_limit or train_images, train_images):,} training, "
+                     f"{min(test_limit or test_images, test_images):,} test images")
+    if plan.add("training", f"{epochs} epoch(s) per point on {chosen_device}").add("out", out).finish(dry_run):
+        return
+    dense.load_weights(weights)
     sweep_data, data_provenance = load_group_data(dense.spec, data, train_limit, test_limit)
     cache = GroupCache(Path("cache") / "group" / model, dense.weights.sha256 or "none", settings, sweep_data)
 
@@ -78,7 +91,6 @@ def group_command(
     rows = run_group_sweep(dense, sweep_data, settings, cache, chosen_device, on_point=point_done, progress=True)
 
     table = pd.DataFrame(rows)
-    out = out or default_out("group", model)
     meta = provenance.collect(
         "group",
         {"model": model, "weights": weights, "settings": settings.__dict__, "device": str(chosen_device),

@@ -33,6 +33,11 @@ Dataset = Annotated[
     typer.Option("--dataset", help="Data manifest (default: the model's), or your own images: imagefolder:DIR "
                  "(class folders; ImageNet wnid names map to the 1000 classes) or csv:FILE (path,label)."),
 ]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Resolve model, weights, cut, data, outputs and device, print the plan, "
+                 "and stop (exit 2 with the first problem)."),
+]
 Weights = Annotated[
     str,
     typer.Option(

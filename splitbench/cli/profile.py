@@ -9,12 +9,13 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (InputSize, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
+from splitbench.cli.options import (DryRun, InputSize, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
                                     pick_model, split_names)
 from splitbench.errors import SplitbenchError
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.profiling import profile_model
 from splitbench.reporting import giga, plot_profile, profile_markdown
+from splitbench.preflight import Plan, writable_folder
 from splitbench.results import warm_up_plotting, write_result
 from splitbench.zoo import load_model
 
@@ -31,16 +32,23 @@ def profile_command(
         "--paper-layers", help="Only the papers' named layers (zoo models; seed 003 Fig. 3/4).")] = False,
     leaf: Leaf = None,
     out: OutDir = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Output shape, elements, MACs and parameters at every valid cut, in execution order."""
     start = time.perf_counter()
     model = pick_model(model, model_option)
-    warm_up_plotting()
-    zoo_model = load_model(model, weights, leaf_modules=split_names(leaf or ""))
     if all_nodes and paper_layers:
         raise SplitbenchError("--all-nodes and --paper-layers exclude each other")
+    warm_up_plotting()
+    zoo_model = load_model(model, leaf_modules=split_names(leaf or ""))
+    graph = zoo_model.cuts(input_size)
+    out = writable_folder(out or default_out("profile", zoo_model.spec.name), "--out")
+    plan = Plan("profile").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
+    plan.add("input", "x".join(map(str, graph.input_shape))).add("valid cuts", len(graph.cuts)).add("out", out)
+    if plan.finish(dry_run):
+        return
+    zoo_model.load_weights(weights)
     profile = profile_model(zoo_model, input_size, rows="nodes" if all_nodes else "paper" if paper_layers else "cuts")
-    out = out or default_out("profile", zoo_model.spec.name)
     meta = provenance.collect(
         "profile",
         {"model": model, "input_size": input_size, "weights": weights, "all_nodes": all_nodes, "paper_layers": paper_layers,

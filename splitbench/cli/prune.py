@@ -13,7 +13,8 @@ from rich.progress import Progress
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, OutDir, default_out
+from splitbench.cli.options import DataRoot, DryRun, OutDir, default_out
+from splitbench.preflight import Plan, writable_folder
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.data import open_dataset
 from splitbench.data.tensors import decode_dataset
@@ -86,6 +87,7 @@ def prune_command(
     timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 images (median).")] = 3,
     save_models: Annotated[Path | None, typer.Option("--save-models", help="Write every pruned model here (safetensors).")] = None,
     out: OutDir = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Prune MODEL's channels by weight, importance or stability; measure size, MACs, accuracy and CPU time."""
     start = time.perf_counter()
@@ -104,8 +106,21 @@ def prune_command(
         targets=parse_targets(targets), estimator=_estimator(estimator), alpha=alpha,
         proxy=proxy, finetune_epochs=finetune_epochs, timing_repeats=timing_repeats,
     )
-    zoo_model = load_model(model, checkpoint)
+    zoo_model = load_model(model)
     spec = zoo_model.spec
+    test_images = len(open_dataset(spec.dataset, split="test", root=data, limit=test_limit))
+    open_dataset(spec.dataset, split="train", root=data)  # the proxy set's images
+    out = writable_folder(out or default_out("prune", f"{spec.name}-{'+'.join(settings.targets)}"), "--out")
+    if save_models is not None:
+        writable_folder(save_models, "--save-models")
+    plan = Plan("prune").add("model", model).add("checkpoint", zoo_model.describe_weights(checkpoint))
+    points = len(settings.methods) * len(settings.scopes) * len(settings.ratios)
+    plan.add("points", f"{points}: {', '.join(settings.methods)} × {', '.join(settings.scopes)} × "
+                       f"{', '.join(f'{r:g}' for r in settings.ratios)}, plus the unpruned model")
+    plan.add("data", f"{spec.dataset}: {proxy} proxy training images, {test_images:,} test images")
+    if plan.add("estimator", settings.estimator).add("out", out).finish(dry_run):
+        return
+    zoo_model.load_weights(checkpoint)
     sweep_data, data_provenance = load_sweep_data(spec, data, proxy, test_limit)
 
     cache = PointCache(Path("cache") / "prune", zoo_model.weights.sha256 or "none", settings, len(sweep_data.test_labels))
@@ -131,7 +146,6 @@ def prune_command(
             agreement = pd.DataFrame(estimator_agreement(first, second, alpha))
 
     table = pd.DataFrame(result.rows)[PRUNE_COLUMNS + ["kept_per_block"]]
-    out = out or default_out("prune", f"{spec.name}-{'+'.join(settings.targets)}")
     meta = provenance.collect(
         "prune",
         {"model": model, "checkpoint": checkpoint, "checkpoint_default": reference_used, "settings": settings.__dict__, "test_limit": test_limit,

@@ -10,10 +10,11 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model,
+from splitbench.cli.options import (DataRoot, DryRun, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model,
                                     split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.errors import SplitbenchError
+from splitbench.preflight import Plan, writable_folder
 from splitbench.results import warm_up_plotting, write_csv, write_result
 from splitbench.zoo import get_spec, load_model
 
@@ -56,11 +57,12 @@ def rd_command(
     cost_only: Annotated[bool, typer.Option("--cost-only", help="Write the cost table (seed 000 Table 1) only; no data, no training.")] = False,
     cache: Annotated[Path, typer.Option("--cache", help="Cached features, checkpoints and finished points.")] = Path("cache"),
     out: OutDir = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Train a compression model per λ at a split point (or in front of the model); RD curves, BD-rate, cost."""
     # Imported here: CompressAI, SciPy and the BD tools take seconds to import, which every
     # other command would otherwise pay at start-up.
-    from splitbench.compression.data import INPUT, prepare
+    from splitbench.compression.data import INPUT, open_named, prepare
     from splitbench.compression.models import ENTROPY_MODELS
     from splitbench.compression.pipeline import TARGETS
     from splitbench.compression.report import (bd_against_baseline, bd_for_table, bit_allocation_figure,
@@ -88,8 +90,26 @@ def rd_command(
     baseline_table = load_baseline(baseline, spec.name, at) if baseline is not None else None
     plotting = warm_up_plotting()
     # The cost depends on shapes only: --cost-only needs no weights (and no network).
-    zoo_model = load_model(model, "none" if cost_only else weights)
-    out = out or default_out("rd", f"{spec.name}-{at}")
+    zoo_model = load_model(model)
+    if at != INPUT:
+        zoo_model.cuts().resolve(at)
+    elif cost_only:
+        raise SplitbenchError("--cost-only applies to feature codecs (a split point), not --at input")
+    out = writable_folder(out or default_out("rd", f"{spec.name}-{at}"), "--out")
+    plan = Plan("rd").add("model", f"{model} ({spec.source})").add("at", at).add("variants", ", ".join(variants))
+    plan.add("λ", ", ".join(f"{lam:g}" for lam in lams)).add("α", ", ".join(f"{a:g}" for a in alphas))
+    if not cost_only:
+        writable_folder(cache, "--cache")
+        torch_device = pick_device(device)
+        train_images, test_images = len(open_named(train_data, data)), len(open_named(test_data, data))
+        plan.add("weights", zoo_model.describe_weights(weights)).add("device", torch_device)
+        plan.add("data", f"train {train_data} ({min(train_limit or train_images, train_images):,} images), "
+                         f"test {test_data} ({min(test_limit or test_images, test_images):,} images)")
+        plan.add("training", f"{warmup_epochs} warm-up + {epochs} epochs per λ, batch {batch_size}").add("cache", cache)
+    if plan.add("out", out).finish(dry_run):
+        return
+    if not cost_only:  # the cost depends on shapes only: --cost-only needs no weights (and no network)
+        zoo_model.load_weights(weights)
     arguments = {"model": model, "at": at, "variant": ",".join(variants), "lambdas": lams, "aux_alpha": alphas,
                  "entropy": entropy, "target": target, "channels": channels, "weights": weights,
                  "train_data": train_data, "test_data": test_data, "data": data, "train_limit": train_limit,
@@ -104,10 +124,7 @@ def rd_command(
         if cost_only:
             show_written(written)
             return
-    elif cost_only:
-        raise SplitbenchError("--cost-only applies to feature codecs (a split point), not --at input")
 
-    torch_device = pick_device(device)
     settings = RDSettings(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
                           warmup_rate_weight=warmup_rate_weight, target=target, seed=seed)
     size = image_size if at == INPUT else None

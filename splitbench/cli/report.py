@@ -10,7 +10,7 @@ import pandas as pd
 import typer
 
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot
+from splitbench.cli.options import DataRoot, DryRun
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.errors import SplitbenchError
 from splitbench.overview import render_overview
@@ -23,6 +23,7 @@ from splitbench.regression import (
     parse_slices,
     update_baselines,
 )
+from splitbench.preflight import Plan, writable_file
 from splitbench.results import write_text
 
 
@@ -37,17 +38,25 @@ def report_command(
     data: DataRoot = None,
     weights_dir: Annotated[Optional[Path], typer.Option("--weights-dir", help="Shared weights (default: <data root>/../weights).")] = None,
     reference_vit: Annotated[Path, typer.Option("--reference-vit", help="Checkpoint the prune slice prunes.")] = REFERENCE_VIT,
+    dry_run: DryRun = False,
 ) -> None:
     """Write the overview of every committed reproduction; with --check, catch drifts in the numbers."""
     if not check:
         if update or only:
             raise SplitbenchError("--update and --only go with --check")
+        writable_file(out, "--out")
+        if Plan("report").add("reports", reports).add("out", out).finish(dry_run):
+            return
         show_written([write_text(out, render_overview(reports))])
         return
 
     slices = parse_slices(only)
     if not update:
         expected = load_baselines(baselines)  # a missing file fails before minutes of measuring
+    else:
+        writable_file(baselines, "--baselines")
+    if Plan("report --check").add("slices", ", ".join(slices)).add("baselines", baselines).finish(dry_run):
+        return
     start = time.perf_counter()
     figures = measure(slices, data, weights_dir, reference_vit, on_slice=lambda name: console.print(f"slice {name} ...", style="dim"))
     wall = time.perf_counter() - start

@@ -9,13 +9,14 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (InputSize, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
+from splitbench.cli.options import (DryRun, InputSize, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
                                     pick_model, split_names)
 from splitbench.errors import SplitbenchError
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.reporting import split_markdown
+from splitbench.preflight import Plan, writable_folder
 from splitbench.results import write_csv, write_result
-from splitbench.split import account_split
+from splitbench.split import TASKS, account_split, task_models
 from splitbench.zoo import load_model
 
 
@@ -32,16 +33,26 @@ def split_command(
     input_size: InputSize = None,
     repeats: Annotated[int, typer.Option("--repeats", min=0, help="Timed runs per latency (median); 0 skips timing.")] = 5,
     out: OutDir = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Cut MODEL at a split point and account MACs, parameters, bytes and latency."""
     start = time.perf_counter()
     model = pick_model(model, model_option)
     if not at:
         raise SplitbenchError("--at is required: the cut to split at (splitbench profile MODEL lists them)")
-    zoo_model = load_model(model, weights, leaf_modules=split_names(leaf or ""))
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_list = split_names(tasks)
+    if not task_list:
+        raise SplitbenchError(f"--tasks names no task: got '{tasks}'; valid tasks: {', '.join(TASKS)}")
+    zoo_model = load_model(model, leaf_modules=split_names(leaf or ""))
+    cut = zoo_model.cuts(input_size).resolve(at)
+    task_models(zoo_model, task_list)  # a task without a model fails before any timing
+    out = writable_folder(out or default_out("split", f"{zoo_model.spec.name}-{at}"), "--out")
+    plan = Plan("split").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
+    plan.add("cut", f"{at} = {cut.name}, {'x'.join(map(str, cut.shape))}").add("tasks", ", ".join(task_list))
+    if plan.add("timed runs", repeats).add("out", out).finish(dry_run):
+        return
+    zoo_model.load_weights(weights)
     account = account_split(zoo_model, at, task_list, repeats=repeats, input_size=input_size)
-    out = out or default_out("split", f"{zoo_model.spec.name}-{at}")
     meta = provenance.collect(
         "split",
         {"model": model, "at": at, "tasks": task_list, "weights": weights, "input_size": input_size, "leaf": leaf,

@@ -13,7 +13,8 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, OutDir, Weights, default_out
+from splitbench.cli.options import DataRoot, DryRun, OutDir, Weights, default_out
+from splitbench.preflight import Plan, writable_file, writable_folder
 from splitbench.cli.render import console, show_written
 from splitbench.data import open_dataset
 from splitbench.data.tensors import decode_dataset
@@ -51,10 +52,11 @@ def train_command(
         Path | None, typer.Option("--export", help="fp16 safetensors of the final model (default: in --out).")
     ] = None,
     out: OutDir = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Train MODEL on its data set; checkpoints every epoch and resumes where it stopped."""
     start = time.perf_counter()
-    zoo_model = load_model(model, weights)
+    zoo_model = load_model(model)
     spec = zoo_model.spec
     if spec.task != "classification" or spec.dataset is None:
         raise SplitbenchError(f"{model} is not a classifier with a training set; try vit or cifar_resnet20")
@@ -69,19 +71,26 @@ def train_command(
         train_set = train_set.evenly_spaced(limit)  # class-sorted folders: a prefix is one class
     if test_limit is not None and test_limit < len(test_set):
         test_set = test_set.evenly_spaced(test_limit)
+    run = f"{spec.name}-{spec.dataset}"
+    out = writable_folder(out or default_out("train", run), "--out")
+    checkpoint_dir = writable_folder(checkpoint_dir or Path("cache") / "train" / run, "--checkpoint-dir")
+    export = writable_file(export or out / f"{run}-fp16.safetensors", "--export")
+    plan = Plan("train").add("model", f"{model} ({spec.source})").add("weights", zoo_model.describe_weights(weights))
+    plan.add("data", f"{spec.dataset}: {len(train_set):,} training, {len(test_set):,} test images")
+    plan.add("recipe", f"{epochs} epochs, batch {batch_size}, Adam lr {lr:g}, RandAugment {randaugment}")
+    plan.add("device", chosen).add("checkpoints", checkpoint_dir).add("export", export).add("out", out)
+    if plan.finish(dry_run):
+        return
+    zoo_model.load_weights(weights)
     console.print(f"decoding {len(train_set):,} training and {len(test_set):,} test images once")
     train, test = decode_dataset(train_set, workers=workers), decode_dataset(test_set, workers=workers)
 
-    run = f"{spec.name}-{spec.dataset}"
-    out = out or default_out("train", run)
-    checkpoint_dir = checkpoint_dir or Path("cache") / "train" / run
     result = train_classifier(
         zoo_model.model, train, test, mean=spec.preprocessing.mean, std=spec.preprocessing.std,
         config=config, checkpoint_dir=checkpoint_dir, device=chosen, augment=augment,
     )
     recipe = {**config.__dict__, "optimizer": "Adam", "augmentation": augment.describe(),
               "device": str(chosen), "gpu": torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else None}
-    export = export or out / f"{run}-fp16.safetensors"
     save_safetensors(zoo_model.model, export, dtype=torch.float16, metadata={
         "model": spec.name, "dataset": spec.dataset, "recipe": json.dumps(recipe),
         "test_top1": f"{result.test_top1:.2f}" if result.test_top1 is not None else "",

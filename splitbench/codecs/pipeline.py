@@ -67,6 +67,15 @@ class Point:
         found = BASELINE.fullmatch(self.codec)
         return int(found.group(1)) if found and found.group(1) else None
 
+    @property
+    def label(self) -> str:
+        """``bpg qp 35 gray``: what progress bars and plans show."""
+        if self.spec is None:
+            return self.codec
+        parameter = self.spec.build().parameter
+        value = f" {parameter} {self.spec.param}" if parameter else ""
+        return f"{self.codec}{value} {self.layout}"
+
     def key(self) -> str:
         return cache_key({"codec": self.codec, "layout": self.layout, "spec": repr(self.spec),
                           "point_version": POINT_VERSION})
@@ -167,7 +176,7 @@ def _cached_or_run(context: SweepContext, point: Point, executor: Executor) -> P
             same = "settings" not in stored or json.loads(str(stored["settings"])) == _jsonable(settings)
             if same and len(stored["nbytes"]) >= context.count:
                 if context.progress is not None:
-                    context.progress.console.print(f"{_label(point)}: from cache", style="dim")
+                    context.progress.console.print(f"{point.label}: from cache", style="dim")
                 return _from_store(point, stored, context.count, settings)
     result = _run_point(context, point, executor, settings)
     _store(path, result)
@@ -191,17 +200,9 @@ def _store(path: Path, result: PointResult) -> None:
                  settings=json.dumps(result.settings, sort_keys=True, default=str))
 
 
-def _label(point: Point) -> str:
-    if point.spec is None:
-        return point.codec
-    parameter = point.spec.build().parameter
-    value = f" {parameter} {point.spec.param}" if parameter else ""
-    return f"{point.codec}{value} {point.layout}"
-
-
 def _run_point(context: SweepContext, point: Point, executor: Executor, settings: dict[str, Any]) -> PointResult:
     began = time.perf_counter()
-    task = context.progress.add_task(_label(point), total=context.count) if context.progress else None
+    task = context.progress.add_task(point.label, total=context.count) if context.progress else None
     coded = _coded(context, point, executor)
     hits1, hits5, tail_s = [], [], 0.0
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("nbytes", "quantize_s", "encode_s", "decode_s")}

@@ -44,8 +44,7 @@ def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, li
     """
     images = at == INPUT
     preprocessing = image_preprocessing(zoo_model, image_size) if images else zoo_model.spec.preprocessing
-    name, _, split = (dataset, "", "") if is_user_dataset(dataset) else dataset.partition(":")
-    opened = open_dataset(name, split=split or None, root=root)
+    opened = open_named(dataset, root)
     if limit is not None and limit < len(opened):
         # Class-folder sets are sorted by class: a prefix would hold a few classes only.
         opened = opened.evenly_spaced(limit)
@@ -60,6 +59,12 @@ def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, li
     with atomic_open(path, "wb") as handle:
         torch.save({"inputs": data.inputs, "teacher": data.teacher, "labels": data.labels}, handle)
     return PreparedData(data, provenance)
+
+
+def open_named(dataset: str, root: Path | None) -> ImageDataset:
+    """``manifest[:split]``, ``imagefolder:DIR`` or ``csv:FILE``, opened (not decoded)."""
+    name, _, split = (dataset, "", "") if is_user_dataset(dataset) else dataset.partition(":")
+    return open_dataset(name, split=split or None, root=root)
 
 
 def image_preprocessing(zoo_model: ZooModel, size: int | None) -> Preprocessing:

@@ -126,7 +126,11 @@ def open_dataset(
     elif manifest.name != name:
         raise ValueError(f"open_dataset({name!r}) was given the manifest of {manifest.name!r}")
 
-    data_root = resolve_data_root(root)
+    try:
+        data_root = resolve_data_root(root)
+    except SplitbenchError as error:
+        raise SplitbenchError(f"{error} holding {_expected_layout(manifest)}, "
+                              f"or pass your own images as --dataset imagefolder:DIR or csv:FILE") from None
     info = manifest.split(split)
     files = verify_manifest(manifest, data_root, info.name)
     dataset_dir = dataset_directory(manifest, data_root)
@@ -141,6 +145,13 @@ def open_dataset(
         "limit": limit,
     }
     return ImageDataset(samples, transform, provenance)
+
+
+def _expected_layout(manifest: Manifest) -> str:
+    """Where a manifest's images go under the data root, in a few words."""
+    if manifest.layout == "class_folders":
+        return f"{manifest.directory}/<split>/<class>/<image>"
+    return f"{manifest.directory}/<images> with a labels CSV (file,label)"
 
 
 def _samples(manifest: Manifest, info: SplitInfo, dataset_dir: Path, files: list[str]) -> list[Sample]:

@@ -78,6 +78,23 @@ class ZooModel:
                 aliases=dict(self.spec.split_points))
         return self._graphs[size]
 
+    def load_weights(self, weights: str) -> ZooModel:
+        """Load ``weights`` (``none``, ``default`` or a file path) into the model, in place.
+
+        Commands build the model with random weights first, check every other input, and
+        load (perhaps download) the weights last.
+        """
+        spec = self.spec
+        self.weights = load_weights(self.model, spec.name, weights, spec.torchvision_weights, spec.default_weights)
+        self.model.eval()
+        return self
+
+    def describe_weights(self, weights: str) -> str:
+        """What ``weights`` will load, checked without downloading (see :mod:`splitbench.preflight`)."""
+        from splitbench.preflight import describe_weights
+
+        return describe_weights(weights, self.spec.torchvision_weights, self.spec.default_weights is not None)
+
     def split(self, at: str, input_size: int | None = None) -> tuple[nn.Module, nn.Module]:
         """Head and tail at the cut named ``at``."""
         graph = self.cuts(input_size)
@@ -91,12 +108,9 @@ def load_model(name: str, weights: str = "none", *, leaf_modules: Iterable[str] 
     for its cuts: the way out for a submodule that torch.fx cannot trace.
     """
     spec = get_spec(name)
-    if weights == "none":
-        torch.manual_seed(0)  # the same random weights on every run, for comparable timings
-    model = spec.build()
-    info = load_weights(model, spec.name, weights, spec.torchvision_weights, spec.default_weights)
-    model.eval()
-    return ZooModel(spec, model, info, tuple(leaf_modules))
+    torch.manual_seed(0)  # the same random weights on every run, for comparable timings
+    model = spec.build().eval()
+    return ZooModel(spec, model, WeightsInfo("none"), tuple(leaf_modules)).load_weights(weights)
 
 
 def count_parameters(modules: Iterable[nn.Module]) -> int:

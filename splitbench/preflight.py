@@ -1,0 +1,130 @@
+"""Checks that run before any work, and the plan that ``--dry-run`` prints instead of working.
+
+Every command resolves its inputs in the same order: the arguments, the model and its cut
+(built with random weights: no network), the data (folders, manifests, labels), the folders
+it will write, the device; only then the weights, which may download. A problem therefore
+surfaces in one line within seconds, before an hour of encoding or training, and never
+after a download. ``--dry-run`` stops after these checks and prints what would run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from rich.table import Table
+
+from splitbench.errors import SplitbenchError
+
+NETWORK_PROBE_S = 3.0
+
+
+def writable_folder(path: Path | str, option: str) -> Path:
+    """``path`` is a folder that exists or can be created, and files can be written in it.
+
+    Nothing is created: the nearest existing folder is probed with a temporary file, which
+    is what counts on read-only mounts and for users without write permission.
+    """
+    path = Path(path).expanduser()
+    try:
+        if path.exists() and not path.is_dir():
+            raise SplitbenchError(f"{option} {path} is a file, not a folder")
+        existing = path
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as error:  # a parent folder that this user may not enter
+        raise SplitbenchError(f"{option} {path} cannot be reached ({error.strerror or error})") from None
+    if not existing.is_dir():
+        raise SplitbenchError(f"{option} {path}: {existing} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".splitbench-probe-")
+    except OSError as error:
+        raise SplitbenchError(f"{option} {path} cannot be written ({error.strerror or error})") from None
+    os.close(handle)
+    os.unlink(probe)
+    return path
+
+
+def writable_file(path: Path | str, option: str) -> Path:
+    """``path`` is a file (not a folder) whose folder can be written."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise SplitbenchError(f"{option} {path} is a folder, not a file")
+    writable_folder(path.parent, option)
+    return path
+
+
+def describe_weights(weights: str, torchvision_name: str | None, has_default: bool) -> str:
+    """What ``--weights`` will load, checked without downloading anything.
+
+    ``default`` weights that are not cached must be downloadable: where their host cannot
+    be reached, this fails now rather than after the other checks' work.
+    """
+    if weights == "none":
+        return "random (seeded)"
+    if weights != "default":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise SplitbenchError(f"weights file not found: {path}")
+        if not os.access(path, os.R_OK):
+            raise SplitbenchError(f"weights file cannot be read: {path}")
+        return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
+    if torchvision_name is None:
+        if has_default:
+            return "the source's published weights (downloaded when needed)"
+        raise SplitbenchError("--weights default: no published weights for this model; pass --weights PATH or none")
+    from torchvision import models as tv_models
+
+    enum = tv_models.get_model_weights(torchvision_name).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+    if cached.is_file():
+        return f"torchvision's {enum} (cached at {cached})"
+    host = urlparse(enum.url).hostname or ""
+    if not reachable(host):
+        raise SplitbenchError(
+            f"torchvision's {enum} is not cached ({cached}) and {host} cannot be reached; "
+            f"pass --weights PATH to a local copy"
+        )
+    size = enum.meta.get("_file_size")
+    return f"torchvision's {enum} (downloads{f' {size:.0f} MB' if size else ''} to {cached})"
+
+
+def reachable(host: str, port: int = 443, timeout: float = NETWORK_PROBE_S) -> bool:
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Plan:
+    """What a command is about to do, row by row; printed by ``--dry-run``."""
+
+    command: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, what: str, value: object) -> Plan:
+        self.rows.append((what, str(value)))
+        return self
+
+    def finish(self, dry_run: bool) -> bool:
+        """Print the plan and return True for a dry run (the caller then stops)."""
+        if not dry_run:
+            return False
+        from splitbench.cli.render import console
+
+        table = Table(title=f"splitbench {self.command} --dry-run: all inputs resolve", show_header=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for what, value in self.rows:
+            table.add_row(what, value)
+        console.print(table)
+        console.print("dry run: nothing was computed, downloaded or written")
+        return True
