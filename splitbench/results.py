@@ -77,7 +77,21 @@ def warm_up_plotting() -> threading.Thread:
 
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
+    _WARM_UPS.append(thread)
     return thread
+
+
+_WARM_UPS: list[threading.Thread] = []
+
+
+def finish_warm_ups(timeout: float = 10.0) -> None:
+    """Wait for background imports before the interpreter exits.
+
+    A daemon thread stopped in the middle of an import can print to stderr at shutdown,
+    which would break the promise of a one-line error (or a quiet ``--dry-run``).
+    """
+    while _WARM_UPS:
+        _WARM_UPS.pop().join(timeout)
 
 
 def save_figure(path: Path, draw: Callable[[Any], None], size: tuple[float, float] = (10, 4.5)) -> Path:

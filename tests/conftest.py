@@ -32,3 +32,31 @@ def zoo(name: str):
     from splitbench.zoo import load_model
 
     return load_model(name)
+
+
+def run_in_process(*args: str, cwd: Path | None = None):
+    """``splitbench ARGS`` in this process, as a finished process (exit code, stdout, stderr).
+
+    A subprocess pays seconds of torch start-up per call; bad-input cases, which fail before
+    any work, need none of that isolation.
+    """
+    import contextlib
+    import io
+    import subprocess
+
+    from splitbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 0
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["splitbench", *args], code, out.getvalue(), err.getvalue())

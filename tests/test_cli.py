@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import needs_shared_weights, shared_weights
+from conftest import needs_shared_weights, shared_weights, run_in_process
 from splitbench.profiling import PROFILE_COLUMNS
 
 
@@ -62,7 +62,7 @@ def test_split_writes_the_accounting(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_ends_in_one_line_with_exit_code_2(args: list[str], message: str, tmp_path: Path) -> None:
-    done = run(*args, "--out", str(tmp_path))
+    done = run_in_process(*args, "--out", str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.startswith(message), done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

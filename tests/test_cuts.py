@@ -163,3 +163,33 @@ def test_parameters_of_the_head_and_tail_add_up() -> None:
     head_params = sum(p.numel() for p in head.parameters())
     tail_params = sum(p.numel() for p in tail.parameters())
     assert head_params == cut.cum_params and head_params + tail_params == graph.total_params == 3_504_872
+
+
+def test_the_traceable_vit_computes_vit_pytorchs_function() -> None:
+    from vit_pytorch import ViT
+
+    from splitbench.zoo.vit import VIT_CIFAR10_CONFIG, SplittableViT
+
+    torch.manual_seed(0)
+    original = ViT(**VIT_CIFAR10_CONFIG).eval()
+    traceable = SplittableViT(**VIT_CIFAR10_CONFIG).eval()
+    traceable.load_state_dict(original.state_dict(), strict=True)  # the same parameter names
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(traceable(x), original(x), atol=1e-6, rtol=1e-6)
+
+
+def test_segmentation_and_detection_models_are_cut_in_their_backbone() -> None:
+    from splitbench.zoo import load_model
+
+    for name in ("fcn_resnet50", "fasterrcnn_mobilenet_v3_large_fpn"):
+        zoo_model = load_model(name)
+        assert zoo_model.spec.task in ("segmentation", "detection") and zoo_model.spec.cut_module == "backbone"
+        graph = zoo_model.cuts(64)
+        assert graph.total_macs == count_macs(zoo_model.traced, zoo_model.example_input(64)).total()
+    backbone = load_model("fcn_resnet50").traced  # returns {"out": layer4's output}
+    graph = CutGraph.trace(backbone, torch.zeros(1, 3, 64, 64))
+    x = torch.randn(1, 3, 64, 64)
+    head, tail = graph.split("layer2")
+    with torch.inference_mode():
+        torch.testing.assert_close(tail(head(x))["out"], backbone(x)["out"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import (
     SHARED_DATA,
+    run_in_process,
     needs_shared_data,
     needs_shared_weights,
     shared_weights,
@@ -46,7 +47,7 @@ RESNET20_PARAMS = 432 + BLOCK_WEIGHTS + 2 * 688 + 650
     ],
 )
 def test_bad_group_input_ends_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
-    done = run("group", *args, "--out", str(tmp_path))
+    done = run_in_process("group", *args, "--out", str(tmp_path))
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(message), done.stderr
     assert done.stderr.count("\n") == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA, needs_shared_data, zoo
+from conftest import SHARED_DATA, needs_shared_data, zoo, run_in_process
 from splitbench.pruning.sweep import PRUNE_COLUMNS
 from splitbench.weights import save_safetensors
 from test_cli import run
@@ -28,7 +28,7 @@ from test_cli import run
     ],
 )
 def test_bad_prune_input_ends_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
-    done = run("prune", *args, "--checkpoint", "/no/such/vit.safetensors", "--out", str(tmp_path))
+    done = run_in_process("prune", *args, "--checkpoint", "/no/such/vit.safetensors", "--out", str(tmp_path))
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(message), done.stderr
     assert done.stderr.count("\n") == 1

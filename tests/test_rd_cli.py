@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import needs_shared_data, needs_shared_weights, shared_weights
+from conftest import needs_shared_data, needs_shared_weights, shared_weights, run_in_process
 
 from splitbench.compression.models import expected_parameters
 
@@ -33,7 +33,8 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     (["--entropy", "gmm"], "error: unknown --entropy 'gmm'; valid: factorized, hyperprior"),
 ])
 def test_bad_input_fails_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    done = run("rd", "mobilenet_v2", "--weights", "none", "--cost-only", *args, "--out", str(tmp_path), cwd=tmp_path)
+    done = run_in_process("rd", "mobilenet_v2", "--weights", "none", "--cost-only", *args, "--out", str(tmp_path),
+                          cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
 

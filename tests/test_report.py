@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import (
     REPO,
+    run_in_process,
     SHARED_DATA,
     SHARED_WEIGHTS,
     needs_shared_data,
@@ -105,7 +106,7 @@ def test_a_baselines_file_with_a_repeated_metric_is_refused(tmp_path: Path) -> N
     (["--baselines", "/no/such/baselines.csv"], "error: missing baselines file: /no/such/baselines.csv"),
 ])
 def test_bad_check_input_ends_in_one_line(args: list[str], message: str) -> None:
-    done = run("report", "--check", *args)
+    done = run_in_process("report", "--check", *args)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, SHARED_DATA, needs_shared_data, needs_shared_weights, shared_weights
+from conftest import REPO, SHARED_DATA, run_in_process, needs_shared_data, needs_shared_weights, shared_weights
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.zoo import get_spec, load_model
@@ -70,11 +70,6 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "splitbench", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
-
-
 def test_a_factory_model_has_cuts_outside_its_skip(model_file: Path) -> None:
     zoo_model = load_model(f"{model_file}:build")
     graph = zoo_model.cuts()
@@ -101,14 +96,14 @@ def test_factory_profile_split_and_codec_from_the_command_line(model_file: Path,
 
             Image.new("RGB", (40, 40), colour).save(images / f"class{label}" / f"{i}.png")
     model = f"{model_file}:build"
-    profile = _cli("profile", "--model", model, "--out", str(tmp_path / "profile"))
+    profile = run_in_process("profile", "--model", model, "--out", str(tmp_path / "profile"))
     assert profile.returncode == 0, profile.stderr
     assert "6 valid cuts" in profile.stdout
-    split = _cli("split", "--model", model, "--at", "block", "--repeats", "0", "--out", str(tmp_path / "split"))
+    split = run_in_process("split", "--model", model, "--at", "block", "--repeats", "0", "--out", str(tmp_path / "split"))
     assert split.returncode == 0, split.stderr
     summary = list(csv.DictReader((tmp_path / "split" / "split.csv").open()))[0]
     assert summary["transfer_elements"] == str(8 * 16 * 16) and summary["head_macs"] == "202752"
-    codec = _cli("codec", "--model", model, "--weights", "none", "--at", "block", "--dataset",
+    codec = run_in_process("codec", "--model", model, "--weights", "none", "--at", "block", "--dataset",
                  f"imagefolder:{images}", "--codec", "none,minmax8,webp:50", "--layout", "gray", "--workers", "1",
                  "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "codec"))
     assert codec.returncode == 0, codec.stderr
@@ -135,7 +130,7 @@ def test_bad_model_sources_fail_in_one_line(model: str, message: str, model_file
 
 
 def test_bad_model_source_on_the_command_line(model_file: Path, tmp_path: Path) -> None:
-    done = _cli("profile", f"{model_file}:broken", "--out", str(tmp_path))
+    done = run_in_process("profile", f"{model_file}:broken", "--out", str(tmp_path))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("error: model factory") and "Traceback" not in done.stderr
 
@@ -166,10 +161,10 @@ def test_untraceable_model_on_the_command_line(tmp_path: Path) -> None:
         def build():
             return {"model": Net(), "input_size": 16}
         """))
-    done = _cli("profile", f"{path}:build", "--out", str(tmp_path / "a"))
+    done = run_in_process("profile", f"{path}:build", "--out", str(tmp_path / "a"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "broke inside 'gate'" in done.stderr and "--leaf gate" in done.stderr
-    done = _cli("profile", f"{path}:build", "--leaf", "gate", "--out", str(tmp_path / "b"))
+    done = run_in_process("profile", f"{path}:build", "--leaf", "gate", "--out", str(tmp_path / "b"))
     assert done.returncode == 0, done.stderr and "2 valid cuts" in done.stdout
 
 
@@ -264,7 +259,7 @@ def test_eval_on_an_image_folder_matches_the_manifest(tmp_path: Path) -> None:
     results = []
     for dataset in (f"imagefolder:{folder}", "imagenet-val-1300"):
         out = tmp_path / dataset.split(":")[0]
-        done = _cli("eval", "mobilenet_v2", "--weights", weights, "--dataset", dataset, "--data", str(SHARED_DATA),
+        done = run_in_process("eval", "mobilenet_v2", "--weights", weights, "--dataset", dataset, "--data", str(SHARED_DATA),
                     "--limit", "100", "--workers", "0", "--out", str(out))
         assert done.returncode == 0, done.stderr
         results.append(list(csv.DictReader((out / "eval.csv").open()))[0])

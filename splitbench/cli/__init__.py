@@ -13,6 +13,7 @@ import warnings
 import typer
 
 from splitbench.errors import SplitbenchError
+from splitbench.results import finish_warm_ups
 
 # torch and torchvision announce deprecations of their own internals at import time;
 # they are not the user's concern.
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
         code = app(args=argv, standalone_mode=False)
+        finish_warm_ups()
     except SplitbenchError as error:
+        finish_warm_ups()
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted; results written so far are complete and kept", code=130)

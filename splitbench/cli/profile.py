@@ -66,12 +66,12 @@ def profile_command(
     view = table.assign(
         MMACs=(table["macs"] / 1e6).round(1),
         cum_GMACs=(table["cum_macs"] / 1e9).round(3),
-        smaller=table["smaller_than_input"],
+        output=table["output_shape"],
     )
     show_table(
         view,
         title=f"{profile.model}: input {'x'.join(map(str, profile.input_shape))}, {cuts} valid cuts",
-        columns=["layer", "output_shape", "elements", "MMACs", "cum_GMACs", "params", "smaller"],
+        columns=["layer", "output", "elements", "MMACs", "cum_GMACs", "params"],
     )
     console.print(f"total {giga(profile.total_macs)}MACs, {profile.total_params:,} parameters")
     show_written(written)

@@ -64,6 +64,11 @@ class ZooModel:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def traced(self) -> nn.Module:
+        """What the cuts are taken in: the model, or its ``spec.cut_module`` (a detector's backbone)."""
+        return self.model.get_submodule(self.spec.cut_module) if self.spec.cut_module else self.model
+
     def example_input(self, input_size: int | None = None) -> torch.Tensor:
         """A zero image of the model's input size (counts and MACs do not depend on values)."""
         size = input_size or self.spec.input_size
@@ -74,7 +79,7 @@ class ZooModel:
         size = input_size or self.spec.input_size
         if size not in self._graphs:
             self._graphs[size] = CutGraph.trace(
-                self.model, self.example_input(size), leaf_modules=(*self.spec.leaf_modules, *self.leaf_modules),
+                self.traced, self.example_input(size), leaf_modules=(*self.spec.leaf_modules, *self.leaf_modules),
                 aliases=dict(self.spec.split_points))
         return self._graphs[size]
 

@@ -33,6 +33,8 @@ class ModelSpec:
         detector: zoo name of the detection model that shares this model's backbone
             (seed 003's multi-task accounting).
         leaf_modules: module paths or type names that tracing keeps whole (no cut inside).
+        cut_module: the submodule whose forward the cuts are taken in (a detector's
+            ``backbone``); empty for the whole model.
         source: ``zoo``, ``torchvision``, ``timm`` or ``factory``.
     """
 
@@ -49,6 +51,7 @@ class ModelSpec:
     detector: str | None = None
     input_channels: int = 3
     leaf_modules: tuple[str, ...] = ()
+    cut_module: str = ""
     source: str = "zoo"
 
 

@@ -32,14 +32,19 @@ from splitbench.zoo.registry import ModelSpec
 TIMM_PREFIX = "timm:"
 DEFAULT_INPUT_SIZE = 224
 
-# torchvision's model families whose cut lies in a classification network; detection,
-# segmentation, video and optical-flow models take other inputs or return several tensors.
-_CLASSIFICATION_MODULE = "torchvision.models"
 
 
 @cache
 def torchvision_names() -> tuple[str, ...]:
-    return tuple(tv_models.list_models(module=tv_models))
+    """torchvision's classification models, then its detection and segmentation models."""
+    return tuple(tv_models.list_models(module=tv_models)) + dense_prediction_names()
+
+
+@cache
+def dense_prediction_names() -> tuple[str, ...]:
+    """Detection and segmentation models: they take image lists or return dicts of several
+    tensors, so their cuts are taken in their ``backbone``, the part a split sends from."""
+    return tuple(tv_models.list_models(module=tv_models.detection) + tv_models.list_models(module=tv_models.segmentation))
 
 
 def is_factory(name: str) -> bool:
@@ -49,6 +54,8 @@ def is_factory(name: str) -> bool:
 
 def torchvision_spec(name: str) -> ModelSpec:
     """Any torchvision classification model, with its weights' preprocessing."""
+    if name in dense_prediction_names():
+        return _backbone_spec(name)
     weights = tv_models.get_model_weights(name).DEFAULT
     preprocessing, size = _torchvision_preprocessing(weights)
     classes = len(weights.meta.get("categories") or ()) or 1000
@@ -61,6 +68,23 @@ def torchvision_spec(name: str) -> ModelSpec:
         build=lambda: tv_models.get_model(name, weights=None),
         torchvision_weights=name,
         dataset="imagenet-val-1300" if classes == 1000 else None,
+        source="torchvision",
+    )
+
+
+def _backbone_spec(name: str) -> ModelSpec:
+    """A detection or segmentation model, cut in its backbone (profiled at 224×224 by default)."""
+    task = "detection" if name in tv_models.list_models(module=tv_models.detection) else "segmentation"
+    return ModelSpec(
+        name=name,
+        description=f"{name} (torchvision {task}); cuts in its backbone",
+        task=task,
+        input_size=DEFAULT_INPUT_SIZE,
+        preprocessing=Preprocessing(crop=DEFAULT_INPUT_SIZE, resize=None),
+        # weights_backbone=None: no ImageNet backbone download for a random-weights build
+        build=lambda: tv_models.get_model(name, weights=None, weights_backbone=None),
+        torchvision_weights=name,
+        cut_module="backbone",
         source="torchvision",
     )
 
