@@ -82,3 +82,21 @@ def test_models_lists_the_zoo() -> None:
     assert done.returncode == 0
     for name in ("vgg16", "mobilenet_v2", "resnet50", "vit", "cifar_resnet20", "ssd_vgg16"):
         assert name in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["codec", "--qp", ","], "error: --qp takes comma-separated integers, got ','"),
+        (["codec", "--codec", ","], "error: --codec names nothing: got ','"),
+        (["codec", "--codec", "webp:/"], "error: --codec webp:/ names no quality values"),
+        (["codec", "--layout", ","], "error: --layout names nothing: got ','"),
+        (["split", "vgg16", "--at", "pool4", "--tasks", ","], "error: --tasks names nothing: got ','"),
+        (["rd", "--lambdas", ",", "--cost-only"], "error: --lambdas takes comma-separated numbers, got ','"),
+        (["profile", "vgg16", "--leaf", ","], "error: --leaf names nothing: got ','"),
+    ],
+)
+def test_an_empty_list_is_refused_by_every_command(args: list[str], message: str, tmp_path: Path) -> None:
+    """One parser, one rule: a list option that names nothing is an error, never the default."""
+    done = run_in_process(*args, "--out", str(tmp_path), "--dry-run")
+    assert done.returncode == 2 and done.stderr == message + "\n", done.stderr

@@ -39,7 +39,9 @@ def _codec_entry(entry: str, values: dict[str, list[int]], used: set[str]) -> tu
             raise SplitbenchError(f"{name} is lossless and takes no parameter values")
         return name, [None]
     if own:
-        return name, split_numbers(own.replace("/", ","), f"--codec {name}:", int)
+        if not split_names(own.replace("/", ",")):
+            raise SplitbenchError(f"--codec {entry} names no {cls.parameter} values")
+        return name, split_numbers(own.replace("/", ","), f"--codec {entry}", int)
     used.add(cls.parameter)
     params = values[cls.parameter] or list(cls.default_params)
     if not params:
@@ -105,8 +107,8 @@ def codec_command(
     """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5."""
     start = time.perf_counter()
     model = pick_model(model, model_option, "vgg16")
-    points = build_points(split_names(codec), split_numbers(qp, "--qp", int), split_numbers(quality, "--quality", int),
-                          split_names(layout), bits,
+    points = build_points(split_names(codec, "--codec"), split_numbers(qp, "--qp", int),
+                          split_numbers(quality, "--quality", int), split_names(layout, "--layout"), bits,
                           chroma, bpg_backend)
     at = at or PAPER_SPLITS.get(get_spec(model).name)
     if at is None:
@@ -114,7 +116,7 @@ def codec_command(
     if preprocess not in PREPROCESS:
         raise SplitbenchError(f"unknown --preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
     plotting = warm_up_plotting()
-    zoo_model = load_model(model, leaf_modules=split_names(leaf or ""))
+    zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else ())
     cut = zoo_model.cuts().resolve(at)  # an unknown cut fails before any data is read
     name = dataset or zoo_model.spec.dataset
     if name is None:

@@ -78,7 +78,8 @@ def group_command(
         return
     dense.load_weights(weights)
     sweep_data, data_provenance = load_group_data(dense.spec, data, train_limit, test_limit)
-    cache = GroupCache(Path("cache") / "group" / model, dense.weights.sha256 or "none", settings, sweep_data)
+    cache = GroupCache(Path("cache") / "group" / model, dense.weights.sha256 or "none", settings, sweep_data,
+                       data_provenance)
 
     total = 1 + len(list(settings.points()))
     done: list[dict] = []

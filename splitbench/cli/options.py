@@ -78,17 +78,27 @@ def default_out(command: str, run: str) -> Path:
     return Path("reports") / command / re.sub(r"[^\w.-]+", "-", run).strip("-")
 
 
-def split_names(text: str) -> list[str]:
-    """``a, b,c`` → ``["a", "b", "c"]`` (comma-separated option values)."""
-    return [part.strip() for part in text.split(",") if part.strip()]
+def split_names(text: str, option: str | None = None) -> list[str]:
+    """``a, b,c`` → ``["a", "b", "c"]`` (comma-separated option values).
+
+    With ``option`` named, a value that names nothing (``,``) is refused rather than read
+    as "not given": every command applies the same rule to every list option.
+    """
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if option is not None and not names:
+        raise SplitbenchError(f"{option} names nothing: got '{text}'")
+    return names
 
 
 def split_numbers(text: str | None, option: str, kind: type = float) -> list:
-    """Comma-separated numbers of one ``kind``; a bad one fails naming the option."""
+    """Comma-separated numbers of one ``kind``; a bad one, or none at all, fails naming the option."""
     if text is None:
         return []
+    noun = "integers" if kind is int else "numbers"
     try:
-        return [kind(part) for part in split_names(text)]
+        numbers = [kind(part) for part in split_names(text)]
     except ValueError:
-        noun = "integers" if kind is int else "numbers"
         raise SplitbenchError(f"{option} takes comma-separated {noun}, got '{text}'") from None
+    if not numbers:
+        raise SplitbenchError(f"{option} takes comma-separated {noun}, got '{text}'")
+    return numbers

@@ -40,7 +40,7 @@ def profile_command(
     if all_nodes and paper_layers:
         raise SplitbenchError("--all-nodes and --paper-layers exclude each other")
     warm_up_plotting()
-    zoo_model = load_model(model, leaf_modules=split_names(leaf or ""))
+    zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else ())
     graph = zoo_model.cuts(input_size)
     out = writable_folder(out or default_out("profile", zoo_model.spec.name), "--out")
     plan = Plan("profile").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))

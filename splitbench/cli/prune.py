@@ -123,7 +123,8 @@ def prune_command(
     zoo_model.load_weights(checkpoint)
     sweep_data, data_provenance = load_sweep_data(spec, data, proxy, test_limit)
 
-    cache = PointCache(Path("cache") / "prune", zoo_model.weights.sha256 or "none", settings, len(sweep_data.test_labels))
+    cache = PointCache(Path("cache") / "prune", zoo_model.weights.sha256 or "none", settings, len(sweep_data.test_labels),
+                       data_provenance)
     rows: list[dict] = []
     with Progress(console=console, transient=True) as bar:
         losses_task = bar.add_task("per-channel losses", total=None)

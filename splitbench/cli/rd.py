@@ -78,9 +78,9 @@ def rd_command(
     if at is None:
         raise SplitbenchError(f"{model} has no seed split point; pass --at")
     default_variants = "cheng2020_attn" if at == INPUT else "none,attention1,attention2"
-    variants = check_variants(split_names(variant or default_variants), at)
+    variants = check_variants(split_names(variant if variant is not None else default_variants, "--variant"), at)
     lams = check_lambdas(split_numbers(lambdas, "--lambdas"))
-    alphas = split_numbers(aux_alpha, "--aux-alpha") if aux_alpha else ([0.0, 0.1] if at == INPUT else [0.0])
+    alphas = split_numbers(aux_alpha, "--aux-alpha") if aux_alpha is not None else ([0.0, 0.1] if at == INPUT else [0.0])
     if at != INPUT and any(alphas):
         raise SplitbenchError("--aux-alpha applies to an image codec (--at input) only")
     if entropy not in ENTROPY_MODELS:

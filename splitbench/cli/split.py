@@ -16,7 +16,7 @@ from splitbench.cli.render import console, show_table, show_written
 from splitbench.reporting import split_markdown
 from splitbench.preflight import Plan, writable_folder
 from splitbench.results import write_csv, write_result
-from splitbench.split import TASKS, account_split, task_models
+from splitbench.split import account_split, task_models
 from splitbench.zoo import load_model
 
 
@@ -40,10 +40,8 @@ def split_command(
     model = pick_model(model, model_option)
     if not at:
         raise SplitbenchError("--at is required: the cut to split at (splitbench profile MODEL lists them)")
-    task_list = split_names(tasks)
-    if not task_list:
-        raise SplitbenchError(f"--tasks names no task: got '{tasks}'; valid tasks: {', '.join(TASKS)}")
-    zoo_model = load_model(model, leaf_modules=split_names(leaf or ""))
+    task_list = split_names(tasks, "--tasks")
+    zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else ())
     cut = zoo_model.cuts(input_size).resolve(at)
     task_models(zoo_model, task_list)  # a task without a model fails before any timing
     out = writable_folder(out or default_out("split", f"{zoo_model.spec.name}-{at}"), "--out")

@@ -104,6 +104,7 @@ def _open_feature_cache(request: SweepRequest, dataset: ImageDataset, preprocess
         "weights": weights["sha256"] or weights["source"],
         "split": cut,
         "dataset": data["dataset"], "data_split": data["split"], "file_list_sha256": data["file_list_sha256"],
+        "content_sha256": data["content_sha256"],  # the same names under another root are other data
         "preprocessing": preprocessing.describe(),
     }
     shape = feature_shape(model, cut, preprocessing)

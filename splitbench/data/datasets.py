@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ class ImageDataset(Dataset):
         self.samples = list(samples)
         self.transform = transform
         self._provenance = dict(provenance or {})
+        self._fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -61,9 +63,28 @@ class ImageDataset(Dataset):
         image = load_rgb_image(path)
         return (self.transform(image) if self.transform is not None else image), label
 
+    def fingerprint(self) -> str:
+        """sha256 over every sample's file name, size, modification time and label.
+
+        File names alone (the manifests' checksum) cannot tell two data roots apart that hold
+        the same names with other contents; one ``stat`` per image can, cheaply (a symlink
+        is followed to what it points at, a truncated file has another size). Caches key on it.
+        """
+        if self._fingerprint is not None:
+            return self._fingerprint
+        digest = hashlib.sha256()
+        for path, label in self.samples:
+            try:
+                info = os.stat(path)
+            except OSError:
+                raise SplitbenchError(f"missing image: {path}") from None
+            digest.update(f"{os.path.basename(path)}\0{info.st_size}\0{info.st_mtime_ns}\0{label}\n".encode())
+        self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
     def provenance(self) -> dict[str, Any]:
         """Which data produced a result: manifest, split, folder, checksum, images used."""
-        return {**self._provenance, "images": len(self)}
+        return {**self._provenance, "images": len(self), "content_sha256": self.fingerprint()}
 
     def evenly_spaced(self, count: int) -> ImageDataset:
         """``count`` samples spread evenly over the dataset's order (first and last included).

@@ -98,9 +98,12 @@ def load_group_data(spec: ModelSpec, root: Path | None, train_limit: int | None,
 class GroupCache:
     """Finished points as JSON, one directory per (checkpoint, recipe, data)."""
 
-    def __init__(self, root: Path, checkpoint_sha256: str, settings: GroupSettings, data: GroupData) -> None:
+    def __init__(self, root: Path, checkpoint_sha256: str, settings: GroupSettings, data: GroupData,
+                 provenance: dict[str, Any] | None = None) -> None:
         identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "train_images": len(data.train[1]),
                     "test_images": len(data.test_labels), "version": CACHE_VERSION}
+        if provenance is not None:  # which images (by content, not name): another data root is other data
+            identity["data"] = {split: info.get("content_sha256") for split, info in provenance.items()}
         for key in ("groups", "duplicate_tops"):  # a longer sweep reuses a shorter one's points
             identity.pop(key)
         self.directory = root / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -111,9 +111,12 @@ CACHE_VERSION = 2  # part of every point's cache key: bump it when what a point 
 class PointCache:
     """Finished sweep points as JSON files under one directory per (checkpoint, settings)."""
 
-    def __init__(self, root: Path, checkpoint_sha256: str, settings: SweepSettings, test_images: int) -> None:
+    def __init__(self, root: Path, checkpoint_sha256: str, settings: SweepSettings, test_images: int,
+                 data: dict[str, Any] | None = None) -> None:
         identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "test_images": test_images,
                     "version": CACHE_VERSION}
+        if data is not None:  # which images (by content, not name): another data root is other data
+            identity["data"] = {split: info.get("content_sha256") for split, info in data.items()}
         for key in ("methods", "scopes", "ratios"):  # a longer sweep reuses a shorter one's points
             identity.pop(key)
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
