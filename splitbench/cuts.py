@@ -293,7 +293,12 @@ class CutGraph:
         gm, scope_of = trace_graph(model, leaf_modules)
         # Measured with autograd on, as fvcore counts a whole model: under no_grad,
         # nn.MultiheadAttention takes a fused fast path that fvcore cannot see into.
-        return cls(gm, scope_of, example, aliases)
+        try:
+            return cls(gm, scope_of, example, aliases)
+        except (RuntimeError, ValueError, IndexError) as error:  # shapes that do not fit the model
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            shape = "x".join(map(str, example.shape[1:]))
+            raise SplitbenchError(f"{type(model).__name__} cannot run on a {shape} input: {reason}") from None
 
     # --- enumeration ---------------------------------------------------------------------
 

@@ -304,7 +304,14 @@ def load_baselines(path: Path) -> dict[str, Baseline]:
     """metric → baseline value and tolerance; the file's tolerances are the ones checked."""
     if not path.is_file():
         raise SplitbenchError(f"missing baselines file: {path} (create it with --update)")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise SplitbenchError(f"{path} is not a baselines CSV ({type(error).__name__})") from None
+    missing = [c for c in ("metric", "value", "kind", "tolerance") if c not in table.columns]
+    if missing:
+        raise SplitbenchError(f"{path} is not a baselines CSV: no column {missing[0]} "
+                              f"(expected metric,value,kind,tolerance)")
     duplicated = table.loc[table["metric"].duplicated(), "metric"].tolist()
     if duplicated:
         raise SplitbenchError(f"{path}: metric listed twice: {duplicated[0]}")

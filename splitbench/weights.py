@@ -11,10 +11,11 @@ import contextlib
 import hashlib
 import io
 import os
-import pickle
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -89,22 +90,38 @@ def save_safetensors(
     return path
 
 
+def read_tensor_file(path: Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``: the one way this project reads a torch file.
+
+    A damaged, tampered or foreign file fails in one line naming it. torch's own message is
+    not passed on: it advises ``weights_only=False``, which would run whatever the file holds.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle warnings are not the user's concern
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SplitbenchError(f"{what} not found: {path}") from None
+    except Exception as error:  # UnpicklingError, KeyError, EOFError, RuntimeError, …
+        raise SplitbenchError(
+            f"cannot read {what} from {path}: not a plain tensor checkpoint ({type(error).__name__}); "
+            f"replace or delete it"
+        ) from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapped from common containers and prefixes."""
     if not path.is_file():
         raise SplitbenchError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix != ".safetensors":
+        return _unwrap(read_tensor_file(path, "weights"), path)
+    from safetensors.torch import load_file
 
-            raw: object = load_file(str(path))
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as error:
+    try:
+        raw: object = load_file(str(path))
+    except Exception as error:  # SafetensorError and OSError: a damaged or foreign file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SplitbenchError(
-            f"cannot read weights from {path}: not a plain tensor checkpoint ({first_line})"
-        ) from None
+        raise SplitbenchError(f"cannot read weights from {path}: not a safetensors file ({first_line})") from None
     return _unwrap(raw, path)
 
 

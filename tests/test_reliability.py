@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import SHARED_DATA, needs_shared_data, zoo
+import pytest
+
+from conftest import SHARED_DATA, needs_shared_data, run_in_process, zoo
 from splitbench.codecs.sweep import SweepRequest, _open_feature_cache, preprocessing_for
 from splitbench.data import open_dataset
 
@@ -49,3 +51,39 @@ def test_a_truncated_image_changes_the_fingerprint(tmp_path: Path) -> None:
     victim.unlink()
     victim.write_bytes(data[: len(data) // 2])
     assert open_dataset("imagenet-val-1300", root=root).fingerprint() != before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["profile", "vgg16", "--weights", "{text}.pth"], "error: cannot read weights from {text}.pth: not a plain tensor checkpoint (KeyError)"),
+        (["profile", "vgg16", "--weights", "{text}.safetensors"], "error: cannot read weights from {text}.safetensors: not a safetensors file"),
+        (["profile", "vgg16", "--input-size", "8"], "error: VGG cannot run on a 3x8x8 input"),
+        (["profile", "vit", "--input-size", "10"], "error: SplittableViT cannot run on a 3x10x10 input"),
+        (["eval", "ssd_vgg16", "--weights", "none"], "error: eval scores classifiers by top-1/top-5; ssd_vgg16 is a detection model"),
+        (["report", "--check", "--baselines", "{text}.csv"], "error: {text}.csv is not a baselines CSV: no column metric"),
+    ],
+)
+def test_bad_files_and_sizes_end_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    text = tmp_path / "text"
+    for suffix in (".pth", ".safetensors", ".csv"):
+        text.with_suffix(suffix).write_text("hello\n")
+    done = run_in_process(*[a.format(text=text) for a in args], "--dry-run" if args[0] == "report" else "--out",
+                          *([] if args[0] == "report" else [str(tmp_path / "out")]))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message.format(text=text)) and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@needs_shared_data
+def test_a_tampered_training_checkpoint_ends_in_one_line(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "last.pt").write_bytes(b"\x80\x04not a pickle at all")
+    done = run_in_process("train", "cifar_resnet20", "--epochs", "1", "--limit", "20", "--test-limit", "20",
+                          "--workers", "0", "--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"),
+                          "--data", str(SHARED_DATA))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: cannot read training checkpoint from {checkpoints / 'last.pt'}: "
+                                  "not a plain tensor checkpoint"), done.stderr
+    assert done.stderr.count("\n") == 1

@@ -38,6 +38,8 @@ def eval_command(
     start = time.perf_counter()
     model = pick_model(model, model_option)
     zoo_model = load_model(model)
+    if zoo_model.spec.task != "classification":
+        raise SplitbenchError(f"eval scores classifiers by top-1/top-5; {model} is a {zoo_model.spec.task} model")
     name = dataset or zoo_model.spec.dataset
     if name is None:
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")

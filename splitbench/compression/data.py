@@ -25,6 +25,7 @@ from splitbench.data.transforms import Preprocessing
 from splitbench.evaluation import progress_bar
 from splitbench.results import atomic_open
 from splitbench.zoo import ZooModel
+from splitbench.weights import read_tensor_file
 
 INPUT = "input"  # --at input: an image codec in front of the whole model (seed 001)
 
@@ -54,7 +55,7 @@ def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, li
     provenance = {**opened.provenance(), "images": len(opened), "preprocessing": preprocessing.describe(),
                   "cache": path.name}
     if path.exists():
-        return PreparedData(TrainingSet(**torch.load(path, map_location="cpu", weights_only=True)), provenance)
+        return PreparedData(TrainingSet(**read_tensor_file(path, "cached training data")), provenance)
     data = _compute(zoo_model, at, opened, preprocessing, images, progress)
     with atomic_open(path, "wb") as handle:
         torch.save({"inputs": data.inputs, "teacher": data.teacher, "labels": data.labels}, handle)

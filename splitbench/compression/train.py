@@ -32,6 +32,7 @@ from splitbench.compression.pipeline import (
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar, topk_hit_masks
 from splitbench.results import atomic_open, write_json
+from splitbench.weights import read_tensor_file
 
 CHECKPOINT = "last.pt"
 RESULT = "point.json"
@@ -160,7 +161,7 @@ def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettin
     path = folder / CHECKPOINT
     if not path.exists():
         return []
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_tensor_file(path, "training checkpoint")
     if state["settings"] != asdict(settings) or state["epochs"] != epochs:
         raise SplitbenchError(f"{path} was trained with another recipe ({state['settings']}, {state['epochs']} epochs); "
                               f"delete it or use another --cache")
@@ -172,7 +173,7 @@ def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettin
 
 def load_finished(folder: Path, pipeline: nn.Module) -> None:
     """Load a point's trained weights (its ``last.pt``) into ``pipeline``."""
-    state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
+    state = read_tensor_file(folder / CHECKPOINT, "training checkpoint")
     load_trainable(pipeline, state["trainable"])
 
 

@@ -48,6 +48,7 @@ from splitbench.timing import dataset_ms
 from splitbench.training.augment import normalize
 from splitbench.zoo.registry import ModelSpec
 from splitbench.zoo import count_parameters
+from splitbench.weights import read_tensor_file
 
 PRUNE_COLUMNS = [
     "method", "scope", "targets", "ratio", "estimator", "alpha", "proxy", "kept_channels", "params", "param_bytes",
@@ -226,7 +227,7 @@ def cached_losses(
     """Per-channel losses by ``estimator``, from the cache when this sweep computed them before."""
     path = cache.losses_path().with_name(f"channel_losses-{estimator}.pt")
     if path.is_file():
-        stored = torch.load(path, weights_only=True)
+        stored = read_tensor_file(path, "cached channel losses")
         by_name = {g.name: g for g in groups}
         return ChannelLosses(
             ce={by_name[k]: v for k, v in stored["ce"].items()}, kl={by_name[k]: v for k, v in stored["kl"].items()},

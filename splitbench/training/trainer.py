@@ -29,6 +29,7 @@ from torch import nn
 from splitbench.errors import SplitbenchError
 from splitbench.results import atomic_open
 from splitbench.training.augment import CifarAugment, normalize
+from splitbench.weights import read_tensor_file
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -211,7 +212,7 @@ def _resume(directory: Path, model, optimizer, scheduler, config: TrainConfig, r
     path = directory / CHECKPOINT_NAME
     if not path.is_file():
         return 0
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, Any] = read_tensor_file(path, "training checkpoint")
     stored = state["config"]
     recipe = {k: v for k, v in asdict(config).items() if k not in ("compile", "eval_every")}
     changed = {k: (stored.get(k), v) for k, v in recipe.items() if stored.get(k) != v}
