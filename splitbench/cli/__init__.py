@@ -7,7 +7,9 @@ program with one line on stderr and exit code 2; anything else keeps its traceba
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import warnings
 
 import typer
@@ -33,16 +35,28 @@ app = typer.Typer(
 from splitbench.cli import models, profile, split, evaluate, codec, train, prune, group, rd, report  # noqa: E402,F401,I001
 
 
+INTERRUPTED = "interrupted; results written so far are complete and kept"
+
+
+def _terminate(_signal: int, _frame: object) -> None:
+    # SIGTERM (timeout, CI runners, container stops) takes the same clean path as Ctrl-C.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(args=argv, standalone_mode=False)
         finish_warm_ups()
+        if code == 130:  # typer turns Ctrl-C into exit code 130 without a word
+            _fail(INTERRUPTED, code=130)
     except SplitbenchError as error:
         finish_warm_ups()
         _fail(str(error))
     except KeyboardInterrupt:
-        _fail("interrupted; results written so far are complete and kept", code=130)
+        _fail(INTERRUPTED, code=130)
     except Exception as error:
         # Usage errors (bad option, value out of range) come as click's exception classes,
         # which recent typer releases vendor under another module: recognise them by shape.

@@ -34,6 +34,7 @@ from rich.progress import Progress
 
 from splitbench.codecs.base import CodecSpec
 from splitbench.codecs.cache import FeatureCache, cache_key
+from splitbench.codecs.orphans import die_with_parent
 from splitbench.codecs.features import (
     SIDE_INFO_BYTES,
     check_layout,
@@ -146,13 +147,21 @@ def _executor(workers: int) -> Executor:
         return _InProcess()
     # forkserver: workers never inherit this process's threads (torch's OpenMP pool, rich's
     # refresh thread), which fork could copy mid-lock; they start once per sweep and run no torch.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
-                               initializer=_leave_interrupts_to_the_parent)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["splitbench.codecs._forkserver_preload"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker)
 
 
-def _leave_interrupts_to_the_parent() -> None:
-    """Ctrl-C reaches the sweep's process, which stops cleanly; workers would each print a traceback."""
+def _start_worker() -> None:
+    """Ctrl-C reaches the sweep's process, which stops cleanly; workers would each print a traceback.
+
+    A worker also dies with its parent, the forkserver, which dies with the sweep's process.
+    Without this, a sweep killed with -9 left the forkserver and its workers running forever:
+    each holds the others alive (the forkserver lives while a worker does, and a worker's own
+    end of its task queue never reports EOF).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
 
 
 class _InProcess(Executor):
