@@ -31,7 +31,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import prod
 from typing import Any
 
@@ -273,7 +273,6 @@ class CutGraph:
         self._order = list(gm.graph.nodes)
         self._index = {node: i for i, node in enumerate(self._order)}
         macs, outputs = _measure_nodes(gm, example)
-        self._shape_of = outputs
         self._qualname = self._qualnames(scope_of)
         self.nodes, self.cuts = self._enumerate(gm, scope_of, macs, outputs)
         self._by_name: dict[str, Cut] = {}

@@ -167,7 +167,10 @@ def test_samples_are_sorted_and_limit_takes_a_prefix(tmp_path: Path) -> None:
         "file_list_sha256": file_list_sha256(f"images/{file}" for file in LABELS),
         "limit": 2,
         "images": 2,
+        "content_sha256": first_two.fingerprint(),
     }
+    # the content fingerprint covers what the names do not: sizes, times and labels
+    assert first_two.fingerprint() != everything.fingerprint()
 
 
 def test_images_decode_to_their_colour_and_label(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from conftest import (
     needs_shared_data,
     needs_shared_weights,
 )
-from test_cli import run
 from typer.testing import CliRunner
 
 from splitbench.cli import app

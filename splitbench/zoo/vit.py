@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 from vit_pytorch import ViT
 
 from splitbench.data.transforms import CIFAR10_MEAN, CIFAR10_STD, Preprocessing
