@@ -273,3 +273,18 @@ def test_readme_python_api_example_runs(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "layer2" in done.stdout
+
+
+@needs_shared_data
+def test_normalisation_options_reach_the_preprocessing(tmp_path: Path) -> None:
+    args = ["eval", "--model", str(REPO / "examples" / "tiny_net.py") + ":build", "--weights", "none", "--dataset",
+            f"imagefolder:{SHARED_DATA / 'cifar10-jpeg' / 'test'}", "--limit", "10", "--workers", "0",
+            "--out", str(tmp_path)]
+    done = run_in_process(*args, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
+    assert done.returncode == 0, done.stderr
+    sidecar = json.loads((tmp_path / "eval.json").read_text())
+    assert sidecar["arguments"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert sidecar["arguments"]["preprocessing"]["std"] == [0.25, 0.25, 0.25]
+    assert sidecar["data"]["labels"] == "sorted folder index" and sidecar["data"]["images"] == 10
+    done = run_in_process(*args, "--std", "0,1,1")
+    assert done.returncode == 2 and done.stderr == "error: --std must be positive, got '0,1,1'\n"

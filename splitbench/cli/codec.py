@@ -10,7 +10,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
+from splitbench.cli.options import (DataRoot, DryRun, Mean, Std, normalisation, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
                                     pick_model, split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
@@ -101,6 +101,8 @@ def codec_command(
     keep_bitstreams: Annotated[Path | None, typer.Option("--keep-bitstreams", help="Keep every coded file here.")] = None,
     reference: Annotated[Path | None, typer.Option(
         "--reference", help="Folder with seed003_*.csv (default: the copies shipped with splitbench).")] = None,
+    mean: Mean = None,
+    std: Std = None,
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
@@ -116,7 +118,8 @@ def codec_command(
     if preprocess not in PREPROCESS:
         raise SplitbenchError(f"unknown --preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
     plotting = warm_up_plotting()
-    zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else ())
+    zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else (),
+                           mean=normalisation(mean, "--mean"), std=normalisation(std, "--std"))
     cut = zoo_model.cuts().resolve(at)  # an unknown cut fails before any data is read
     name = dataset or zoo_model.spec.dataset
     if name is None:

@@ -10,7 +10,8 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DryRun, DataRoot, Dataset, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model
+from splitbench.cli.options import (DataRoot, Dataset, DryRun, Mean, ModelArgument, ModelOption, OutDir, Std, Weights,
+                                    default_out, normalisation, pick_model)
 from splitbench.cli.render import show_table, show_written
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
@@ -31,13 +32,15 @@ def eval_command(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate the first N images only.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes.")] = 2,
+    mean: Mean = None,
+    std: Std = None,
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
     """Top-1 and top-5 accuracy of MODEL with WEIGHTS on a data set."""
     start = time.perf_counter()
     model = pick_model(model, model_option)
-    zoo_model = load_model(model)
+    zoo_model = load_model(model, mean=normalisation(mean, "--mean"), std=normalisation(std, "--std"))
     if zoo_model.spec.task != "classification":
         raise SplitbenchError(f"eval scores classifiers by top-1/top-5; {model} is a {zoo_model.spec.task} model")
     name = dataset or zoo_model.spec.dataset

@@ -33,6 +33,14 @@ Dataset = Annotated[
     typer.Option("--dataset", help="Data manifest (default: the model's), or your own images: imagefolder:DIR "
                  "(class folders; ImageNet wnid names map to the 1000 classes) or csv:FILE (path,label)."),
 ]
+Mean = Annotated[
+    Optional[str],
+    typer.Option("--mean", help="Normalisation mean per channel, e.g. 0.5,0.5,0.5 (default: the model source's)."),
+]
+Std = Annotated[
+    Optional[str],
+    typer.Option("--std", help="Normalisation std per channel, e.g. 0.25,0.25,0.25 (default: the model source's)."),
+]
 DryRun = Annotated[
     bool,
     typer.Option("--dry-run", help="Resolve model, weights, cut, data, outputs and device, print the plan, "
@@ -68,6 +76,18 @@ def pick_model(argument: str | None, option: str | None, default: str | None = N
     if not chosen:
         raise SplitbenchError("no model given: name one (splitbench models lists the zoo) or pass --model")
     return chosen
+
+
+def normalisation(text: str | None, option: str) -> tuple[float, ...] | None:
+    """``--mean``/``--std``: three positive-or-any numbers, one per input channel."""
+    if text is None:
+        return None
+    values = tuple(split_numbers(text, option))
+    if len(values) != 3:
+        raise SplitbenchError(f"{option} takes 3 numbers (one per channel), got '{text}'")
+    if option == "--std" and min(values) <= 0:
+        raise SplitbenchError(f"--std must be positive, got '{text}'")
+    return values
 
 
 def default_out(command: str, run: str) -> Path:

@@ -12,7 +12,7 @@ The zoo's own models (the papers' networks) add the papers' names for their cuts
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -106,13 +106,20 @@ class ZooModel:
         return graph.split(graph.resolve(at))
 
 
-def load_model(name: str, weights: str = "none", *, leaf_modules: Iterable[str] = ()) -> ZooModel:
+def load_model(name: str, weights: str = "none", *, leaf_modules: Iterable[str] = (),
+               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> ZooModel:
     """Build model ``name`` (any source) and load ``weights`` (``none``, ``default`` or a file path).
 
     ``leaf_modules`` (module paths or type names) are kept whole when the model is traced
-    for its cuts: the way out for a submodule that torch.fx cannot trace.
+    for its cuts: the way out for a submodule that torch.fx cannot trace. ``mean`` and
+    ``std`` replace the normalisation of the source's preprocessing (for a model whose
+    source does not say what it was trained with).
     """
     spec = get_spec(name)
+    if mean is not None or std is not None:
+        preprocessing = replace(spec.preprocessing, mean=tuple(mean or spec.preprocessing.mean),
+                                std=tuple(std or spec.preprocessing.std))
+        spec = replace(spec, preprocessing=preprocessing)
     torch.manual_seed(0)  # the same random weights on every run, for comparable timings
     model = spec.build().eval()
     return ZooModel(spec, model, WeightsInfo("none"), tuple(leaf_modules)).load_weights(weights)
