@@ -124,6 +124,7 @@ class _ScopeTracer(LeafModuleAwareTracer):
         self.current_path = ""
         self.failed_in: str | None = None
         self.scope_of: dict[fx.Node, str] = {}
+        self.calls: dict[str, int] = {}  # module path → times its forward was entered
 
     def is_leaf_module(self, m: nn.Module, module_qualname: str) -> bool:
         kind = f"{type(m).__module__}.{type(m).__qualname__}"
@@ -134,6 +135,7 @@ class _ScopeTracer(LeafModuleAwareTracer):
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         outer = self.current_path
         self.current_path = self.path_of_module(m)
+        self.calls[self.current_path] = self.calls.get(self.current_path, 0) + 1
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
@@ -149,8 +151,9 @@ class _ScopeTracer(LeafModuleAwareTracer):
         return proxy
 
 
-def trace_graph(model: nn.Module, leaf_modules: Iterable[str] = ()) -> tuple[fx.GraphModule, dict[fx.Node, str]]:
-    """``model``'s forward as an fx graph, and the module path each node was traced in.
+def trace_graph(model: nn.Module, leaf_modules: Iterable[str] = ()) -> tuple[fx.GraphModule, dict[fx.Node, str], set[str]]:
+    """``model``'s forward as an fx graph, the module path each node was traced in, and the
+    paths of modules whose forward ran more than once (no single output to name a cut by).
 
     A model that fx cannot trace fails in one line naming the module where tracing broke.
     A model whose top level is a plain ``nn.Sequential`` falls back to the chain of its
@@ -166,7 +169,8 @@ def trace_graph(model: nn.Module, leaf_modules: Iterable[str] = ()) -> tuple[fx.
             children = [name for name, _ in model.named_children()]
             return trace_graph(model, [*leaf_modules, *children])
         raise SplitbenchError(_untraceable_message(model, tracer.failed_in, error)) from None
-    return fx.GraphModule(tracer.root, graph, type(model).__name__), tracer.scope_of
+    reused = {path for path, calls in tracer.calls.items() if calls > 1}
+    return fx.GraphModule(tracer.root, graph, type(model).__name__), tracer.scope_of, reused
 
 
 def _is_plain_chain(model: nn.Module) -> bool:
@@ -267,13 +271,14 @@ class CutGraph:
     """
 
     def __init__(self, gm: fx.GraphModule, scope_of: dict[fx.Node, str], example: torch.Tensor,
-                 aliases: dict[str, str] | None = None) -> None:
+                 aliases: dict[str, str] | None = None, reused: set[str] = frozenset()) -> None:
         self.module = gm
         self.input_shape = tuple(int(s) for s in example.shape[1:])
         self._order = list(gm.graph.nodes)
         self._index = {node: i for i, node in enumerate(self._order)}
         macs, outputs = _measure_nodes(gm, example)
         self._qualname = self._qualnames(scope_of)
+        self._reused = set(reused)
         self.nodes, self.cuts = self._enumerate(gm, scope_of, macs, outputs)
         self._by_name: dict[str, Cut] = {}
         for cut in self.cuts:
@@ -289,15 +294,18 @@ class CutGraph:
 
         ``aliases`` maps extra names (the papers' layer names) to cut names or module paths.
         """
-        gm, scope_of = trace_graph(model, leaf_modules)
+        gm, scope_of, reused = trace_graph(model, leaf_modules)
         # Measured with autograd on, as fvcore counts a whole model: under no_grad,
         # nn.MultiheadAttention takes a fused fast path that fvcore cannot see into.
         try:
-            return cls(gm, scope_of, example, aliases)
-        except (RuntimeError, ValueError, IndexError) as error:  # shapes that do not fit the model
+            graph = cls(gm, scope_of, example, reused=reused)
+        except (RuntimeError, ValueError, IndexError, AssertionError, TypeError) as error:  # shapes that do not fit
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             shape = "x".join(map(str, example.shape[1:]))
             raise SplitbenchError(f"{type(model).__name__} cannot run on a {shape} input: {reason}") from None
+        for paper_name, target in (aliases or {}).items():
+            graph._add_alias(paper_name, target)
+        return graph
 
     # --- enumeration ---------------------------------------------------------------------
 
@@ -360,7 +368,7 @@ class CutGraph:
 
     def _scope_ends(self, scope_of: dict[fx.Node, str]) -> dict[fx.Node, list[str]]:
         """For each node, the module paths whose last operation it is, shallowest first."""
-        calls: dict[str, int] = {}
+        calls: dict[str, int] = {}  # leaf modules called more than once (a graph built without a tracer)
         last: dict[str, fx.Node] = {}
         for node in self._order:
             if node.op not in COMPUTE_OPS:
@@ -373,7 +381,7 @@ class CutGraph:
                 last[".".join(parts[:depth])] = node
         ends: dict[fx.Node, list[str]] = {}
         for path, node in last.items():
-            if calls.get(path, 1) == 1:  # a module called twice has no single output to name
+            if calls.get(path, 1) == 1 and path not in self._reused:  # a module called twice has no single output
                 ends.setdefault(node, []).append(path)
         for paths in ends.values():
             paths.sort(key=lambda p: p.count("."))
@@ -411,7 +419,7 @@ class CutGraph:
     def _add_alias(self, alias: str, target: str) -> None:
         cut = self._by_name.get(target)
         if cut is None:
-            raise ValueError(f"alias {alias!r} points at {target!r}, which is not a valid cut")
+            raise SplitbenchError(f"split point name '{alias}' points at '{target}', which is not a valid cut")
         if alias in cut.names():
             return
         shadowed = self._by_name.get(alias)

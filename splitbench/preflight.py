@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -85,7 +86,7 @@ def describe_weights(weights: str, torchvision_name: str | None, has_default: bo
     if cached.is_file():
         return f"torchvision's {enum} (cached at {cached})"
     host = urlparse(enum.url).hostname or ""
-    if not reachable(host):
+    if not urllib.request.getproxies() and not reachable(host):  # behind a proxy, let torch.hub try
         raise SplitbenchError(
             f"torchvision's {enum} is not cached ({cached}) and {host} cannot be reached; "
             f"pass --weights PATH to a local copy"

@@ -117,10 +117,12 @@ def codec_command(
         raise SplitbenchError(f"{model} has no seed split point; pass --at")
     if preprocess not in PREPROCESS:
         raise SplitbenchError(f"unknown --preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
-    plotting = warm_up_plotting()
     zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else (),
                            mean=normalisation(mean, "--mean"), std=normalisation(std, "--std"))
     cut = zoo_model.cuts().resolve(at)  # an unknown cut fails before any data is read
+    if len(cut.shape) != 3:
+        raise SplitbenchError(f"the tensor at {at} is {'x'.join(map(str, cut.shape))}, "
+                              f"not C×H×W planes an image codec can carry; pick a convolutional cut")
     name = dataset or zoo_model.spec.dataset
     if name is None:
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")
@@ -138,6 +140,7 @@ def codec_command(
     plan.add("workers", request.workers).add("cache", cache).add("out", out)
     if plan.finish(dry_run):
         return
+    plotting = warm_up_plotting()
     zoo_model.load_weights(weights)
     result = run_sweep(request, points)
     meta = provenance.collect(

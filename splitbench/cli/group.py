@@ -70,6 +70,7 @@ def group_command(
     train_images = len(open_dataset(dense.spec.dataset, split="train", root=data, limit=None))
     test_images = len(open_dataset(dense.spec.dataset, split="test", root=data, limit=None))
     out = writable_folder(out or default_out("group", model), "--out")
+    writable_folder(Path("cache") / "group", "the cache folder")
     plan = Plan("group").add("model", model).add("weights", dense.describe_weights(weights))
     plan.add("points", f"{1 + len(list(settings.points()))}: the dense model, groups {groups} × duplicate top {duplicate_top}")
     plan.add("data", f"{dense.spec.dataset}: {min(train_limit or train_images, train_images):,} training, "

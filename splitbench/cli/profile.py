@@ -39,14 +39,16 @@ def profile_command(
     model = pick_model(model, model_option)
     if all_nodes and paper_layers:
         raise SplitbenchError("--all-nodes and --paper-layers exclude each other")
-    warm_up_plotting()
     zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else ())
+    if paper_layers and not zoo_model.spec.split_points:
+        raise SplitbenchError(f"{model} has no paper layer names; list its cuts without --paper-layers")
     graph = zoo_model.cuts(input_size)
     out = writable_folder(out or default_out("profile", zoo_model.spec.name), "--out")
     plan = Plan("profile").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
     plan.add("input", "x".join(map(str, graph.input_shape))).add("valid cuts", len(graph.cuts)).add("out", out)
     if plan.finish(dry_run):
         return
+    warm_up_plotting()
     zoo_model.load_weights(weights)
     profile = profile_model(zoo_model, input_size, rows="nodes" if all_nodes else "paper" if paper_layers else "cuts")
     meta = provenance.collect(

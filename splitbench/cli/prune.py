@@ -113,6 +113,7 @@ def prune_command(
     out = writable_folder(out or default_out("prune", f"{spec.name}-{'+'.join(settings.targets)}"), "--out")
     if save_models is not None:
         writable_folder(save_models, "--save-models")
+    writable_folder(Path("cache") / "prune", "the cache folder")
     plan = Plan("prune").add("model", model).add("checkpoint", zoo_model.describe_weights(checkpoint))
     points = len(settings.methods) * len(settings.scopes) * len(settings.ratios)
     plan.add("points", f"{points}: {', '.join(settings.methods)} × {', '.join(settings.scopes)} × "

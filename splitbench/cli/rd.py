@@ -88,11 +88,11 @@ def rd_command(
     if target not in TARGETS:
         raise SplitbenchError(f"unknown --target '{target}'; valid: {', '.join(TARGETS)}")
     baseline_table = load_baseline(baseline, spec.name, at) if baseline is not None else None
-    plotting = warm_up_plotting()
     # The cost depends on shapes only: --cost-only needs no weights (and no network).
     zoo_model = load_model(model)
     if at != INPUT:
-        zoo_model.cuts().resolve(at)
+        if len(zoo_model.cuts().resolve(at).shape) != 3:
+            raise SplitbenchError(f"the tensor at {at} is not C×H×W feature maps that a feature codec can take")
     elif cost_only:
         raise SplitbenchError("--cost-only applies to feature codecs (a split point), not --at input")
     out = writable_folder(out or default_out("rd", f"{spec.name}-{at}"), "--out")
@@ -108,6 +108,7 @@ def rd_command(
         plan.add("training", f"{warmup_epochs} warm-up + {epochs} epochs per λ, batch {batch_size}").add("cache", cache)
     if plan.add("out", out).finish(dry_run):
         return
+    plotting = warm_up_plotting()
     if not cost_only:  # the cost depends on shapes only: --cost-only needs no weights (and no network)
         zoo_model.load_weights(weights)
     arguments = {"model": model, "at": at, "variant": ",".join(variants), "lambdas": lams, "aux_alpha": alphas,

@@ -18,6 +18,7 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     import ctypes
 
     pr_set_pdeathsig = 1
+    parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig, 0, 0, 0)
-    if os.getppid() == 1:  # the parent was already gone before the request took effect
+    if os.getppid() != parent:  # the parent ended before the request took effect
         os._exit(1)

@@ -49,7 +49,8 @@ def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, li
     if limit is not None and limit < len(opened):
         # Class-folder sets are sorted by class: a prefix would hold a few classes only.
         opened = opened.evenly_spaced(limit)
-    fields = {"model": zoo_model.spec.name, "weights_sha256": zoo_model.weights.sha256, "at": at,
+    weights = zoo_model.weights
+    fields = {"model": zoo_model.spec.name, "weights_sha256": weights.sha256 or f"{weights.source}:{weights.name}", "at": at,
               "data": opened.provenance(), "preprocessing": preprocessing.describe()}  # content included
     path = cache / "rd-data" / f"{cache_key(fields)}.pt"
     provenance = {**opened.provenance(), "images": len(opened), "preprocessing": preprocessing.describe(),

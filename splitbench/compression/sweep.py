@@ -49,7 +49,9 @@ class RDRequest:
 
     def key(self) -> str:
         """The cache folder of this configuration: everything but λ, α and the variant."""
-        return cache_key({"model": self.zoo_model.spec.name, "weights": self.zoo_model.weights.sha256, "at": self.at,
+        weights = self.zoo_model.weights  # published weights without a local file are keyed by name
+        return cache_key({"model": self.zoo_model.spec.name, "weights": weights.sha256 or f"{weights.source}:{weights.name}",
+                          "at": self.at,
                           "channels": self.channels, "entropy": self.entropy, "settings": asdict(self.settings),
                           "train": self.train.provenance})
 

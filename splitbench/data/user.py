@@ -87,7 +87,7 @@ def _csv_samples(path: Path) -> tuple[list[tuple[str, int]], dict[str, object]]:
     if not path.is_file():
         raise SplitbenchError(f"csv: labels file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is no column name
     except (OSError, UnicodeDecodeError) as error:
         raise SplitbenchError(f"csv: cannot read {path}: {error}") from None
     reader = csv.DictReader(text.splitlines())

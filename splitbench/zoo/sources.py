@@ -8,7 +8,7 @@ command treats a user's network exactly like a paper's:
 * ``timm:convnext_atto`` — ``timm.create_model``; preprocessing from timm's data config.
 * ``path/to/net.py:build`` or ``package.module:build`` — a callable returning an
   ``nn.Module``, or a dict ``{"model": module, "input_size": 32, "mean": (…), "std": (…),
-  "resize": 36, "leaf_modules": [...], "num_classes": 10}`` where the model needs more
+  "resize": 36, "leaf_modules": [...], "split_points": {...}}`` where the model needs more
   than the defaults (224, ImageNet normalisation).
 """
 
@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torchvision import models as tv_models
 
@@ -157,6 +158,7 @@ def _timm_pretrained(architecture: str, model: nn.Module) -> str:
 def factory_spec(name: str) -> ModelSpec:
     """``FILE.py:FUNCTION`` or ``package.module:FUNCTION``: the user's own model."""
     factory = _import_factory(name)
+    torch.manual_seed(0)  # the probe build is the first load's model: seeded like every build
     built = _call_factory(factory, name)
     model, options = _unpack(built, name)
     size = int(options.get("input_size", DEFAULT_INPUT_SIZE))
