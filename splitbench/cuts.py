@@ -298,14 +298,11 @@ class CutGraph:
         # Measured with autograd on, as fvcore counts a whole model: under no_grad,
         # nn.MultiheadAttention takes a fused fast path that fvcore cannot see into.
         try:
-            graph = cls(gm, scope_of, example, reused=reused)
+            return cls(gm, scope_of, example, aliases, reused)
         except (RuntimeError, ValueError, IndexError, AssertionError, TypeError) as error:  # shapes that do not fit
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             shape = "x".join(map(str, example.shape[1:]))
             raise SplitbenchError(f"{type(model).__name__} cannot run on a {shape} input: {reason}") from None
-        for paper_name, target in (aliases or {}).items():
-            graph._add_alias(paper_name, target)
-        return graph
 
     # --- enumeration ---------------------------------------------------------------------
 
@@ -368,20 +365,17 @@ class CutGraph:
 
     def _scope_ends(self, scope_of: dict[fx.Node, str]) -> dict[fx.Node, list[str]]:
         """For each node, the module paths whose last operation it is, shallowest first."""
-        calls: dict[str, int] = {}  # leaf modules called more than once (a graph built without a tracer)
         last: dict[str, fx.Node] = {}
         for node in self._order:
             if node.op not in COMPUTE_OPS:
                 continue
             scope = str(node.target) if node.op == "call_module" else scope_of.get(node, "")
-            if node.op == "call_module":
-                calls[scope] = calls.get(scope, 0) + 1
             parts = scope.split(".") if scope else []
             for depth in range(1, len(parts) + 1):
                 last[".".join(parts[:depth])] = node
         ends: dict[fx.Node, list[str]] = {}
         for path, node in last.items():
-            if calls.get(path, 1) == 1 and path not in self._reused:  # a module called twice has no single output
+            if path not in self._reused:  # a module called twice has no single output to name a cut by
                 ends.setdefault(node, []).append(path)
         for paths in ends.values():
             paths.sort(key=lambda p: p.count("."))
