@@ -75,6 +75,15 @@ def test_bad_files_and_sizes_end_in_one_line(args: list[str], message: str, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_report_outside_a_checkout_refuses_instead_of_writing_an_empty_overview(tmp_path: Path) -> None:
+    (tmp_path / "reports").mkdir()
+    for folder in (tmp_path / "reports", tmp_path / "missing"):
+        done = run_in_process("report", "--reports", str(folder), "--out", str(tmp_path / "README.md"))
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"error: --reports {folder}") and done.stderr.count("\n") == 1, done.stderr
+        assert not (tmp_path / "README.md").exists()
+
+
 @needs_shared_data
 def test_a_tampered_training_checkpoint_ends_in_one_line(tmp_path: Path) -> None:
     checkpoints = tmp_path / "checkpoints"

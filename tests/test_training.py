@@ -87,6 +87,58 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path) -> None:
         assert torch.equal(a, b)
 
 
+def test_a_run_stopped_inside_an_epoch_resumes_from_that_step_to_the_same_weights(tmp_path) -> None:
+    """checkpoint_s=0 saves after every step; a stop at step 5 of epoch 2 loses nothing."""
+    data = separable_data()
+    config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, checkpoint_s=0.0)
+    kwargs = dict(mean=MEAN, std=STD, config=config, device=torch.device("cpu"), progress=False)
+    straight = tiny_model()
+    expected = train_classifier(straight, data, None, checkpoint_dir=tmp_path / "a", augment=plain(), **kwargs)
+
+    def stop_inside_epoch_two(epoch: int, step: int) -> None:
+        if (epoch, step) == (1, 5):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(tiny_model(), data, None, checkpoint_dir=tmp_path / "b", augment=plain(),
+                         on_step=stop_inside_epoch_two, **kwargs)
+    steps_after_resume = []
+    resumed = tiny_model()
+    result = train_classifier(resumed, data, None, checkpoint_dir=tmp_path / "b", augment=plain(),
+                              on_step=lambda epoch, step: steps_after_resume.append((epoch, step)), **kwargs)
+    # 8 steps an epoch; step 5's checkpoint was written before the stop, so the run goes on at step 6.
+    assert steps_after_resume[0] == (1, 6) and len(steps_after_resume) == 3 + 8
+    assert [row["train_loss"] for row in result.history] == [row["train_loss"] for row in expected.history]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it() -> None:
+    from splitbench.training.trainer import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    flags = open("/proc/cpuinfo").read().split()
+    assert native_bf16(cpu) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(SplitbenchError, match="unknown precision 'fp8'; use auto, bf16, fp32"):
+        resolve_precision("fp8", cpu)
+
+
+def test_bf16_training_follows_the_fp32_loss_curve(tmp_path) -> None:
+    data = separable_data()
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, precision=precision)
+        result = train_classifier(tiny_model(), data, data, mean=MEAN, std=STD, config=config,
+                                  checkpoint_dir=tmp_path / precision, device=torch.device("cpu"), augment=plain(),
+                                  progress=False)
+        losses[precision] = [row["train_loss"] for row in result.history]
+        assert result.test_top1 > 95
+    assert losses["bf16"] != losses["fp32"]  # autocast really ran
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+
 def test_resuming_with_another_recipe_fails_in_one_line(tmp_path) -> None:
     data = separable_data(64)
     kwargs = dict(mean=MEAN, std=STD, device=torch.device("cpu"), progress=False, augment=plain())

@@ -11,7 +11,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, DryRun, OutDir, Weights, default_out
+from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out
 from splitbench.data import open_dataset
 from splitbench.preflight import Plan, writable_folder
 from splitbench.cli.render import console, show_table, show_written
@@ -26,7 +26,7 @@ from splitbench.grouping.sweep import (
     run_group_sweep,
 )
 from splitbench.results import write_csv, write_result
-from splitbench.training.trainer import pick_device
+from splitbench.training.trainer import pick_device, resolve_precision
 from splitbench.zoo import load_model
 
 
@@ -50,6 +50,7 @@ def group_command(
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate for weights and assignments.")] = 1e-3,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     device: Annotated[str, typer.Option("--device", help="Training device: auto, cpu or cuda[:N].")] = "auto",
+    precision: Precision = "auto",
     data: DataRoot = None,
     train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="Train on N images spread evenly over all classes.")] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
@@ -59,14 +60,15 @@ def group_command(
 ) -> None:
     """Fine-tune MODEL with FLGC at each group count, with and without duplication; measure the grouped models."""
     start = time.perf_counter()
+    chosen_device = pick_device(device)
     settings = GroupSettings(groups=_integers(groups, "--groups", 1), duplicate_tops=_integers(duplicate_top, "--duplicate-top", 0),
-                             epochs=epochs, lr=lr, batch_size=batch_size, timing_repeats=timing_repeats)
+                             epochs=epochs, lr=lr, batch_size=batch_size, timing_repeats=timing_repeats,
+                             precision=resolve_precision(precision, chosen_device))
     dense = load_model(model)
     if dense.spec.dataset != "cifar10":
         raise SplitbenchError(f"group trains on CIFAR-10; {model} is not a CIFAR-10 model "
                               "(use cifar_resnet20, cifar_resnet56 or cifar_resnet50)")
     check_groups_fit(dense.model, settings.groups)
-    chosen_device = pick_device(device)
     train_images = len(open_dataset(dense.spec.dataset, split="train", root=data, limit=None))
     test_images = len(open_dataset(dense.spec.dataset, split="test", root=data, limit=None))
     out = writable_folder(out or default_out("group", model), "--out")

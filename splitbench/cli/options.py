@@ -46,6 +46,11 @@ DryRun = Annotated[
     typer.Option("--dry-run", help="Resolve model, weights, cut, data, outputs and device, print the plan, "
                  "and stop (exit 2 with the first problem)."),
 ]
+Precision = Annotated[
+    str,
+    typer.Option("--precision", help="Training precision: auto (bf16 autocast where the device computes bf16 "
+                 "natively: a GPU, a CPU with AVX512_BF16 or AMX), bf16 or fp32."),
+]
 Weights = Annotated[
     str,
     typer.Option(

@@ -45,9 +45,10 @@ def report_command(
         if update or only:
             raise SplitbenchError("--update and --only go with --check")
         writable_file(out, "--out")
+        page = render_overview(reports)  # refuses a folder without results before anything is written
         if Plan("report").add("reports", reports).add("out", out).finish(dry_run):
             return
-        show_written([write_text(out, render_overview(reports))])
+        show_written([write_text(out, page)])
         return
 
     slices = parse_slices(only)

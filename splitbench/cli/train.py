@@ -13,7 +13,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, DryRun, OutDir, Weights, default_out
+from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out
 from splitbench.preflight import Plan, writable_file, writable_folder
 from splitbench.cli.render import console, show_written
 from splitbench.data import open_dataset
@@ -22,7 +22,7 @@ from splitbench.errors import SplitbenchError
 from splitbench.reporting import plot_training, training_markdown
 from splitbench.results import write_result
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
-from splitbench.training.trainer import pick_device
+from splitbench.training.trainer import physical_cores, pick_device, resolve_precision
 from splitbench.weights import save_safetensors
 from splitbench.zoo import load_model
 
@@ -39,12 +39,14 @@ def train_command(
     magnitude: Annotated[int, typer.Option("--magnitude", min=0, max=30, help="RandAugment magnitude.")] = 14,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda[:N].")] = "auto",
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on GPU.")] = True,
+    precision: Precision = "auto",
     compile_model: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Test accuracy every N epochs.")] = 1,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Train on N images spread over all classes.")] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Test on N images spread over all classes.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding the images once.")] = 2,
+    checkpoint_minutes: Annotated[float, typer.Option(
+        "--checkpoint-minutes", min=0.0, help="Minutes between checkpoints inside an epoch (0: every step).")] = 10.0,
     checkpoint_dir: Annotated[
         Path | None, typer.Option("--checkpoint-dir", help="Resumable state (default: cache/train/<run>).")
     ] = None,
@@ -61,8 +63,10 @@ def train_command(
     if spec.task != "classification" or spec.dataset is None:
         raise SplitbenchError(f"{model} is not a classifier with a training set; try vit or cifar_resnet20")
     chosen = pick_device(device)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, amp=amp,
-                         compile=compile_model, eval_every=eval_every)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         precision=resolve_precision(precision, chosen), compile=compile_model,
+                         eval_every=eval_every, checkpoint_s=60.0 * checkpoint_minutes)
+    threads = physical_cores()
     augment = CifarAugment(randaugment_ops=randaugment, randaugment_magnitude=magnitude)
 
     train_set = open_dataset(spec.dataset, split="train", root=data)
@@ -78,10 +82,11 @@ def train_command(
     plan = Plan("train").add("model", f"{model} ({spec.source})").add("weights", zoo_model.describe_weights(weights))
     plan.add("data", f"{spec.dataset}: {len(train_set):,} training, {len(test_set):,} test images")
     plan.add("recipe", f"{epochs} epochs, batch {batch_size}, Adam lr {lr:g}, RandAugment {randaugment}")
-    plan.add("device", chosen).add("checkpoints", checkpoint_dir).add("export", export).add("out", out)
+    plan.add("device", f"{chosen}, {config.precision} ({precision}), {threads} threads").add("checkpoints", checkpoint_dir).add("export", export).add("out", out)
     if plan.finish(dry_run):
         return
     zoo_model.load_weights(weights)
+    torch.set_num_threads(threads)
     console.print(f"decoding {len(train_set):,} training and {len(test_set):,} test images once")
     train, test = decode_dataset(train_set, workers=workers), decode_dataset(test_set, workers=workers)
 
@@ -89,8 +94,8 @@ def train_command(
         zoo_model.model, train, test, mean=spec.preprocessing.mean, std=spec.preprocessing.std,
         config=config, checkpoint_dir=checkpoint_dir, device=chosen, augment=augment,
     )
-    recipe = {**config.__dict__, "optimizer": "Adam", "augmentation": augment.describe(),
-              "device": str(chosen), "gpu": torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else None}
+    recipe = {**config.__dict__, "precision_requested": precision, "threads": threads, "optimizer": "Adam",
+              "augmentation": augment.describe(), "device": str(chosen), "gpu": torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else None}
     save_safetensors(zoo_model.model, export, dtype=torch.float16, metadata={
         "model": spec.name, "dataset": spec.dataset, "recipe": json.dumps(recipe),
         "test_top1": f"{result.test_top1:.2f}" if result.test_top1 is not None else "",

@@ -61,6 +61,7 @@ class GroupSettings:
     lr: float = 1e-3
     batch_size: int = 128
     seed: int = 0
+    precision: str = "fp32"  # training precision, "bf16" or "fp32" (resolve_precision picks for "auto")
     timing_images: int = 1000
     timing_repeats: int = 3
 
@@ -106,6 +107,8 @@ class GroupCache:
             identity["data"] = {split: info.get("content_sha256") for split, info in provenance.items()}
         for key in ("groups", "duplicate_tops"):  # a longer sweep reuses a shorter one's points
             identity.pop(key)
+        if settings.precision == "fp32":  # points cached before precision was a setting were fp32
+            identity.pop("precision")
         self.directory = root / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def point(self, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -186,7 +189,8 @@ def calibrate(model: nn.Module, spec: ModelSpec, train_images: torch.Tensor, see
 def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, settings: GroupSettings,
                        cache: GroupCache, device: torch.device, groups: int, top: int,
                        progress: bool) -> dict[str, Any]:
-    config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed)
+    config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
+                         precision=settings.precision)
     mean, std = spec.preprocessing.mean, spec.preprocessing.std
     result = train_classifier(model, data.train, None, mean=mean, std=std, config=config,
                               checkpoint_dir=cache.directory / f"train-g{groups}-d{top}", device=device,
