@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
@@ -58,6 +59,29 @@ def writable_file(path: Path | str, option: str) -> Path:
         raise SplitbenchError(f"{option} {path} is a folder, not a file")
     writable_folder(path.parent, option)
     return path
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_count(requested: int | None, items: int, option: str = "--workers") -> int:
+    """Worker processes for ``items`` CPU-bound tasks: at most one per usable core and one per item.
+
+    ``None`` means one per core. More processes than cores only share them (and each holds a
+    copy of the model); more than items sit idle. A clamped request is said in one line.
+    """
+    cores = usable_cores()
+    if requested is None:
+        return max(1, min(cores, items))
+    if requested == 0:  # in-process, where the command allows it
+        return 0
+    chosen = max(1, min(requested, cores, items))
+    if chosen < requested:
+        reason = f"{cores} usable cores" if chosen == cores else f"{items} items of work"
+        print(f"note: {option} {requested}: using {chosen} ({reason})", file=sys.stderr)
+    return chosen
 
 
 def describe_weights(weights: str, torchvision_name: str | None, has_default: bool) -> str:

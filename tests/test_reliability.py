@@ -96,3 +96,22 @@ def test_a_tampered_training_checkpoint_ends_in_one_line(tmp_path: Path) -> None
     assert done.stderr.startswith(f"error: cannot read training checkpoint from {checkpoints / 'last.pt'}: "
                                   "not a plain tensor checkpoint"), done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_more_workers_than_cores_or_items_are_clamped_and_said() -> None:
+    from splitbench.preflight import usable_cores, worker_count
+
+    cores = usable_cores()
+    assert worker_count(None, 1000) == cores and worker_count(0, 20) == 0
+    assert worker_count(1000, 1000) == cores and worker_count(1000, 1) == 1
+
+
+@needs_shared_data
+def test_workers_1000_for_20_images_runs_on_the_cores_it_has(tmp_path: Path) -> None:
+    from splitbench.preflight import usable_cores
+
+    done = run_in_process("codec", "mobilenet_v2", "--weights", "none", "--at", "bottleneck6", "--limit", "20",
+                          "--codec", "bpg", "--qp", "35", "--workers", "1000", "--data", str(SHARED_DATA),
+                          "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"note: --workers 1000: using {min(usable_cores(), 20)}" in done.stderr

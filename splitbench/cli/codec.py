@@ -15,12 +15,12 @@ from splitbench.cli.options import (DataRoot, DryRun, Mean, Std, normalisation, 
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
 from splitbench.codecs.features import LAYOUTS, check_layout
-from splitbench.codecs.pipeline import Point, baseline_point, default_workers, layout_points
+from splitbench.codecs.pipeline import Point, baseline_point, layout_points
 from splitbench.codecs.report import codec_markdown, display_table, load_paper_rows, plot_codec
 from splitbench.codecs.sweep import PAPER_SPLITS, PREPROCESS, SweepRequest, run_sweep
 from splitbench.errors import SplitbenchError
 from splitbench.data import open_dataset
-from splitbench.preflight import Plan, writable_folder
+from splitbench.preflight import Plan, worker_count, writable_folder
 from splitbench.results import warm_up_plotting, write_result
 from splitbench.zoo import get_spec, load_model
 
@@ -132,7 +132,7 @@ def codec_command(
     writable_folder(cache, "--cache")
     if keep_bitstreams is not None:
         writable_folder(keep_bitstreams, "--keep-bitstreams")
-    request = SweepRequest(zoo_model, at, name, split, data, limit, preprocess, cache, workers or default_workers(),
+    request = SweepRequest(zoo_model, at, name, split, data, limit, preprocess, cache, worker_count(workers, len(images) * len(points)),
                            batch_size, keep_bitstreams)
     plan = Plan("codec").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
     plan.add("cut", f"{at} = {cut.name}, {'x'.join(map(str, cut.shape))}").add("data", f"{name}: {len(images):,} images")

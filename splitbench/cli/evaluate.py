@@ -16,7 +16,7 @@ from splitbench.cli.render import show_table, show_written
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import evaluate_topk
-from splitbench.preflight import Plan, writable_folder
+from splitbench.preflight import Plan, worker_count, writable_folder
 from splitbench.results import markdown_table, write_result
 from splitbench.zoo import load_model
 
@@ -48,6 +48,7 @@ def eval_command(
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")
     images = open_dataset(name, split=split, root=data, limit=limit,
                           transform=zoo_model.spec.preprocessing.transform())
+    workers = worker_count(workers, len(images))
     out = writable_folder(out or default_out("eval", f"{zoo_model.spec.name}-{name}"), "--out")
     plan = Plan("eval").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
     plan.add("data", f"{name}: {len(images):,} images").add("preprocessing", zoo_model.spec.preprocessing.describe())

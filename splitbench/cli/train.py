@@ -14,7 +14,7 @@ import typer
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out
-from splitbench.preflight import Plan, writable_file, writable_folder
+from splitbench.preflight import Plan, worker_count, writable_file, writable_folder
 from splitbench.cli.render import console, show_written
 from splitbench.data import open_dataset
 from splitbench.data.tensors import decode_dataset
@@ -75,6 +75,7 @@ def train_command(
         train_set = train_set.evenly_spaced(limit)  # class-sorted folders: a prefix is one class
     if test_limit is not None and test_limit < len(test_set):
         test_set = test_set.evenly_spaced(test_limit)
+    workers = worker_count(workers, len(train_set))
     run = f"{spec.name}-{spec.dataset}"
     out = writable_folder(out or default_out("train", run), "--out")
     checkpoint_dir = writable_folder(checkpoint_dir or Path("cache") / "train" / run, "--checkpoint-dir")

@@ -308,11 +308,6 @@ def _tail_hits(context: SweepContext, batch: list[Coded]) -> tuple[np.ndarray, n
     return hit1.numpy(), hit5.numpy()
 
 
-def default_workers() -> int:
-    """All cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def layout_points(specs: list[CodecSpec], layouts: list[str]) -> list[Point]:
     """Every codec setting in every layout (the picture's channel count follows the layout)."""
     return [
