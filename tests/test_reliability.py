@@ -10,6 +10,7 @@ import pytest
 from conftest import SHARED_DATA, needs_shared_data, run_in_process, zoo
 from splitbench.codecs.sweep import SweepRequest, _open_feature_cache, preprocessing_for
 from splitbench.data import open_dataset
+from splitbench.errors import SplitbenchError
 
 
 def _swapped_root(tmp_path: Path) -> Path:
@@ -40,6 +41,28 @@ def test_the_same_names_under_another_root_are_other_data(tmp_path: Path) -> Non
                                cache_root=tmp_path / "cache")
         folders.append(_open_feature_cache(request, dataset, preprocessing_for(model, "seed"), "features.6").folder)
     assert folders[0] != folders[1]
+
+
+@needs_shared_data
+@pytest.mark.parametrize("bad_label", ["1000", "-1"])
+def test_a_label_outside_the_classes_is_refused_by_line(tmp_path: Path, bad_label: str) -> None:
+    root = _swapped_root(tmp_path)
+    labels = root / "imagenet-val-1300" / "labels.csv"
+    lines = labels.read_text().splitlines()
+    fields = lines[5].split(",")  # file,label,wnid; line 6 of the file
+    lines[5] = ",".join([fields[0], bad_label, *fields[2:]])
+    labels.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SplitbenchError, match=rf"labels.csv, line 6: label {bad_label} of .* is outside 0..999 \(1000 classes\)"):
+        open_dataset("imagenet-val-1300", root=root)
+
+
+@needs_shared_data
+def test_the_labels_checksum_is_in_the_provenance(tmp_path: Path) -> None:
+    import hashlib
+
+    shared = open_dataset("imagenet-val-1300", root=SHARED_DATA)
+    expected = hashlib.sha256((SHARED_DATA / "imagenet-val-1300" / "labels.csv").read_bytes()).hexdigest()
+    assert shared.provenance()["labels_sha256"] == expected
 
 
 @needs_shared_data

@@ -165,6 +165,8 @@ def open_dataset(
         "file_list_sha256": file_list_sha256(files),
         "limit": limit,
     }
+    if info.labels is not None:
+        provenance["labels_sha256"] = hashlib.sha256((dataset_dir / info.labels).read_bytes()).hexdigest()
     return ImageDataset(samples, transform, provenance)
 
 
@@ -178,7 +180,7 @@ def _expected_layout(manifest: Manifest) -> str:
 def _samples(manifest: Manifest, info: SplitInfo, dataset_dir: Path, files: list[str]) -> list[Sample]:
     if manifest.layout == "class_folders":
         return _class_folder_samples(info, dataset_dir, files)
-    return _labels_csv_samples(info, dataset_dir, files)
+    return _labels_csv_samples(info, dataset_dir, files, manifest.label_space)
 
 
 def _class_folder_samples(info: SplitInfo, dataset_dir: Path, files: list[str]) -> list[Sample]:
@@ -198,13 +200,16 @@ def _class_folder_samples(info: SplitInfo, dataset_dir: Path, files: list[str]) 
     return samples
 
 
-def _labels_csv_samples(info: SplitInfo, dataset_dir: Path, files: list[str]) -> list[Sample]:
+def _labels_csv_samples(info: SplitInfo, dataset_dir: Path, files: list[str], label_space: int | None) -> list[Sample]:
     """Labels from the CSV; every listed file must exist and every image must be listed."""
     assert info.labels is not None, "labels_csv splits name their labels file"
     labels_path = dataset_dir / info.labels
     on_disk = set(files)
     labelled: dict[str, int] = {}
     for line, file, label in _read_labels_csv(labels_path):
+        if label_space is not None and not 0 <= label < label_space:  # scored as a silent miss otherwise
+            raise SplitbenchError(f"{labels_path}, line {line}: label {label} of {file} is outside 0..{label_space - 1} "
+                                  f"({label_space} classes)")
         relative = (Path(info.path) / file).as_posix()
         if relative not in on_disk:
             raise SplitbenchError(f"missing image: {dataset_dir / relative} (listed in {labels_path}, line {line})")

@@ -68,6 +68,7 @@ class Manifest:
     layout: str
     splits: dict[str, SplitInfo] = field(default_factory=dict)
     default_split: str | None = None
+    label_space: int | None = None  # labels index this many classes (1000 for ImageNet), not only those present
 
     def __post_init__(self) -> None:
         # Manifests ship with the package, so a malformed one is a bug, not a user error.
@@ -117,6 +118,7 @@ class Manifest:
             layout=data["layout"],
             splits=splits,
             default_split=data.get("default_split"),
+            label_space=data.get("label_space"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +130,8 @@ class Manifest:
         }
         if self.default_split is not None:
             data["default_split"] = self.default_split
+        if self.label_space is not None:
+            data["label_space"] = self.label_space
         data["splits"] = {name: split.to_dict() for name, split in self.splits.items()}
         return data
 
