@@ -81,6 +81,24 @@ def hardware() -> dict[str, Any]:
     }
 
 
+_WARNINGS: list[str] = []
+
+
+def warn(message: str) -> None:
+    """Say in one stderr line that the run does something dubious, and record it in the result.
+
+    For input that is valid but probably not meant (training on a test set, labels from
+    another label space): the run goes on, and the provenance of what it writes says so.
+    """
+    _WARNINGS.append(message)
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def clear_warnings() -> None:
+    """Forget earlier warnings (one command per process; tests run several in one)."""
+    _WARNINGS.clear()
+
+
 def collect(
     command: str,
     arguments: dict[str, Any],
@@ -100,5 +118,6 @@ def collect(
         "git": git_commit(),
         "hardware": hardware(),
         "wall_s": None if wall_s is None else round(wall_s, 3),
+        "warnings": list(_WARNINGS),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

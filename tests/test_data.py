@@ -168,6 +168,7 @@ def test_samples_are_sorted_and_limit_takes_a_prefix(tmp_path: Path) -> None:
         "directory": str(tmp_path / "tiny"),
         "file_list_sha256": file_list_sha256(f"images/{file}" for file in LABELS),
         "limit": 2,
+        "label_space": 4,
         "labels_sha256": hashlib.sha256((tmp_path / "tiny" / "labels.csv").read_bytes()).hexdigest(),
         "images": 2,
         "content_sha256": first_two.fingerprint(),

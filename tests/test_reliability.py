@@ -138,3 +138,29 @@ def test_workers_1000_for_20_images_runs_on_the_cores_it_has(tmp_path: Path) -> 
                           "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert f"note: --workers 1000: using {min(usable_cores(), 20)}" in done.stderr
+
+
+@needs_shared_data
+def test_an_imagenet_model_on_a_ten_class_set_is_warned_about_and_recorded(tmp_path: Path) -> None:
+    import json
+
+    done = run_in_process("eval", "resnet18", "--weights", "none", "--dataset", "cifar10", "--split", "test",
+                          "--limit", "4", "--workers", "0", "--data", str(SHARED_DATA), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    message = "resnet18 has 1000 outputs but the labels of cifar10 index 10 classes; its top-1 there measures nothing"
+    assert f"warning: {message}\n" in done.stderr
+    assert json.loads((tmp_path / "out" / "eval.json").read_text())["warnings"] == [message]
+
+
+@needs_shared_data
+def test_training_on_the_test_set_is_warned_about(tmp_path: Path) -> None:
+    done = run_in_process("rd", "mobilenet_v2", "--weights", "none", "--at", "bottleneck3", "--train-data", "imagenet-val-1300",
+                          "--data", str(SHARED_DATA), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+                          "--dry-run")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: --train-data: imagenet-val-1300 is a test set (its manifest says never to train or calibrate on it); "
+        "the results are not a fair test",
+        "warning: --train-data: 1300 of the 1300 test images are also training images",
+    ]

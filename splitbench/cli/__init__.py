@@ -14,6 +14,7 @@ import warnings
 
 import typer
 
+from splitbench import provenance
 from splitbench.errors import SplitbenchError
 from splitbench.results import finish_warm_ups
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    provenance.clear_warnings()
     try:
         code = app(args=argv, standalone_mode=False)
         finish_warm_ups()

@@ -14,6 +14,7 @@ from splitbench.cli.options import (DataRoot, Dataset, DryRun, Mean, ModelArgume
                                     default_out, normalisation, pick_model)
 from splitbench.cli.render import show_table, show_written
 from splitbench.data import open_dataset
+from splitbench.data.datasets import check_label_space
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import evaluate_topk
 from splitbench.preflight import Plan, worker_count, writable_folder
@@ -48,6 +49,7 @@ def eval_command(
         raise SplitbenchError(f"{model} has no default data set; pass --dataset")
     images = open_dataset(name, split=split, root=data, limit=limit,
                           transform=zoo_model.spec.preprocessing.transform())
+    check_label_space(zoo_model.output_classes(), images, model)
     workers = worker_count(workers, len(images))
     out = writable_folder(out or default_out("eval", f"{zoo_model.spec.name}-{name}"), "--out")
     plan = Plan("eval").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))

@@ -13,6 +13,7 @@ from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, DryRun, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model,
                                     split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
+from splitbench.data.datasets import check_training_data
 from splitbench.errors import SplitbenchError
 from splitbench.preflight import Plan, writable_folder
 from splitbench.results import warm_up_plotting, write_csv, write_result
@@ -101,7 +102,9 @@ def rd_command(
     if not cost_only:
         writable_folder(cache, "--cache")
         torch_device = pick_device(device)
-        train_images, test_images = len(open_named(train_data, data)), len(open_named(test_data, data))
+        train_set, test_set = open_named(train_data, data), open_named(test_data, data)
+        check_training_data(train_set, test_set)
+        train_images, test_images = len(train_set), len(test_set)
         plan.add("weights", zoo_model.describe_weights(weights)).add("device", torch_device)
         plan.add("data", f"train {train_data} ({min(train_limit or train_images, train_images):,} images), "
                          f"test {test_data} ({min(test_limit or test_images, test_images):,} images)")

@@ -32,6 +32,7 @@ from splitbench.data.manifests import (
 )
 from splitbench.data.user import is_user_dataset, user_samples
 from splitbench.errors import SplitbenchError
+from splitbench.provenance import warn
 
 # Paths are kept as strings: building 50 000 Path objects costs most of a second.
 Sample = tuple[str, int]
@@ -86,6 +87,16 @@ class ImageDataset(Dataset):
         """Which data produced a result: manifest, split, folder, checksum, images used."""
         return {**self._provenance, "images": len(self), "content_sha256": self.fingerprint()}
 
+    @property
+    def label_space(self) -> int | None:
+        """How many classes a label indexes (1000 for ImageNet sets, even those with fewer present)."""
+        return self._provenance.get("label_space")
+
+    @property
+    def test_only(self) -> bool:
+        """Whether the manifest says this is a test set, never to be trained or calibrated on."""
+        return bool(self._provenance.get("test_only"))
+
     def evenly_spaced(self, count: int) -> ImageDataset:
         """``count`` samples spread evenly over the dataset's order (first and last included).
 
@@ -97,6 +108,25 @@ class ImageDataset(Dataset):
         step = (len(self.samples) - 1) / (count - 1) if count > 1 else 0.0
         picks = [round(i * step) for i in range(count)]
         return ImageDataset([self.samples[i] for i in picks], self.transform, {**self._provenance, "evenly_spaced": count})
+
+
+def check_training_data(train: ImageDataset, test: ImageDataset | None, option: str = "--train-data") -> None:
+    """Warn (one line, recorded in the provenance) when a run trains or calibrates on test images."""
+    name = train.provenance().get("dataset") or train.provenance().get("folder") or "the training data"
+    if train.test_only:
+        warn(f"{option}: {name} is a test set (its manifest says never to train or calibrate on it); "
+             "the results are not a fair test")
+    if test is not None:
+        shared = {os.path.realpath(path) for path, _ in train.samples} & {os.path.realpath(path) for path, _ in test.samples}
+        if shared:
+            warn(f"{option}: {len(shared)} of the {len(test)} test images are also training images")
+
+
+def check_label_space(outputs: int, data: ImageDataset, model: str) -> None:
+    """Warn (one line, recorded) when the model's classes are not the data's: every hit would be chance."""
+    if data.label_space is not None and outputs != data.label_space:
+        warn(f"{model} has {outputs} outputs but the labels of {data.provenance().get('dataset')} index "
+             f"{data.label_space} classes; its top-1 there measures nothing")
 
 
 def load_rgb_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -165,6 +195,9 @@ def open_dataset(
         "file_list_sha256": file_list_sha256(files),
         "limit": limit,
     }
+    provenance["label_space"] = manifest.label_space or info.classes
+    if manifest.test_only:
+        provenance["test_only"] = True
     if info.labels is not None:
         provenance["labels_sha256"] = hashlib.sha256((dataset_dir / info.labels).read_bytes()).hexdigest()
     return ImageDataset(samples, transform, provenance)

@@ -69,6 +69,7 @@ class Manifest:
     splits: dict[str, SplitInfo] = field(default_factory=dict)
     default_split: str | None = None
     label_space: int | None = None  # labels index this many classes (1000 for ImageNet), not only those present
+    test_only: bool = False  # a test set: training or calibrating on it is warned about and recorded
 
     def __post_init__(self) -> None:
         # Manifests ship with the package, so a malformed one is a bug, not a user error.
@@ -119,6 +120,7 @@ class Manifest:
             splits=splits,
             default_split=data.get("default_split"),
             label_space=data.get("label_space"),
+            test_only=bool(data.get("test_only", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +134,8 @@ class Manifest:
             data["default_split"] = self.default_split
         if self.label_space is not None:
             data["label_space"] = self.label_space
+        if self.test_only:
+            data["test_only"] = True
         data["splits"] = {name: split.to_dict() for name, split in self.splits.items()}
         return data
 

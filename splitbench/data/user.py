@@ -77,6 +77,7 @@ def _image_folder(root: Path) -> tuple[list[tuple[str, int]], dict[str, object]]
         "split": None,
         "directory": str(root),
         "classes": len(classes),
+        "label_space": 1000 if imagenet else len(classes),
         "labels": "imagenet wnid index" if imagenet else "sorted folder index",
         "file_list_sha256": file_list_sha256(relative),
     }

@@ -74,6 +74,14 @@ class ZooModel:
         size = input_size or self.spec.input_size
         return torch.zeros(1, self.spec.input_channels, size, size)
 
+    def output_classes(self) -> int:
+        """How many classes a classifier scores (one forward pass of a zero image)."""
+        was_training = self.model.training
+        with torch.no_grad():
+            logits = self.model.eval()(self.example_input())
+        self.model.train(was_training)
+        return int(logits.shape[-1])
+
     def cuts(self, input_size: int | None = None) -> CutGraph:
         """The traced graph with every valid cut, measured at ``input_size`` (default: the model's)."""
         size = input_size or self.spec.input_size
