@@ -164,3 +164,25 @@ def test_training_on_the_test_set_is_warned_about(tmp_path: Path) -> None:
         "the results are not a fair test",
         "warning: --train-data: 1300 of the 1300 test images are also training images",
     ]
+
+
+@needs_shared_data
+def test_the_feature_cache_holds_the_images_asked_for_and_grows_keeping_them(tmp_path: Path) -> None:
+    import numpy as np
+
+    from splitbench.codecs.cache import fill_cache
+
+    model = zoo("mobilenet_v2")
+    request = SweepRequest(model, "bottleneck6", "imagenet-val-1300", data_root=SHARED_DATA, cache_root=tmp_path / "cache")
+    dataset = open_dataset("imagenet-val-1300", root=SHARED_DATA)
+    preprocessing = preprocessing_for(model, "seed")
+    cache = _open_feature_cache(request, dataset, preprocessing, "features.6")
+    head = model.cuts().head("features.6")
+    fill_cache(cache, head, dataset, preprocessing, 3)
+    # 3 of the 1300 images: 3 feature maps on disk, not a 1300-row file
+    assert np.load(cache.features_path, mmap_mode="r").shape == (3, *cache.shape)
+    first = np.array(cache.features(3))
+    fill_cache(cache, head, dataset, preprocessing, 5)
+    assert np.load(cache.features_path, mmap_mode="r").shape == (5, *cache.shape) and cache.computed == 5
+    assert np.array_equal(cache.features(3), first)
+    assert not np.array_equal(cache.features(5)[3], np.zeros(cache.shape, dtype=np.float32))

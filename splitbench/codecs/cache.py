@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +99,10 @@ def open_cache(root: Path, fields: dict[str, Any], total: int, shape: tuple[int,
     # meta.json is written last: a folder without it (a run interrupted while creating it) is
     # created again from scratch rather than read half-made.
     if not (cache.folder / "meta.json").is_file():
-        np.lib.format.open_memmap(cache.features_path, mode="w+", dtype=np.float32, shape=(total, *shape)).flush()
+        # No rows yet: fill_cache grows the file to the images a run asks for (a --limit 20
+        # run on a 50 000-image split must not reserve 50 000 feature maps).
+        with atomic_open(cache.features_path, "wb") as handle:
+            np.save(handle, np.zeros((0, *shape), dtype=np.float32))
         for name, array in (("labels.npy", np.full(total, -1, dtype=np.int64)), ("jpeg_bytes.npy", np.zeros(total, dtype=np.int64))):
             with atomic_open(cache.folder / name, "wb") as handle:
                 np.save(handle, array)
@@ -126,7 +130,7 @@ def fill_cache(
     if start >= count:
         return 0.0
     subset = ImageDataset(dataset.samples[start:count], _InputAndJpeg(preprocessing))
-    features = np.load(cache.features_path, mmap_mode="r+")
+    features = _grown(cache, start, count)
     labels, jpegs = np.load(cache.folder / "labels.npy"), np.load(cache.folder / "jpeg_bytes.npy")
     head = head.to(memory_format=torch.channels_last).eval()
     head_s, done = float(cache.meta().get("head_s", 0.0)), start
@@ -142,6 +146,25 @@ def fill_cache(
             if on_batch:
                 on_batch(len(targets))
     return head_s
+
+
+def _grown(cache: FeatureCache, computed: int, rows: int) -> np.memmap:
+    """features.npy with room for ``rows`` images, its first ``computed`` rows kept.
+
+    A larger file is written beside the old one and swapped in atomically, so an interruption
+    while growing leaves the old file and its finished rows intact.
+    """
+    current = np.load(cache.features_path, mmap_mode="r") if computed else None
+    if current is not None and len(current) >= rows:
+        return np.load(cache.features_path, mmap_mode="r+")
+    staging = cache.features_path.with_suffix(".grow.npy")
+    grown = np.lib.format.open_memmap(staging, mode="w+", dtype=np.float32, shape=(rows, *cache.shape))
+    for begin in range(0, computed, 256):  # in slices: the finished rows may not fit in memory
+        grown[begin : min(begin + 256, computed)] = current[begin : min(begin + 256, computed)]
+    grown.flush()
+    del grown, current
+    os.replace(staging, cache.features_path)
+    return np.load(cache.features_path, mmap_mode="r+")
 
 
 def _checkpoint(cache: FeatureCache, features: np.memmap, labels: np.ndarray, jpegs: np.ndarray,
