@@ -186,3 +186,17 @@ def test_the_feature_cache_holds_the_images_asked_for_and_grows_keeping_them(tmp
     assert np.load(cache.features_path, mmap_mode="r").shape == (5, *cache.shape) and cache.computed == 5
     assert np.array_equal(cache.features(3), first)
     assert not np.array_equal(cache.features(5)[3], np.zeros(cache.shape, dtype=np.float32))
+
+
+def test_files_of_an_earlier_run_in_out_are_named_as_such(tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("estimators.csv", "profile.csv"):  # an earlier run's files, one of which this run rewrites
+        (out / name).write_text("old\n")
+        os.utime(out / name, (1_000_000_000, 1_000_000_000))
+    done = run_in_process("profile", "cifar_resnet20", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [f"note: {out} also holds files this run did not write: estimators.csv"]
+    assert (out / "estimators.csv").read_text() == "old\n" and (out / "profile.csv").read_text() != "old\n"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+_IMPORTED = time.time()
 
 
 def _cell(value: object) -> str:
@@ -34,4 +38,39 @@ def show_table(table: pd.DataFrame, title: str | None = None, columns: Iterable[
 
 
 def show_written(paths: Iterable[Path]) -> None:
+    """List what this run wrote, and say which files beside them are an earlier run's.
+
+    A run into an existing ``--out`` rewrites its own files; others (say ``estimators.csv``
+    of a prune run with other options) would look current. They are named, not deleted:
+    the folder may hold the user's own files too.
+    """
+    paths = [Path(p) for p in paths]
     console.print("wrote " + ", ".join(str(p) for p in paths), style="dim")
+    for folder, stale in earlier_files(paths).items():
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        print(f"note: {folder} also holds files this run did not write: {shown}", file=sys.stderr)
+
+
+def earlier_files(written: Iterable[Path]) -> dict[Path, list[str]]:
+    """Per folder written into: the files in it older than this process that it did not write."""
+    started = _process_start_time()
+    written = {p.resolve() for p in written}
+    stale: dict[Path, list[str]] = {}
+    for folder in sorted({p.parent for p in written}):
+        for entry in sorted(folder.iterdir()):
+            if (entry.is_file() and not entry.name.startswith(".") and entry.resolve() not in written
+                    and entry.stat().st_mtime < started):
+                stale.setdefault(folder, []).append(entry.name)
+    return stale
+
+
+def _process_start_time() -> float:
+    """When this process started (the files it wrote are newer)."""
+    try:
+        ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
