@@ -11,6 +11,7 @@ The zoo's own models (the papers' networks) add the papers' names for their cuts
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -20,6 +21,8 @@ from torch import nn
 # Importing the model modules registers their specs, in the order listings show them.
 from splitbench.zoo import imagenet, vit, cifar_resnet, ssd  # noqa: F401  (registration)
 from splitbench.cuts import Cut, CutGraph
+from splitbench.errors import SplitbenchError
+from splitbench.preflight import available_memory
 from splitbench.zoo.registry import ModelSpec, list_models, unknown_model, zoo_spec
 from splitbench.zoo.sources import TIMM_PREFIX, factory_spec, is_factory, timm_spec, torchvision_names, torchvision_spec
 from splitbench.weights import WeightsInfo, load_weights
@@ -86,10 +89,29 @@ class ZooModel:
         """The traced graph with every valid cut, measured at ``input_size`` (default: the model's)."""
         size = input_size or self.spec.input_size
         if size not in self._graphs:
+            if size > self.spec.input_size:
+                self._check_memory(size)
             self._graphs[size] = CutGraph.trace(
                 self.traced, self.example_input(size), leaf_modules=(*self.spec.leaf_modules, *self.leaf_modules),
                 aliases=dict(self.spec.split_points))
         return self._graphs[size]
+
+    def _check_memory(self, size: int) -> None:
+        """Refuse an input size whose activations would not fit in this machine's free memory.
+
+        Tracing keeps every operation's output, so the need is about the sum of the outputs'
+        sizes. It is taken from the graph at the model's own size and scaled by the pixels
+        (activations grow with the area of the input), before anything large is allocated.
+        """
+        base = self.cuts(self.spec.input_size)
+        elements = sum(math.prod(node.shape) for node in base.nodes if node.shape)
+        need = 4 * elements * (size / self.spec.input_size) ** 2 * 2  # fp32; ×2 for what a layer holds while it runs
+        free = available_memory()
+        if free is not None and need > free:
+            raise SplitbenchError(
+                f"--input-size {size}: {self.spec.name} would need about {need / 2**30:,.0f} GiB for its activations; "
+                f"this machine has {free / 2**30:,.1f} GiB available"
+            )
 
     def load_weights(self, weights: str) -> ZooModel:
         """Load ``weights`` (``none``, ``default`` or a file path) into the model, in place.
