@@ -202,3 +202,69 @@ def test_files_of_an_earlier_run_in_out_are_named_as_such(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [f"note: {out} also holds files this run did not write: estimators.csv"]
     assert (out / "estimators.csv").read_text() == "old\n" and (out / "profile.csv").read_text() != "old\n"
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live (not zombie) processes below ``pid``, from /proc."""
+    import os
+
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if stat[0] != "Z":
+                parents[int(entry)] = int(stat[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(pid)
+        except OSError:
+            pass
+    return alive
+
+
+@needs_shared_data
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_killed_two_worker_sweep_leaves_no_process_and_the_rerun_finishes(tmp_path: Path, signal_name: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+
+    args = [sys.executable, "-m", "splitbench", "codec", "mobilenet_v2", "--weights", "none", "--at", "bottleneck6",
+            "--limit", "60", "--codec", "bpg", "--qp", "30,35,40", "--layout", "gray", "--workers", "2", "--data", str(SHARED_DATA),
+            "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
+    sweep = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(_descendants(sweep.pid)) < 3 and time.monotonic() < deadline:  # forkserver + 2 encoders
+        assert sweep.poll() is None, sweep.stderr.read()
+        time.sleep(0.2)
+    time.sleep(1.0)  # encoding under way
+    family = _descendants(sweep.pid)
+    assert len(family) >= 3 and sweep.poll() is None
+    sweep.send_signal(getattr(signal, signal_name))
+    sweep.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while _alive(family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(family), f"still alive 5 s after {signal_name}: {sorted(_alive(family))}"
+    if signal_name == "SIGTERM":
+        assert sweep.returncode == 130 and sweep.stderr.read().startswith("error: interrupted")
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    table = pd.read_csv(tmp_path / "out" / "codec.csv")
+    assert sorted(table.loc[table["codec"] == "bpg", "param"].tolist()) == [30, 35, 40]

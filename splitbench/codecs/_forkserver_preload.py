@@ -5,6 +5,9 @@ included); each worker asks the same of the forkserver (``pipeline._start_worker
 encoder outlives a sweep. Never import this module elsewhere: importing it is what arms it.
 """
 
-from splitbench.codecs.orphans import die_with_parent
+from splitbench.codecs.orphans import announce_parent, die_with_parent, expected_parent
 
-die_with_parent()
+# The sweep announced itself before starting this forkserver: if it ended while this was
+# still importing, die now (PDEATHSIG would never come). Workers then check against this process.
+die_with_parent(expected_parent=expected_parent())
+announce_parent()

@@ -34,7 +34,7 @@ from rich.progress import Progress
 
 from splitbench.codecs.base import CodecSpec
 from splitbench.codecs.cache import FeatureCache, cache_key
-from splitbench.codecs.orphans import die_with_parent
+from splitbench.codecs.orphans import announce_parent, die_with_parent, expected_parent
 from splitbench.codecs.features import (
     SIDE_INFO_BYTES,
     check_layout,
@@ -149,6 +149,7 @@ def _executor(workers: int) -> Executor:
     # refresh thread), which fork could copy mid-lock; they start once per sweep and run no torch.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["splitbench.codecs._forkserver_preload"])
+    announce_parent()  # the forkserver, started by this process, checks it is still its parent
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker)
 
 
@@ -161,7 +162,7 @@ def _start_worker() -> None:
     end of its task queue never reports EOF).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()
+    die_with_parent(expected_parent=expected_parent())  # the forkserver, announced by its preload
 
 
 class _InProcess(Executor):
