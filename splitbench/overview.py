@@ -250,4 +250,12 @@ def _provenance(reports: Path) -> str:
     return "## Provenance\n\n" + markdown_table(pd.DataFrame(rows))
 
 
-SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _group, _rd, _training, _eval]
+def _notes(reports: Path) -> str | None:
+    notes = {"RELIABILITY.md": "Reliability: every bad input tried, and what splitbench does with it",
+             "train/bench/README.md": "Training throughput on this machine: fp32 against bf16 autocast"}
+    found = [f"- [{title}]({name})" for name, title in notes.items() if (reports / name).is_file()]
+    return "\n\n".join(["## Notes", "\n".join(found)]) if found else None
+
+
+SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _group, _rd, _training, _eval,
+                                                _notes]

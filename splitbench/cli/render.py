@@ -37,16 +37,17 @@ def show_table(table: pd.DataFrame, title: str | None = None, columns: Iterable[
     console.print(view)
 
 
-def show_written(paths: Iterable[Path]) -> None:
+def show_written(paths: Iterable[Path], *, own_folder: bool = True) -> None:
     """List what this run wrote, and say which files beside them are an earlier run's.
 
     A run into an existing ``--out`` rewrites its own files; others (say ``estimators.csv``
     of a prune run with other options) would look current. They are named, not deleted:
-    the folder may hold the user's own files too.
+    the folder may hold the user's own files too. ``own_folder=False`` is for a file written
+    into a folder that holds other things by design (``report``'s overview in ``reports/``).
     """
     paths = [Path(p) for p in paths]
     console.print("wrote " + ", ".join(str(p) for p in paths), style="dim")
-    for folder, stale in earlier_files(paths).items():
+    for folder, stale in (earlier_files(paths) if own_folder else {}).items():
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         print(f"note: {folder} also holds files this run did not write: {shown}", file=sys.stderr)
 

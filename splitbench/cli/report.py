@@ -48,7 +48,7 @@ def report_command(
         page = render_overview(reports)  # refuses a folder without results before anything is written
         if Plan("report").add("reports", reports).add("out", out).finish(dry_run):
             return
-        show_written([write_text(out, page)])
+        show_written([write_text(out, page)], own_folder=False)
         return
 
     slices = parse_slices(only)
