@@ -268,3 +268,53 @@ def test_a_killed_two_worker_sweep_leaves_no_process_and_the_rerun_finishes(tmp_
     assert rerun.returncode == 0, rerun.stderr
     table = pd.read_csv(tmp_path / "out" / "codec.csv")
     assert sorted(table.loc[table["codec"] == "bpg", "param"].tolist()) == [30, 35, 40]
+
+
+FOLDER_OPTIONS = [  # (command line, the folder option under test); every other input is valid
+    (["profile", "cifar_resnet20"], "--out"),
+    (["split", "cifar_resnet20", "--weights", "none", "--at", "layer2"], "--out"),
+    (["eval", "cifar_resnet20", "--weights", "none", "--limit", "2"], "--out"),
+    (["codec", "mobilenet_v2", "--weights", "none", "--limit", "2"], "--out"),
+    (["codec", "mobilenet_v2", "--weights", "none", "--limit", "2"], "--cache"),
+    (["codec", "mobilenet_v2", "--weights", "none", "--limit", "2"], "--keep-bitstreams"),
+    (["train", "cifar_resnet20", "--epochs", "1", "--limit", "20"], "--out"),
+    (["train", "cifar_resnet20", "--epochs", "1", "--limit", "20"], "--checkpoint-dir"),
+    (["group", "cifar_resnet20", "--groups", "2"], "--out"),
+    (["prune", "vit", "--ratio", "0.5"], "--out"),
+    (["rd", "mobilenet_v2", "--weights", "none"], "--out"),
+    (["rd", "mobilenet_v2", "--weights", "none"], "--cache"),
+]
+
+
+@needs_shared_data
+@pytest.mark.parametrize(("args", "option"), FOLDER_OPTIONS, ids=lambda v: v if isinstance(v, str) else v[0])
+def test_every_folder_option_at_an_existing_file_ends_in_one_line(args: list[str], option: str, tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    others = {"--out": tmp_path / "out"}
+    if args[0] in ("codec", "rd"):
+        others["--cache"] = tmp_path / "cache"
+    if args[0] not in ("profile", "split"):
+        others["--data"] = SHARED_DATA
+    extra = [arg for name, path in others.items() if name != option for arg in (name, str(path))]
+    done = run_in_process(*args, option, str(taken), *extra, "--dry-run")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: {option} {taken} is a file, not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and taken.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("case", ["text", "zero-byte", "missing parent", "folder"])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_weights_that_are_not_weights_end_in_one_line(case: str, suffix: str, tmp_path: Path) -> None:
+    path = {"text": tmp_path / f"w{suffix}", "zero-byte": tmp_path / f"w{suffix}",
+            "missing parent": tmp_path / "nowhere" / f"w{suffix}", "folder": tmp_path / f"w{suffix}"}[case]
+    if case == "text":
+        path.write_text("hello\n")
+    elif case == "zero-byte":
+        path.write_bytes(b"")
+    elif case == "folder":
+        path.mkdir()
+    done = run_in_process("profile", "cifar_resnet20", "--weights", str(path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and str(path) in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "out").exists()
