@@ -10,7 +10,7 @@ so a stop loses at most ``checkpoint_s`` of work.
 
 Precision: ``auto`` is bf16 autocast where the hardware computes bf16 natively (a CUDA
 device; a CPU with AVX512_BF16 or AMX) and fp32 elsewhere. On a CPU without native bf16
-(AVX2 only) oneDNN emulates bf16 matrix products, which measured 35× *slower* than fp32
+(AVX2 only) oneDNN emulates bf16 matrix products, which measured 37× *slower* than fp32
 for the seed 002 ViT, so ``auto`` never picks it there.
 """
 
