@@ -19,7 +19,8 @@ import torch
 
 from splitbench.training import CifarAugment
 from splitbench.training.augment import normalize
-from splitbench.training.trainer import native_bf16, physical_cores, pick_device
+from splitbench.preflight import physical_cores
+from splitbench.training.trainer import native_bf16, pick_device
 from splitbench.zoo import load_model
 
 

@@ -66,6 +66,23 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def physical_cores() -> int:
+    """Physical cores among the usable ones: hyper-threads share a core's vector units, so GEMMs gain nothing."""
+    usable = usable_cores()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return usable
+    cores, physical = set(), ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            physical = value.strip()
+        elif key.strip() == "core id":
+            cores.add((physical, value.strip()))
+    return min(len(cores), usable) if cores else usable
+
+
 def available_memory() -> int | None:
     """Bytes this process can still allocate: the kernel's MemAvailable, or less under a cgroup limit."""
     try:

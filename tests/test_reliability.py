@@ -204,19 +204,21 @@ def test_files_of_an_earlier_run_in_out_are_named_as_such(tmp_path: Path) -> Non
     assert (out / "estimators.csv").read_text() == "old\n" and (out / "profile.csv").read_text() != "old\n"
 
 
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a process from /proc, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
 def _descendants(pid: int) -> set[int]:
-    """Live (not zombie) processes below ``pid``, from /proc."""
+    """Live (not zombie) processes below ``pid``."""
     import os
 
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if stat[0] != "Z":
-                parents[int(entry)] = int(stat[1])
+    parents = {int(e): info[1] for e in os.listdir("/proc") if e.isdigit()
+               if (info := _state_and_parent(int(e))) is not None and info[0] != "Z"}
     found, frontier = set(), {pid}
     while frontier:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
@@ -225,14 +227,7 @@ def _descendants(pid: int) -> set[int]:
 
 
 def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                alive.add(pid)
-        except OSError:
-            pass
-    return alive
+    return {pid for pid in pids if (info := _state_and_parent(pid)) is not None and info[0] != "Z"}
 
 
 @needs_shared_data

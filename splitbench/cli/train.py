@@ -14,7 +14,7 @@ import typer
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out
-from splitbench.preflight import Plan, worker_count, writable_file, writable_folder
+from splitbench.preflight import Plan, physical_cores, worker_count, writable_file, writable_folder
 from splitbench.cli.render import console, show_written
 from splitbench.data import open_dataset
 from splitbench.data.tensors import decode_dataset
@@ -22,7 +22,7 @@ from splitbench.errors import SplitbenchError
 from splitbench.reporting import plot_training, training_markdown
 from splitbench.results import write_result
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
-from splitbench.training.trainer import physical_cores, pick_device, resolve_precision
+from splitbench.training.trainer import pick_device, resolve_precision
 from splitbench.weights import save_safetensors
 from splitbench.zoo import load_model
 

@@ -88,6 +88,11 @@ class ImageDataset(Dataset):
         return {**self._provenance, "images": len(self), "content_sha256": self.fingerprint()}
 
     @property
+    def name(self) -> str:
+        """The data set as the user named it (a manifest, ``imagefolder:DIR`` or ``csv:FILE``)."""
+        return str(self._provenance.get("dataset") or self._provenance.get("folder") or "the data")
+
+    @property
     def label_space(self) -> int | None:
         """How many classes a label indexes (1000 for ImageNet sets, even those with fewer present)."""
         return self._provenance.get("label_space")
@@ -112,9 +117,8 @@ class ImageDataset(Dataset):
 
 def check_training_data(train: ImageDataset, test: ImageDataset | None, option: str = "--train-data") -> None:
     """Warn (one line, recorded in the provenance) when a run trains or calibrates on test images."""
-    name = train.provenance().get("dataset") or train.provenance().get("folder") or "the training data"
     if train.test_only:
-        warn(f"{option}: {name} is a test set (its manifest says never to train or calibrate on it); "
+        warn(f"{option}: {train.name} is a test set (its manifest says never to train or calibrate on it); "
              "the results are not a fair test")
     if test is not None:
         shared = {os.path.realpath(path) for path, _ in train.samples} & {os.path.realpath(path) for path, _ in test.samples}
@@ -125,7 +129,7 @@ def check_training_data(train: ImageDataset, test: ImageDataset | None, option: 
 def check_label_space(outputs: int, data: ImageDataset, model: str) -> None:
     """Warn (one line, recorded) when the model's classes are not the data's: every hit would be chance."""
     if data.label_space is not None and outputs != data.label_space:
-        warn(f"{model} has {outputs} outputs but the labels of {data.provenance().get('dataset')} index "
+        warn(f"{model} has {outputs} outputs but the labels of {data.name} index "
              f"{data.label_space} classes; its top-1 there measures nothing")
 
 

@@ -16,7 +16,6 @@ for the seed 002 ViT, so ``auto`` never picks it there.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -103,23 +102,6 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return requested
-
-
-def physical_cores() -> int:
-    """Physical CPU cores this process may use: hyper-threads share one core's vector units."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return usable
-    cores, physical = set(), ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "physical id":
-            physical = value.strip()
-        elif key.strip() == "core id":
-            cores.add((physical, value.strip()))
-    return min(len(cores), usable) if cores else usable
 
 
 def train_classifier(
