@@ -129,9 +129,10 @@ def describe_weights(weights: str, torchvision_name: str | None, has_default: bo
         path = Path(weights).expanduser()
         if not path.is_file():
             raise SplitbenchError(f"weights file not found: {path}")
-        if not os.access(path, os.R_OK):
-            raise SplitbenchError(f"weights file cannot be read: {path}")
-        return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
+        from splitbench.weights import check_weights_file
+
+        kind = check_weights_file(path)
+        return f"{path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)"
     if torchvision_name is None:
         if has_default:
             return "the source's published weights (downloaded when needed)"

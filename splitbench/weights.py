@@ -109,6 +109,31 @@ def read_tensor_file(path: Path, what: str = "checkpoint") -> Any:
         ) from None
 
 
+def check_weights_file(path: Path) -> str:
+    """The format of a local weights file, read from its first bytes; refuses anything else.
+
+    ``--dry-run`` and the preflight checks call this instead of loading the file: a text file,
+    an empty file or a truncated header fails in one line before any work, at the cost of
+    reading a few bytes.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if not head:
+                raise SplitbenchError(f"weights file is empty (0 bytes): {path}")
+            if head.startswith(b"PK\x03\x04"):
+                return "torch zip checkpoint"
+            if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+                return "torch legacy checkpoint"
+            if len(head) == 8:
+                header_size = int.from_bytes(head, "little")
+                if 2 <= header_size <= min(100_000_000, path.stat().st_size - 8) and handle.read(1) == b"{":
+                    return "safetensors"
+    except OSError as error:
+        raise SplitbenchError(f"weights file cannot be read: {path} ({error.strerror or error})") from None
+    raise SplitbenchError(f"not a weights file (neither a torch checkpoint nor safetensors): {path}")
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapped from common containers and prefixes."""
     if not path.is_file():

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import pwd
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -32,6 +36,39 @@ def zoo(name: str):
     from splitbench.zoo import load_model
 
     return load_model(name)
+
+
+needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                                reason="needs root to act as another user")
+
+
+@contextlib.contextmanager
+def as_user(name: str = "nobody"):
+    """Act as ``name`` for file access in this process (effective ids), root again afterwards.
+
+    Tests run as root, for whom every file is writable; a read-only folder is only read-only
+    to someone else. Effective ids govern file access, and the real id (root) lets them back.
+    """
+    account = pwd.getpwnam(name)
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(account.pw_gid)
+    os.seteuid(account.pw_uid)
+    try:
+        yield account
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+@pytest.fixture
+def open_tmp_path():
+    """Like ``tmp_path``, but another user may enter it (pytest's own are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="splitbench-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_in_process(*args: str, cwd: Path | None = None):

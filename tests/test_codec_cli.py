@@ -22,6 +22,7 @@ COLUMNS = ["model", "split", "codec", "param", "layout", "bits", "backend", "ima
         (["--qp", "52"], "error: --qp 52 is out of range for bpg (0–51)"),
         (["--codec", "webp", "--quality", "101"], "error: --quality 101 is out of range for webp (0–100)"),
         (["--codec", "heic"], "error: unknown codec 'heic'; valid codecs: bpg, png, webp, avif, jpegxl, jpeg2000"),
+        (["--codec", "jpeg"], "error: unknown codec 'jpeg'; did you mean jpegxl, jpeg2000? valid codecs: bpg, png"),
         (["--layout", "rgb"], "error: unknown layout 'rgb'; valid layouts: paper, gray"),
         (["--codec", "png", "--qp", "30"], "error: --qp was given but no codec in --codec takes it"),
         (["--codec", "bpg", "--bits", "16"], "error: bpg codes 8, 10, 12-bit samples; --bits 16 is not supported"),

@@ -69,7 +69,7 @@ def test_lossy_codecs_round_trip_with_bounded_error(plane: np.ndarray, name: str
         (("webp", 101), r"--quality 101 is out of range for webp \(0–100\)"),
         (("png", 5), r"png is lossless and takes no --qp or --quality"),
         (("webp", None), r"webp needs --quality"),
-        (("jpeg99", 3), r"unknown codec 'jpeg99'; valid codecs: bpg, png, webp, avif, jpegxl, jpeg2000"),
+        (("jpeg99", 3), r"unknown codec 'jpeg99'; did you mean jpegxl\? valid codecs: bpg, png, webp, avif, jpegxl, jpeg2000"),
         (("webp", 50, 16), r"webp codes 8-bit samples; --bits 16 is not supported"),
         (("bpg", 30, 16), r"bpg codes 8, 10, 12-bit samples; --bits 16 is not supported"),
     ],

@@ -103,7 +103,7 @@ def test_open_shared_datasets_gives_sorted_labelled_samples() -> None:
 
 
 def test_unknown_manifest_lists_valid_names() -> None:
-    with pytest.raises(SplitbenchError, match="unknown dataset 'imagenet'.*cifar10, ilsvrc2012-val"):
+    with pytest.raises(SplitbenchError, match="unknown dataset 'imagenet'; did you mean imagenet-val-1300.*cifar10, ilsvrc2012-val"):
         load_manifest("imagenet")
 
 

@@ -35,12 +35,12 @@ RESNET20_PARAMS = 432 + BLOCK_WEIGHTS + 2 * 688 + 650
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["cifar_resnet20", "--groups", "0"], "error: --groups takes whole numbers ≥ 1 separated by commas, got '0'"),
-        (["cifar_resnet20", "--groups", "4,x"], "error: --groups takes whole numbers ≥ 1 separated by commas, got '4,x'"),
+        (["cifar_resnet20", "--groups", "0"], "error: --groups takes comma-separated integers ≥ 1, got '0'"),
+        (["cifar_resnet20", "--groups", "4,x"], "error: --groups takes comma-separated integers, got '4,x'"),
         (["cifar_resnet20", "--groups", "4,17"],
          "error: groups must be between 1 and 16 (the narrowest 3x3 convolution's channels), got 17"),
         (["cifar_resnet20", "--duplicate-top", "-1"],
-         "error: --duplicate-top takes whole numbers ≥ 0 separated by commas, got '-1'"),
+         "error: --duplicate-top takes comma-separated integers ≥ 0, got '-1'"),
         (["mobilenet_v2"], "error: group trains on CIFAR-10; mobilenet_v2 is not a CIFAR-10 model"),
         (["vit"], "error: the model has no dense 3x3 convolution inside its blocks for FLGC to replace"),
         (["resnet20"], "error: unknown model 'resnet20'; did you mean resnet50"),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, needs_shared_data, run_in_process, zoo
+from conftest import SHARED_DATA, SHARED_WEIGHTS, as_user, needs_root, needs_shared_data, run_in_process, zoo
 from splitbench.codecs.sweep import SweepRequest, _open_feature_cache, preprocessing_for
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
@@ -79,8 +81,15 @@ def test_a_truncated_image_changes_the_fingerprint(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["profile", "vgg16", "--weights", "{text}.pth"], "error: cannot read weights from {text}.pth: not a plain tensor checkpoint (KeyError)"),
-        (["profile", "vgg16", "--weights", "{text}.safetensors"], "error: cannot read weights from {text}.safetensors: not a safetensors file"),
+        (["profile", "vgg16", "--weights", "{text}.pth"],
+         "error: not a weights file (neither a torch checkpoint nor safetensors): {text}.pth"),
+        (["profile", "vgg16", "--weights", "{text}.safetensors"],
+         "error: not a weights file (neither a torch checkpoint nor safetensors): {text}.safetensors"),
+        # a header that looks right over a damaged body fails when the file is read
+        (["profile", "vgg16", "--weights", "{damaged}.pth"],
+         "error: cannot read weights from {damaged}.pth: not a plain tensor checkpoint"),
+        (["profile", "vgg16", "--weights", "{damaged}.safetensors"],
+         "error: cannot read weights from {damaged}.safetensors: not a safetensors file"),
         (["profile", "vgg16", "--input-size", "8"], "error: VGG cannot run on a 3x8x8 input"),
         (["profile", "vit", "--input-size", "10"], "error: SplittableViT cannot run on a 3x10x10 input"),
         (["profile", "cifar_resnet20", "--input-size", "10000"],
@@ -90,13 +99,16 @@ def test_a_truncated_image_changes_the_fingerprint(tmp_path: Path) -> None:
     ],
 )
 def test_bad_files_and_sizes_end_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
-    text = tmp_path / "text"
+    text, damaged = tmp_path / "text", tmp_path / "damaged"
     for suffix in (".pth", ".safetensors", ".csv"):
         text.with_suffix(suffix).write_text("hello\n")
-    done = run_in_process(*[a.format(text=text) for a in args], "--dry-run" if args[0] == "report" else "--out",
+    damaged.with_suffix(".pth").write_bytes(b"PK\x03\x04" + bytes(200))
+    damaged.with_suffix(".safetensors").write_bytes((40).to_bytes(8, "little") + b"{" + bytes(60))
+    paths = {"text": text, "damaged": damaged}
+    done = run_in_process(*[a.format(**paths) for a in args], "--dry-run" if args[0] == "report" else "--out",
                           *([] if args[0] == "report" else [str(tmp_path / "out")]))
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(message.format(text=text)) and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(message.format(**paths)) and done.stderr.count("\n") == 1, done.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -281,35 +293,143 @@ FOLDER_OPTIONS = [  # (command line, the folder option under test); every other 
 ]
 
 
+FOLDER_CASES = {  # case -> the one line expected, or None where the run goes ahead
+    "existing file": "{option} {path} is a file, not a folder",
+    "zero-byte file": "{option} {path} is a file, not a folder",
+    "read-only folder": "{option} {path} cannot be written (Permission denied)",
+    "missing parent": None,  # created when results are written, like mkdir -p; a dry run creates nothing
+}
+
+
+def _place(case: str, root: Path) -> Path:
+    """A path of the given kind under ``root``."""
+    if case in ("existing file", "text file"):
+        (root / "taken").write_text("not a folder\n")
+        return root / "taken"
+    if case == "zero-byte file":
+        (root / "empty").write_bytes(b"")
+        return root / "empty"
+    if case == "read-only folder":
+        (root / "read-only").mkdir(mode=0o555)
+        return root / "read-only"
+    return root / "home" / "missing" / "parent" / "run"  # under a folder this user may write
+
+
+@functools.lru_cache(maxsize=None)
+def _imported_for(args: tuple[str, ...]) -> None:
+    """One valid dry run as root first: the modules it imports lazily may live where ``nobody`` cannot read."""
+    scratch = Path(tempfile.mkdtemp())
+    data = [] if args[0] in ("profile", "split") else ["--data", str(SHARED_DATA)]
+    done = run_in_process(*args, "--out", str(scratch / "out"), "--cache", str(scratch / "cache"), *data, "--dry-run") \
+        if args[0] in ("codec", "rd") else run_in_process(*args, "--out", str(scratch / "out"), *data, "--dry-run")
+    shutil.rmtree(scratch)
+    assert done.returncode == 0, done.stderr
+
+
+@needs_root
 @needs_shared_data
+@pytest.mark.parametrize("case", list(FOLDER_CASES))
 @pytest.mark.parametrize(("args", "option"), FOLDER_OPTIONS, ids=lambda v: v if isinstance(v, str) else v[0])
-def test_every_folder_option_at_an_existing_file_ends_in_one_line(args: list[str], option: str, tmp_path: Path) -> None:
-    taken = tmp_path / "taken"
-    taken.write_text("not a folder")
-    others = {"--out": tmp_path / "out"}
+def test_every_folder_option_ends_in_one_line_or_goes_ahead(args: list[str], option: str, case: str,
+                                                             open_tmp_path: Path) -> None:
+    root = open_tmp_path
+    (root / "home").mkdir()
+    (root / "home").chmod(0o777)
+    path = _place(case, root)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    others = {"--out": root / "home" / "out"}
     if args[0] in ("codec", "rd"):
-        others["--cache"] = tmp_path / "cache"
+        others["--cache"] = root / "home" / "cache"
     if args[0] not in ("profile", "split"):
         others["--data"] = SHARED_DATA
-    extra = [arg for name, path in others.items() if name != option for arg in (name, str(path))]
-    done = run_in_process(*args, option, str(taken), *extra, "--dry-run")
-    assert done.returncode == 2, done.stderr
-    assert done.stderr == f"error: {option} {taken} is a file, not a folder\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and taken.read_text() == "not a folder"
+    extra = [arg for name, other in others.items() if name != option for arg in (name, str(other))]
+    _imported_for(tuple(args))
+    with as_user("nobody"):  # root may write anywhere; a read-only folder is read-only to others
+        done = run_in_process(*args, option, str(path), *extra, "--dry-run", cwd=root / "home")
+    expected = FOLDER_CASES[case]
+    if expected is None:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == "error: " + expected.format(option=option, path=path) + "\n"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written
 
 
-@pytest.mark.parametrize("case", ["text", "zero-byte", "missing parent", "folder"])
+DATA_COMMANDS = [
+    ["eval", "cifar_resnet20", "--weights", "none", "--limit", "2"],
+    ["codec", "mobilenet_v2", "--weights", "none", "--limit", "2"],
+    ["train", "cifar_resnet20", "--epochs", "1", "--limit", "20"],
+    ["group", "cifar_resnet20", "--groups", "2"],
+    ["prune", "vit", "--ratio", "0.5"],
+    ["rd", "mobilenet_v2", "--weights", "none"],
+]
+DATA_CASES = ["text file", "zero-byte file", "missing parent", "unreadable folder", "read-only copy"]
+
+
+@needs_root
+@needs_shared_data
+@pytest.mark.parametrize("case", DATA_CASES)
+@pytest.mark.parametrize("args", DATA_COMMANDS, ids=lambda v: v[0])
+def test_every_data_root_that_holds_no_data_ends_in_one_line(args: list[str], case: str, open_tmp_path: Path) -> None:
+    root = open_tmp_path
+    if case == "unreadable folder":
+        (root / "locked").mkdir(mode=0o000)
+        path = root / "locked"
+    elif case == "read-only copy":  # the shared layout, linked into a folder nobody may write
+        path = root / "copy"
+        path.mkdir()
+        for entry in SHARED_DATA.iterdir():
+            (path / entry.name).symlink_to(entry)
+        path.chmod(0o555)
+    else:
+        path = _place(case, root)
+    home = root / "writable"
+    home.mkdir()
+    home.chmod(0o777)
+    others = ["--out", str(home / "out")] + (["--cache", str(home / "cache")] if args[0] in ("codec", "rd") else [])
+    _imported_for(tuple(args))
+    with as_user("nobody"):
+        done = run_in_process(*args, "--data", str(path), *others, "--dry-run", cwd=home)
+    if case == "read-only copy":  # reading is all a data root needs
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("error: ") and str(path) in done.stderr, done.stderr
+    assert list(home.iterdir()) == []
+
+
+WEIGHTS_OPTIONS = [  # a real run (weights are read last) and dry runs (which must look at the file too)
+    ["profile", "cifar_resnet20", "--weights"],
+    ["eval", "cifar_resnet20", "--limit", "2", "--dry-run", "--weights"],
+    ["prune", "vit", "--ratio", "0.5", "--dry-run", "--checkpoint"],
+]
+
+
+@needs_root
+@needs_shared_data
+@pytest.mark.parametrize("case", ["text", "zero-byte", "missing parent", "folder", "unreadable"])
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_weights_that_are_not_weights_end_in_one_line(case: str, suffix: str, tmp_path: Path) -> None:
-    path = {"text": tmp_path / f"w{suffix}", "zero-byte": tmp_path / f"w{suffix}",
-            "missing parent": tmp_path / "nowhere" / f"w{suffix}", "folder": tmp_path / f"w{suffix}"}[case]
+@pytest.mark.parametrize("args", WEIGHTS_OPTIONS, ids=lambda v: v[0])
+def test_weights_that_are_not_weights_end_in_one_line(args: list[str], case: str, suffix: str,
+                                                      open_tmp_path: Path) -> None:
+    path = open_tmp_path / ("nowhere" if case == "missing parent" else "") / f"w{suffix}"
     if case == "text":
         path.write_text("hello\n")
     elif case == "zero-byte":
         path.write_bytes(b"")
     elif case == "folder":
         path.mkdir()
-    done = run_in_process("profile", "cifar_resnet20", "--weights", str(path), "--out", str(tmp_path / "out"))
+    elif case == "unreadable":  # a real checkpoint that this user may not read
+        path.write_bytes((SHARED_WEIGHTS / "cifar-resnet20-12fca82f.th").read_bytes())
+        path.chmod(0o600)
+    home = open_tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o777)
+    _imported_for((*[arg for arg in args[:-1] if arg != "--dry-run"], "--weights", "none") if args[0] != "prune"
+                  else tuple(arg for arg in args[:-1] if arg != "--dry-run"))
+    with as_user("nobody"):
+        done = run_in_process(*args, str(path), "--out", str(home / "out"), "--data", str(SHARED_DATA), cwd=home) \
+            if args[0] != "profile" else run_in_process(*args, str(path), "--out", str(home / "out"), cwd=home)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: ") and str(path) in done.stderr and done.stderr.count("\n") == 1, done.stderr
-    assert not (tmp_path / "out").exists()
+    assert list(home.iterdir()) == []

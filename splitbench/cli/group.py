@@ -11,7 +11,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out
+from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out, split_numbers
 from splitbench.data import open_dataset
 from splitbench.preflight import Plan, writable_folder
 from splitbench.cli.render import console, show_table, show_written
@@ -30,14 +30,9 @@ from splitbench.training.trainer import pick_device, resolve_precision
 from splitbench.zoo import load_model
 
 
-def _integers(value: str, option: str, minimum: int) -> tuple[int, ...]:
-    try:
-        numbers = tuple(dict.fromkeys(int(v) for v in value.split(",") if v.strip()))
-    except ValueError:
-        numbers = ()
-    if not numbers or min(numbers) < minimum:
-        raise SplitbenchError(f"{option} takes whole numbers ≥ {minimum} separated by commas, got {value!r}")
-    return numbers
+def _counts(text: str, option: str, minimum: int) -> tuple[int, ...]:
+    """A list option of whole numbers, duplicates dropped in order."""
+    return tuple(dict.fromkeys(split_numbers(text, option, int, minimum)))
 
 
 @app.command("group")
@@ -61,7 +56,7 @@ def group_command(
     """Fine-tune MODEL with FLGC at each group count, with and without duplication; measure the grouped models."""
     start = time.perf_counter()
     chosen_device = pick_device(device)
-    settings = GroupSettings(groups=_integers(groups, "--groups", 1), duplicate_tops=_integers(duplicate_top, "--duplicate-top", 0),
+    settings = GroupSettings(groups=_counts(groups, "--groups", 1), duplicate_tops=_counts(duplicate_top, "--duplicate-top", 0),
                              epochs=epochs, lr=lr, batch_size=batch_size, timing_repeats=timing_repeats,
                              precision=resolve_precision(precision, chosen_device))
     dense = load_model(model)

@@ -115,8 +115,8 @@ def split_names(text: str, option: str | None = None) -> list[str]:
     return names
 
 
-def split_numbers(text: str | None, option: str, kind: type = float) -> list:
-    """Comma-separated numbers of one ``kind``; a bad one, or none at all, fails naming the option."""
+def split_numbers(text: str | None, option: str, kind: type = float, minimum: float | None = None) -> list:
+    """Comma-separated numbers of one ``kind`` (≥ ``minimum``); a bad one, or none, fails naming the option."""
     if text is None:
         return []
     noun = "integers" if kind is int else "numbers"
@@ -126,4 +126,6 @@ def split_numbers(text: str | None, option: str, kind: type = float) -> list:
         raise SplitbenchError(f"{option} takes comma-separated {noun}, got '{text}'") from None
     if not numbers:
         raise SplitbenchError(f"{option} takes comma-separated {noun}, got '{text}'")
+    if minimum is not None and min(numbers) < minimum:
+        raise SplitbenchError(f"{option} takes comma-separated {noun} ≥ {minimum:g}, got '{text}'")
     return numbers

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from splitbench.errors import SplitbenchError
+from splitbench.errors import SplitbenchError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def codec_class(name: str) -> type[Codec]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise SplitbenchError(f"unknown codec '{name}'; valid codecs: {', '.join(_REGISTRY)}") from None
+        raise unknown_name("codec", name, _REGISTRY) from None
 
 
 def make_codec(name: str, param: int | None, bits: int = 8, channels: int = 1, **options: Any) -> Codec:

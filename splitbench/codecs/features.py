@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitbench.errors import SplitbenchError
+from splitbench.errors import SplitbenchError, unknown_name
 
 LAYOUTS = ("paper", "gray")
 SIDE_INFO_BYTES = 8  # min and max as float32
@@ -25,7 +25,7 @@ QUANTIZE_BITS = (8, 10, 12, 16)
 
 def check_layout(layout: str) -> str:
     if layout not in LAYOUTS:
-        raise SplitbenchError(f"unknown layout '{layout}'; valid layouts: {', '.join(LAYOUTS)}")
+        raise unknown_name("layout", layout, LAYOUTS)
     return layout
 
 

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from splitbench.errors import SplitbenchError
+from splitbench.errors import SplitbenchError, unknown_name
 
 DATA_ROOT_ENV = "SPLITBENCH_DATA"
 LAYOUTS = ("labels_csv", "class_folders")
@@ -85,9 +85,7 @@ class Manifest:
         if name is None:
             name = self._default_split_name()
         if name not in self.splits:
-            raise SplitbenchError(
-                f"unknown split {name!r} for dataset {self.name}; valid splits: {', '.join(sorted(self.splits))}"
-            )
+            raise unknown_name("split", name, sorted(self.splits), f" for dataset {self.name}")
         return self.splits[name]
 
     def _default_split_name(self) -> str:
@@ -150,7 +148,7 @@ def load_manifest(name: str) -> Manifest:
     """The shipped manifest called ``name``; an unknown name lists the valid ones."""
     entry = resources.files(_MANIFEST_PACKAGE) / f"{name}.json"
     if not entry.is_file():
-        raise SplitbenchError(f"unknown dataset {name!r}; valid datasets: {', '.join(list_manifests())}")
+        raise unknown_name("dataset", name, list_manifests())
     return Manifest.from_dict(json.loads(entry.read_text(encoding="utf-8")))
 
 
@@ -163,9 +161,19 @@ def resolve_data_root(explicit: Path | str | None) -> Path:
     else:
         raise SplitbenchError(f"no data root: pass --data DIR or set {DATA_ROOT_ENV}=DIR")
     root = root.expanduser()
-    if not root.is_dir():
+    if not _is_folder(root):
         raise SplitbenchError(f"data root does not exist or is not a folder: {root} (from {source})")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise SplitbenchError(f"data root cannot be read (permission denied): {root} (from {source})")
     return root
+
+
+def _is_folder(path: Path) -> bool:
+    """``path.is_dir()``, but a folder this user may not look into raises one line instead of a traceback."""
+    try:
+        return path.is_dir()
+    except PermissionError:
+        raise SplitbenchError(f"{path} cannot be read (permission denied)") from None
 
 
 def iter_image_files(folder: Path, relative_to: Path) -> Iterator[str]:
@@ -230,10 +238,10 @@ def verify_manifest(manifest: Manifest, root: Path | str, split: str | None = No
     """
     info = manifest.split(split)
     dataset_dir = dataset_directory(manifest, Path(root))
-    if not dataset_dir.is_dir():
+    if not _is_folder(dataset_dir):
         raise SplitbenchError(f"dataset {manifest.name} not found: {dataset_dir} is not a folder")
     split_folder = dataset_dir / info.path
-    if not split_folder.is_dir():
+    if not _is_folder(split_folder):
         raise SplitbenchError(f"dataset {manifest.name}, split {info.name}: {split_folder} is not a folder")
 
     files = list_image_files(split_folder, dataset_dir)
