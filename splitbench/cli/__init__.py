@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 
 # Importing the command modules registers their commands, in the order --help lists them.
-from splitbench.cli import models, profile, split, evaluate, codec, train, prune, group, rd, report  # noqa: E402,F401,I001
+from splitbench.cli import models, profile, split, evaluate, codec, train, prune, group, rd, link, report  # noqa: E402,F401,I001
 
 
 INTERRUPTED = "interrupted; results written so far are complete and kept"

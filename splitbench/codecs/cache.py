@@ -33,12 +33,17 @@ CACHE_VERSION = 1
 JPEG_QUALITY = 75  # seed 003 §5: the input JPEG the ratio is measured against (Pillow)
 
 
-def jpeg_size(image: Image.Image, quality: int | None = None) -> int:
-    """Bytes of ``image`` saved as JPEG by Pillow with ``quality`` (default ``JPEG_QUALITY``; Pillow's
-    default 4:2:0 subsampling)."""
+def jpeg_file(image: Image.Image, quality: int | None = None) -> bytes:
+    """``image`` saved as JPEG by Pillow with ``quality`` (default ``JPEG_QUALITY``; Pillow's
+    default 4:2:0 subsampling): the upload that seed 003 compares feature bytes with."""
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY if quality is None else quality)
-    return buffer.tell()
+    return buffer.getvalue()
+
+
+def jpeg_size(image: Image.Image, quality: int | None = None) -> int:
+    """Bytes of :func:`jpeg_file`."""
+    return len(jpeg_file(image, quality))
 
 
 class _InputAndJpeg:

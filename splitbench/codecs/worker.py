@@ -65,23 +65,55 @@ def run_task(task: Task) -> list[Coded]:
     return [code_one(np.asarray(features[i]), i, codec, task.layout, task.keep_dir) for i in task.indices]
 
 
-def code_one(tensor: np.ndarray, index: int, codec: Codec, layout: str, keep_dir: str | None = None) -> Coded:
+@dataclass(frozen=True)
+class Encoded:
+    """What the sender transmits for one tensor: the coded picture and eq. 8's float32 range."""
+
+    data: bytes
+    minimum: np.float32
+    maximum: np.float32
+    quantize_s: float
+    encode_s: float
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on the channel: the coded file plus min and max (``SIDE_INFO_BYTES``)."""
+        return len(self.data) + SIDE_INFO_BYTES
+
+
+def encode_features(tensor: np.ndarray, codec: Codec, layout: str, index: int = 0) -> Encoded:
+    """The sender's half: quantise (eq. 7) → tile → picture → encode."""
     began = time.perf_counter()
     quantized = quantize(tensor, codec.bits)
     picture = to_picture(tile(quantized.values), layout)
     tiled = time.perf_counter()
+    data = _library_call(codec.encode, picture, codec, index)
+    return Encoded(data, quantized.minimum, quantized.maximum, tiled - began, time.perf_counter() - tiled)
+
+
+def decode_features(data: bytes, minimum: np.float32, maximum: np.float32, shape: tuple[int, int, int],
+                    codec: Codec, layout: str, index: int = 0) -> np.ndarray:
+    """The receiver's half: decode → plane → untile → dequantise (eq. 8), float32 C×H×W."""
+    plane = from_picture(_library_call(codec.decode, data, codec, index), layout)
+    values = untile(plane, shape)
+    return dequantize(Quantized(values, np.float32(minimum), np.float32(maximum), codec.bits))
+
+
+def _library_call(call, argument, codec: Codec, index: int):  # type: ignore[no-untyped-def]
     try:
-        data = codec.encode(picture)
-        encoded = time.perf_counter()
-        decoded_picture = codec.decode(data)
+        return call(argument)
     except SplitbenchError:
         raise
     except Exception as error:  # a library's own error: one line that names the codec and image
         raise SplitbenchError(f"{codec.name} failed on image {index}: {type(error).__name__}: {error}") from None
-    plane = from_picture(decoded_picture, layout)
-    values = untile(plane, tensor.shape)
-    recovered = dequantize(Quantized(values, quantized.minimum, quantized.maximum, quantized.bits))
-    decoded = time.perf_counter()
+
+
+def code_one(tensor: np.ndarray, index: int, codec: Codec, layout: str, keep_dir: str | None = None) -> Coded:
+    """Both halves on one machine, as a sweep measures them."""
+    sent = encode_features(tensor, codec, layout, index)
+    began = time.perf_counter()
+    recovered = decode_features(sent.data, sent.minimum, sent.maximum, tensor.shape, codec, layout, index)
+    decode_s = time.perf_counter() - began
     if keep_dir is not None:
-        Path(keep_dir, f"{index:06d}.{codec.extension}").write_bytes(data)
-    return Coded(index, recovered, len(data) + SIDE_INFO_BYTES, tiled - began, encoded - tiled, decoded - encoded)
+        Path(keep_dir, f"{index:06d}.{codec.extension}").write_bytes(sent.data)
+    return Coded(index, recovered, sent.nbytes, sent.quantize_s, sent.encode_s, decode_s)

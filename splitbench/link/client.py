@@ -1,0 +1,84 @@
+"""The edge's connection to ``splitbench serve``: one DEALER socket, requests matched by id."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any
+
+import zmq
+
+from splitbench.errors import SplitbenchError
+from splitbench.link.protocol import ProtocolError, parse_reply, request_frames
+
+
+class LinkClient:
+    """Requests to the server at ``endpoint`` (``tcp://HOST:PORT``), one at a time per client."""
+
+    def __init__(self, endpoint: str, timeout_s: float = 60.0) -> None:
+        if not endpoint.startswith("tcp://"):
+            endpoint = f"tcp://{endpoint}"
+        self.endpoint, self.timeout_s = endpoint, timeout_s
+        self._context = zmq.Context.instance()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self._socket.connect(endpoint)
+        except zmq.ZMQError as error:
+            self._socket.close()
+            raise SplitbenchError(f"--server {endpoint}: {error}") from None
+        self._ids = (f"{os.getpid()}-{id(self):x}-{n}" for n in itertools.count())
+
+    def __enter__(self) -> LinkClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+    def send(self, op: str, payload: bytes = b"", **fields: Any) -> tuple[str, bytes]:
+        """Send one request; its id and header bytes (for counting what went on the wire)."""
+        request_id = next(self._ids)
+        frames = request_frames(op, request_id, payload, **fields)
+        self._socket.send_multipart(frames, copy=False)
+        return request_id, frames[0]
+
+    def receive(self, request_id: str, timeout_s: float | None = None) -> dict[str, Any]:
+        """The reply to ``request_id``; replies to earlier, abandoned requests are skipped."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._socket.poll(int(remaining * 1000) + 1):
+                raise SplitbenchError(f"no reply from {self.endpoint} within "
+                                      f"{self.timeout_s if timeout_s is None else timeout_s:g} s")
+            try:
+                reply = parse_reply(self._socket.recv_multipart())
+            except ProtocolError as error:
+                raise SplitbenchError(f"{self.endpoint} sent a malformed reply: {error}") from None
+            if reply.get("id") == request_id:
+                return reply
+
+    def request(self, op: str, payload: bytes = b"", timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
+        request_id, _ = self.send(op, payload, **fields)
+        reply = self.receive(request_id, timeout_s)
+        if not reply["ok"]:
+            raise SplitbenchError(f"{self.endpoint} refused the request: {reply.get('error')}")
+        return reply
+
+    def info(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        return self.request("info", timeout_s=timeout_s)
+
+    def check(self, expected: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+        """The server's info, if every field in ``expected`` matches it; else one line naming the differences."""
+        try:
+            info = self.info(timeout_s)
+        except SplitbenchError as error:
+            raise SplitbenchError(f"no splitbench server answers at {self.endpoint} ({error})") from None
+        different = [f"{key}: server {info.get(key)!r}, here {value!r}" for key, value in expected.items()
+                     if info.get(key) != value]
+        if different:
+            raise SplitbenchError(f"the server at {self.endpoint} serves another setup ({'; '.join(different)})")
+        return info

@@ -1,0 +1,226 @@
+"""The two halves of a split model: what the edge sends and what the server does with it.
+
+A :class:`SplitSetup` names one configuration: a model and its weights, where it is cut,
+and how the crossing tensor travels. ``at`` is a cut of the traced graph, ``input`` (the
+classic baseline: the model's input picture goes up as a JPEG and the whole model runs on
+the server) or ``edge`` (the whole model on the edge, nothing sent). :class:`Sender` runs
+head → quantise → encode; :class:`Receiver` runs decode → dequantise → tail → top-5, with
+the same functions and memory layout as ``splitbench codec``, so that a prediction over the
+link is the prediction that ``codec`` scores.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from splitbench.codecs.base import Codec, CodecSpec, codec_class
+from splitbench.codecs.cache import JPEG_QUALITY, jpeg_file
+from splitbench.codecs.features import SIDE_INFO_BYTES, Quantized, check_layout, dequantize, layout_channels, quantize
+from splitbench.codecs.sweep import feature_shape, preprocessing_for
+from splitbench.codecs.worker import decode_features, encode_features
+from splitbench.data import Preprocessing
+from splitbench.errors import SplitbenchError
+from splitbench.link.protocol import ProtocolError, Request, pack_range, unpack_range
+from splitbench.zoo import ZooModel
+
+INPUT, EDGE = "input", "edge"
+BASELINES = ("none", "minmax8")  # float32 as it is; eq. 7 to 8 bits with no codec
+
+
+@dataclass(frozen=True)
+class SplitSetup:
+    """A model cut at ``at`` with the crossing tensor sent as ``codec`` (a registered codec or a baseline)."""
+
+    at: str
+    codec: str = "none"
+    param: int | None = None
+    layout: str = "gray"
+    bits: int = 8
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.at == INPUT and self.codec != "jpeg":
+            raise SplitbenchError(f"--at input sends the picture as JPEG; --codec {self.codec} codes features")
+        if self.at != INPUT and self.codec not in BASELINES:
+            codec_class(self.codec)  # an unknown name fails here, with close matches
+            check_layout(self.layout)
+
+    @property
+    def spec(self) -> CodecSpec | None:
+        """The feature codec, or None for ``input``, ``edge`` and the baselines."""
+        if self.at in (INPUT, EDGE) or self.codec in BASELINES:
+            return None
+        return CodecSpec(self.codec, self.param, self.bits, layout_channels(self.layout), self.options)
+
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"at": self.at, "codec": self.codec}
+        if self.spec is not None:
+            described |= {"param": self.param, "layout": self.layout, "bits": self.bits, **dict(self.options)}
+        if self.at == INPUT:
+            described["jpeg_quality"] = JPEG_QUALITY
+        return described
+
+    @property
+    def label(self) -> str:
+        if self.at in (INPUT, EDGE):
+            return self.at
+        param = f"@{self.param}" if self.param is not None else ""
+        layout = f"/{self.layout}" if self.spec is not None else ""
+        return f"{self.at}:{self.codec}{param}{layout}"
+
+
+@dataclass
+class Sent:
+    """What the edge sends for one picture, and its edge-side stage times (s)."""
+
+    payload: bytes
+    header: dict[str, Any]
+    head_s: float
+    encode_s: float
+
+
+class _Half:
+    def __init__(self, model: ZooModel, setup: SplitSetup, preprocess: str = "seed") -> None:
+        self.model, self.setup = model, setup
+        self.preprocessing: Preprocessing = preprocessing_for(model, preprocess)
+        self.codec: Codec | None = setup.spec.build() if setup.spec is not None else None
+        if setup.at in (INPUT, EDGE):
+            self.shape: tuple[int, ...] = (3, self.preprocessing.crop, self.preprocessing.crop)
+        elif self.codec is not None:  # an image codec carries C×H×W planes only
+            self.shape = feature_shape(model, setup.at, self.preprocessing)
+        else:
+            with torch.inference_mode():
+                crossing = model.cuts().head(setup.at)(model.example_input(self.preprocessing.crop))
+            self.shape = tuple(int(s) for s in crossing.shape[1:])
+
+    @staticmethod
+    def _prepared(module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(memory_format=torch.channels_last).eval()  # as codec sweeps run it
+
+    def _input_tensor(self, picture: Image.Image) -> torch.Tensor:
+        steps = self.preprocessing.transform().transforms[1:]  # ToTensor, Normalize
+        tensor = picture
+        for step in steps:
+            tensor = step(tensor)
+        return tensor.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+
+
+class Sender(_Half):
+    """The edge: head (or nothing, or the whole model), then the codec's encoder."""
+
+    def __init__(self, model: ZooModel, setup: SplitSetup, preprocess: str = "seed") -> None:
+        super().__init__(model, setup, preprocess)
+        if setup.at == EDGE:
+            self.head: torch.nn.Module | None = self._prepared(model.model)
+        elif setup.at == INPUT:
+            self.head = None
+        else:
+            self.head = self._prepared(model.cuts().head(setup.at))
+
+    def picture(self, image: Image.Image) -> Image.Image:
+        """The model's input picture (seed 003's resize, or the model's own geometry)."""
+        return self.preprocessing.geometry()(image)
+
+    def local(self, picture: Image.Image) -> tuple[torch.Tensor, float]:
+        """``edge``: the whole model's logits here, and the time it took."""
+        began = time.perf_counter()
+        with torch.inference_mode():
+            logits = self.head(self._input_tensor(picture))  # type: ignore[misc]
+        return logits[0], time.perf_counter() - began
+
+    def send(self, picture: Image.Image, index: int = 0) -> Sent:
+        """Head and encoder on one picture: the payload and the request's header fields."""
+        header = {"input": "features", "codec": self.setup.codec, "shape": list(self.shape)}
+        if self.setup.at == INPUT:
+            began = time.perf_counter()
+            payload = jpeg_file(picture)
+            return Sent(payload, {**header, "input": "image"}, 0.0, time.perf_counter() - began)
+        began = time.perf_counter()
+        with torch.inference_mode():
+            features = self.head(self._input_tensor(picture))[0].contiguous().numpy()  # type: ignore[misc]
+        headed = time.perf_counter()
+        if self.setup.codec == "none":
+            payload = features.astype("<f4").tobytes()
+        elif self.setup.codec == "minmax8":
+            quantized = quantize(features, 8)
+            payload = pack_range(quantized.minimum, quantized.maximum) + quantized.values.tobytes()
+        else:
+            sent = encode_features(features, self.codec, self.setup.layout, index)  # type: ignore[arg-type]
+            payload = pack_range(sent.minimum, sent.maximum) + sent.data
+        return Sent(payload, header, headed - began, time.perf_counter() - headed)
+
+
+class Receiver(_Half):
+    """The server: decoder and tail (or the whole model, for ``input``)."""
+
+    def __init__(self, model: ZooModel, setup: SplitSetup, preprocess: str = "seed") -> None:
+        if setup.at == EDGE:
+            raise SplitbenchError("--at edge runs the whole model on the edge: there is nothing to serve")
+        super().__init__(model, setup, preprocess)
+        self.tail = self._prepared(model.model if setup.at == INPUT else model.cuts().tail(setup.at))
+        elements = int(np.prod(self.shape))
+        self.expected_bytes = {"none": elements * 4, "minmax8": elements + SIDE_INFO_BYTES}.get(setup.codec)
+
+    def answer(self, request: Request) -> dict[str, Any]:
+        """Top-5 for one request; a payload that does not fit this setup raises :class:`ProtocolError`."""
+        wanted_input = "image" if self.setup.at == INPUT else "features"
+        if request.input != wanted_input or request.codec != self.setup.codec:
+            raise ProtocolError(f"this server takes {wanted_input} coded as {self.setup.codec}, "
+                                f"got {request.input} coded as {request.codec}")
+        if request.shape != self.shape:
+            raise ProtocolError(f"this server takes shape {list(self.shape)}, got {list(request.shape or ())}")
+        began = time.perf_counter()
+        tensor = self._decode(request.payload)
+        decoded = time.perf_counter()
+        with torch.inference_mode():
+            probabilities = torch.softmax(self.tail(tensor)[0].float(), dim=0)
+        top = torch.topk(probabilities, 5)
+        return {
+            "top5": [[int(c), round(float(p), 6)] for p, c in zip(top.values, top.indices)],
+            "server_s": {"decode": decoded - began, "tail": time.perf_counter() - decoded},
+        }
+
+    def _decode(self, payload: bytes) -> torch.Tensor:
+        if self.setup.at == INPUT:
+            return self._input_tensor(self._picture(payload))
+        if self.expected_bytes is not None and len(payload) != self.expected_bytes:
+            raise ProtocolError(f"{self.setup.codec} payload must be {self.expected_bytes} bytes, got {len(payload)}")
+        if self.setup.codec == "none":
+            features = np.frombuffer(payload, dtype="<f4").reshape(self.shape).astype(np.float32)
+            if not np.isfinite(features).all():
+                raise ProtocolError("features are not finite")
+        else:
+            low, high, body = unpack_range(payload)
+            if self.setup.codec == "minmax8":
+                values = np.frombuffer(body, dtype=np.uint8).reshape(self.shape)
+                features = dequantize(Quantized(values, low, high, 8))
+            else:
+                try:
+                    features = decode_features(body, low, high, self.shape, self.codec, self.setup.layout)  # type: ignore[arg-type]
+                except (SplitbenchError, ValueError) as error:
+                    raise ProtocolError(f"cannot decode the {self.setup.codec} payload: {error}") from None
+        return torch.from_numpy(np.ascontiguousarray(features)).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+
+    def _picture(self, payload: bytes) -> Image.Image:
+        try:
+            with Image.open(io.BytesIO(payload)) as image:
+                # the size is in the header: refuse anything but the model's picture before decoding it
+                if image.format != "JPEG" or image.size != (self.shape[2], self.shape[1]):
+                    raise ProtocolError(f"the image must be a {self.shape[2]}x{self.shape[1]} JPEG, "
+                                        f"got {image.format} {image.size[0]}x{image.size[1]}")
+                return image.convert("RGB")
+        except ProtocolError:
+            raise
+        except Exception as error:  # PIL's many ways of saying "not an image"
+            raise ProtocolError(f"cannot decode the image: {type(error).__name__}") from None
+
+    def info(self, weights_sha256: str | None) -> dict[str, Any]:
+        return {"model": self.model.spec.name, "weights_sha256": weights_sha256, "shape": list(self.shape),
+                "preprocessing": self.preprocessing.describe(), **self.setup.describe()}

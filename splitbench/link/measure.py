@@ -1,0 +1,230 @@
+"""``splitbench link`` as a library call: split inference over a link, timed stage by stage.
+
+For each setup (a cut and how its tensor travels), each link condition (bandwidth, RTT) and
+each image: head → encode → send → wait for the server's top-5 → score. Stage times come
+from both ends: the edge times its head and encoder and the whole exchange; the server
+reports its decode and tail; the transfer is the exchange minus the server's time (so it
+holds the bytes' time on the link, the RTT and the transport's own cost).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from splitbench.data import ImageDataset
+from splitbench.errors import SplitbenchError
+from splitbench.link.client import LinkClient
+from splitbench.link.endpoints import EDGE, Sender
+from splitbench.link.protocol import framing_bytes
+from splitbench.link.shaping import EndDelay, NetnsLink, TokenBucket
+
+STAGES = ("head_ms", "encode_ms", "transfer_ms", "server_ms")
+SERVER_START_S = 180.0
+
+
+@dataclass(frozen=True)
+class Condition:
+    bandwidth_mbit: float | None  # None: the link as it is (loopback or the veth unshaped)
+    rtt_ms: float = 0.0
+
+    @property
+    def label(self) -> str:
+        bandwidth = "unshaped" if self.bandwidth_mbit is None else f"{self.bandwidth_mbit:g} Mbit/s"
+        return f"{bandwidth}, RTT {self.rtt_ms:g} ms"
+
+
+class Link:
+    """Where requests go and how they are shaped: a namespace with tbf, an app token bucket, or nothing."""
+
+    def __init__(self, shaper: str) -> None:
+        self.kind = shaper
+        self.netns: NetnsLink | None = NetnsLink() if shaper == "netns" else None
+        self.bucket = TokenBucket() if shaper == "app" else None
+
+    @property
+    def name(self) -> str:
+        return self.netns.name if self.netns else self.bucket.name if self.bucket else "none (loopback as it is)"
+
+    @property
+    def head_start(self) -> int:
+        return self.netns.head_start if self.netns else 0
+
+    @property
+    def server_host(self) -> str:
+        return self.netns.server_ip if self.netns else "127.0.0.1"
+
+    @property
+    def server_prefix(self) -> list[str]:
+        return self.netns.inside if self.netns else []
+
+    def set(self, condition: Condition) -> None:
+        if self.netns:
+            self.netns.set_rate(condition.bandwidth_mbit)
+        elif self.bucket:
+            self.bucket.set_rate(condition.bandwidth_mbit)
+        elif condition.bandwidth_mbit is not None:
+            raise SplitbenchError("--shaper none cannot set a bandwidth; use --shaper netns or app")
+
+    def counters(self) -> tuple[int, int] | None:
+        return self.netns.counters() if self.netns else None
+
+    def __enter__(self) -> Link:
+        if self.netns:
+            self.netns.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.netns:
+            self.netns.__exit__(*exc)
+
+
+def exchange(client: LinkClient, sent_payload: bytes, header: dict[str, Any], link: Link,
+             delay: EndDelay) -> tuple[dict[str, Any], dict[str, float]]:
+    """One request and its reply over ``link``: the reply and the measured transfer figures."""
+    before = link.counters()
+    began = time.perf_counter()
+    delay.half()
+    if link.bucket:
+        link.bucket.pace(len(sent_payload), time.perf_counter())
+    request_id, header_bytes = client.send("infer", sent_payload, **header)
+    reply = client.receive(request_id)
+    if link.bucket:
+        link.bucket.pace(_reply_bytes(reply), time.perf_counter())
+    delay.half()
+    ended = time.perf_counter()
+    after = link.counters()
+    if not reply["ok"]:
+        raise SplitbenchError(f"the server refused a request: {reply.get('error')}")
+    server_s = float(reply["server_s"]["decode"]) + float(reply["server_s"]["tail"])
+    figures = {
+        "exchange_s": ended - began, "server_s": server_s,
+        "server_decode_s": float(reply["server_s"]["decode"]), "server_tail_s": float(reply["server_s"]["tail"]),
+        "framing_bytes": framing_bytes(header_bytes, len(sent_payload)),
+        "reply_bytes": _reply_bytes(reply),
+    }
+    if before and after:
+        figures |= {"wire_up_bytes": after[0] - before[0], "wire_down_bytes": after[1] - before[1]}
+    return reply, figures
+
+
+def _reply_bytes(reply: dict[str, Any]) -> int:
+    from splitbench.link.protocol import reply_frames, zmtp_frame_bytes
+
+    frame = reply_frames(reply.get("id"), **{k: v for k, v in reply.items() if k not in ("v", "id")})[0]
+    return len(frame) + zmtp_frame_bytes(len(frame))
+
+
+def measure(sender: Sender, client: LinkClient | None, images: ImageDataset, conditions: list[Condition],
+            link: Link, on_image: Callable[[], None] | None = None) -> pd.DataFrame:
+    """Per-image rows for one setup under every condition (``client`` None for ``edge``)."""
+    rows = []
+    pictures = [(sender.picture(image), label) for image, label in _images(images)]
+    if client is not None:  # one untimed exchange: connection set-up and the server's first call
+        sent = sender.send(pictures[0][0])
+        exchange(client, sent.payload, sent.header, link, EndDelay())
+    for condition in conditions:
+        if client is not None:
+            link.set(condition)
+        delay = EndDelay(condition.rtt_ms)
+        for index, (picture, label) in enumerate(pictures):
+            rows.append(_one(sender, client, picture, label, index, condition, link, delay))
+            if on_image:
+                on_image()
+    return pd.DataFrame(rows)
+
+
+def _one(sender: Sender, client: LinkClient | None, picture: Any, label: int, index: int, condition: Condition,
+         link: Link, delay: EndDelay) -> dict[str, Any]:
+    row: dict[str, Any] = {"setup": sender.setup.label, "at": sender.setup.at, "codec": sender.setup.codec,
+                           "bandwidth_mbit": condition.bandwidth_mbit, "rtt_ms": condition.rtt_ms,
+                           "image": index, "label": label}
+    if sender.setup.at == EDGE:
+        logits, seconds = sender.local(picture)
+        predicted = int(logits.argmax())
+        return row | {"predicted": predicted, "hit1": predicted == label, "payload_bytes": 0, "framing_bytes": 0,
+                      "reply_bytes": 0, "head_ms": seconds * 1e3, "encode_ms": 0.0, "transfer_ms": 0.0,
+                      "server_ms": 0.0, "server_decode_ms": 0.0, "server_tail_ms": 0.0, "total_ms": seconds * 1e3}
+    sent = sender.send(picture, index)
+    reply, figures = exchange(client, sent.payload, sent.header, link, delay)  # type: ignore[arg-type]
+    predicted = int(reply["top5"][0][0])
+    transfer_s = figures["exchange_s"] - figures["server_s"]
+    row |= {
+        "predicted": predicted, "hit1": predicted == label, "payload_bytes": len(sent.payload),
+        "framing_bytes": figures["framing_bytes"], "reply_bytes": figures["reply_bytes"],
+        "head_ms": sent.head_s * 1e3, "encode_ms": sent.encode_s * 1e3, "transfer_ms": transfer_s * 1e3,
+        "server_ms": figures["server_s"] * 1e3, "server_decode_ms": figures["server_decode_s"] * 1e3,
+        "server_tail_ms": figures["server_tail_s"] * 1e3,
+        "total_ms": (sent.head_s + sent.encode_s + figures["exchange_s"]) * 1e3,
+    }
+    if "wire_up_bytes" in figures:
+        row |= {"wire_up_bytes": figures["wire_up_bytes"], "wire_down_bytes": figures["wire_down_bytes"]}
+    return row
+
+
+def _images(images: ImageDataset) -> Iterator[tuple[Any, int]]:
+    for index in range(len(images)):
+        yield images[index]
+
+
+def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
+    """One row per setup and condition: accuracy, mean bytes and mean stage times."""
+    keys = ["setup", "at", "codec", "bandwidth_mbit", "rtt_ms"]
+    columns = {"images": ("image", "count"), "top1": ("hit1", lambda h: round(100 * float(np.mean(h)), 2)),
+               "payload_bytes": ("payload_bytes", "mean"), "framing_bytes": ("framing_bytes", "mean"),
+               "reply_bytes": ("reply_bytes", "mean")}
+    if "wire_up_bytes" in per_image:
+        columns |= {"wire_up_bytes": ("wire_up_bytes", "mean"), "wire_down_bytes": ("wire_down_bytes", "mean")}
+    for stage in (*STAGES, "server_decode_ms", "server_tail_ms", "total_ms"):
+        columns[stage] = (stage, "mean")
+    columns |= {"total_p50_ms": ("total_ms", "median"), "total_p99_ms": ("total_ms", lambda t: float(np.percentile(t, 99)))}
+    table = per_image.groupby(keys, sort=False, dropna=False).agg(**columns).reset_index()
+    return table.round({c: 3 for c in table.columns if c.endswith("_ms")} | {c: 1 for c in table.columns if c.endswith("_bytes")})
+
+
+@contextmanager
+def running_server(arguments: list[str], prefix: list[str], host: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``splitbench serve ARGUMENTS`` in a child process (inside ``prefix``, e.g. a namespace); its endpoint."""
+    command = [*prefix, sys.executable, "-m", "splitbench", "serve", *arguments, "--host", host, "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process, _endpoint_of(process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _endpoint_of(process: subprocess.Popen) -> str:
+    """The ``listening on tcp://…`` line the server prints once it takes requests."""
+    found: list[str] = []
+
+    def read() -> None:  # and go on reading, so that the child never blocks on a full pipe
+        for line in process.stdout:  # type: ignore[union-attr]
+            if line.startswith("listening on ") and not found:
+                found.append(line.split()[2])
+                ready.set()
+        ready.set()
+
+    ready = threading.Event()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    ready.wait(SERVER_START_S)
+    if not found:
+        process.kill()
+        error = (process.stderr.read() if process.stderr else "").strip().splitlines()  # type: ignore[union-attr]
+        raise SplitbenchError(f"the server did not start: {error[-1] if error else 'no output'}")
+    return found[0]

@@ -1,0 +1,135 @@
+"""The wire format between ``splitbench link`` (edge) and ``splitbench serve`` (server).
+
+Framing is ZeroMQ's (ZMTP 3 over TCP): a message is a list of frames, each delivered whole or
+not at all. A request is two frames, a reply one:
+
+- request: ``[header, payload]``. The header is UTF-8 JSON, at most ``MAX_HEADER_BYTES``:
+  ``{"v": 1, "op": "infer", "id": "...", "input": "features", "codec": "bpg", "shape": [C, H, W]}``
+  or ``{"v": 1, "op": "info", "id": "..."}`` (whose payload frame is empty). The payload is
+  bytes whose meaning the header names, never a pickle:
+
+  - ``input: "features"``: eq. 7's float32 minimum and maximum (8 bytes, little-endian), then
+    the codec's bitstream; for codec ``minmax8``, the uint8 values in C×H×W order; for codec
+    ``none``, float32 C×H×W little-endian (no range).
+  - ``input: "image"``: a JPEG file of the model's input picture.
+
+- reply: ``[header]``, UTF-8 JSON: ``{"v": 1, "id": ..., "ok": true, "top5": [[class, p], ...],
+  "server_s": {"decode": s, "tail": s}}``, the ``info`` fields, or ``{"ok": false, "error": "..."}``.
+
+Everything a peer sends is checked against what this server holds (shape, codec, sizes)
+before it reaches a decoder.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+VERSION = 1
+MAX_HEADER_BYTES = 4096
+MAX_ID_CHARS = 64
+RANGE = struct.Struct("<ff")  # eq. 8's minimum and maximum, as codec sweeps count them (8 bytes)
+OPS = ("info", "infer")
+INPUTS = ("features", "image")
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this format; its text goes back to the peer."""
+
+
+@dataclass(frozen=True)
+class Request:
+    op: str
+    id: str
+    input: str | None = None
+    codec: str | None = None
+    shape: tuple[int, ...] | None = None
+    payload: bytes = b""
+
+
+def zmtp_frame_bytes(size: int) -> int:
+    """Bytes ZMTP 3 puts before a frame of ``size`` bytes: a flags byte and a 1- or 8-byte length."""
+    return 2 if size < 256 else 9
+
+
+def framing_bytes(header: bytes, payload_size: int) -> int:
+    """Bytes a request adds to its payload at the application layer: the header and ZMTP's frame prefixes."""
+    return len(header) + zmtp_frame_bytes(len(header)) + zmtp_frame_bytes(payload_size)
+
+
+def encode_header(fields: dict[str, Any]) -> bytes:
+    return json.dumps({"v": VERSION, **fields}, separators=(",", ":")).encode()
+
+
+def request_frames(op: str, request_id: str, payload: bytes = b"", **fields: Any) -> list[bytes]:
+    return [encode_header({"op": op, "id": request_id, **fields}), payload]
+
+
+def parse_request(frames: list[bytes]) -> Request:
+    """The request in ``frames``, or :class:`ProtocolError` saying what is wrong with it."""
+    if len(frames) != 2:
+        raise ProtocolError(f"a request is 2 frames (header, payload), got {len(frames)}")
+    header, payload = frames
+    fields = _json_object(header)
+    if fields.get("v") != VERSION:
+        raise ProtocolError(f"unsupported protocol version {fields.get('v')!r}; this server speaks {VERSION}")
+    op, request_id = fields.get("op"), fields.get("id")
+    if op not in OPS:
+        raise ProtocolError(f"unknown op {op!r}; valid: {', '.join(OPS)}")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_CHARS:
+        raise ProtocolError(f"id must be a string of 1-{MAX_ID_CHARS} characters")
+    if op == "info":
+        return Request("info", request_id)
+    kind, codec, shape = fields.get("input"), fields.get("codec"), fields.get("shape")
+    if kind not in INPUTS:
+        raise ProtocolError(f"unknown input {kind!r}; valid: {', '.join(INPUTS)}")
+    if not isinstance(codec, str):
+        raise ProtocolError("codec must be a string")
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 4
+            and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s < 1 << 16 for s in shape)):
+        raise ProtocolError("shape must be a list of 1-4 positive integers")
+    return Request("infer", request_id, kind, codec, tuple(shape), payload)
+
+
+def _json_object(header: bytes) -> dict[str, Any]:
+    if len(header) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header is {len(header)} bytes; at most {MAX_HEADER_BYTES}")
+    try:
+        fields = json.loads(header.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("header is not UTF-8 JSON") from None
+    if not isinstance(fields, dict):
+        raise ProtocolError("header is not a JSON object")
+    return fields
+
+
+def parse_reply(frames: list[bytes]) -> dict[str, Any]:
+    """The reply's fields; a reply that breaks the format raises :class:`ProtocolError`."""
+    if len(frames) != 1:
+        raise ProtocolError(f"a reply is 1 frame, got {len(frames)}")
+    fields = _json_object(frames[0])
+    if fields.get("v") != VERSION or not isinstance(fields.get("ok"), bool):
+        raise ProtocolError("reply without version or ok")
+    return fields
+
+
+def reply_frames(request_id: str | None, **fields: Any) -> list[bytes]:
+    return [encode_header({"id": request_id, **fields})]
+
+
+def pack_range(minimum: float, maximum: float) -> bytes:
+    return RANGE.pack(minimum, maximum)
+
+
+def unpack_range(payload: bytes) -> tuple[np.float32, np.float32, bytes]:
+    """Eq. 8's range and the rest of a feature payload."""
+    if len(payload) < RANGE.size:
+        raise ProtocolError(f"payload of {len(payload)} bytes holds no range (8 bytes)")
+    low, high = RANGE.unpack_from(payload)
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise ProtocolError("range is not finite or minimum > maximum")
+    return np.float32(low), np.float32(high), payload[RANGE.size:]

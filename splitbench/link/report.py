@@ -1,0 +1,42 @@
+"""Tables and figures of ``link`` and ``plan`` results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from splitbench.link.measure import STAGES
+from splitbench.results import markdown_table, save_figure
+
+STAGE_NAMES = {"head_ms": "edge head", "encode_ms": "edge encode", "transfer_ms": "transfer (+RTT)",
+               "server_ms": "server decode + tail"}
+
+
+def link_markdown(model: str, summary: pd.DataFrame, shaper: str) -> str:
+    shown = summary[["setup", "bandwidth_mbit", "rtt_ms", "images", "top1", "payload_bytes", "framing_bytes",
+                     *STAGES, "total_ms", "total_p99_ms"]]
+    return (f"# {model} split across a link\n\nShaper: {shaper}. Mean over images; times in ms, bytes per "
+            f"image. `framing_bytes`: the request header and ZeroMQ's frame prefixes on top of the payload; "
+            f"TCP/IP and Ethernet add about 4.6 % more.\n\n{markdown_table(shown)}\n\n![stages](link.png)\n")
+
+
+def plot_stages(path: Path, summary: pd.DataFrame, model: str) -> Path:
+    """Stacked bars: the stages of each setup at each bandwidth and RTT."""
+    labels = [f"{row.setup}\n{'-' if pd.isna(row.bandwidth_mbit) else f'{row.bandwidth_mbit:g}'} Mbit/s"
+              + (f", {row.rtt_ms:g} ms" if row.rtt_ms else "") for row in summary.itertuples()]
+
+    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+        bottom = np.zeros(len(summary))
+        for stage in STAGES:
+            values = summary[stage].to_numpy(dtype=float)
+            axes.bar(range(len(summary)), values, bottom=bottom, label=STAGE_NAMES[stage])
+            bottom += values
+        axes.set_xticks(range(len(summary)), labels, rotation=60, ha="right", fontsize=7)
+        axes.set_ylabel("ms per image (mean)")
+        axes.set_yscale("log" if bottom.max() > 50 * max(bottom.min(), 1e-3) else "linear")
+        axes.set_title(f"{model}: where the time goes, per cut and link")
+        axes.legend(fontsize=8)
+
+    return save_figure(path, draw, size=(max(8.0, 0.45 * len(summary) + 3), 5.5))
