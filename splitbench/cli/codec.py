@@ -10,7 +10,7 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, Mean, Std, normalisation, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
+from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, Mean, Std, normalisation, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
                                     pick_model, split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
@@ -19,6 +19,7 @@ from splitbench.codecs.pipeline import Point, baseline_point, layout_points
 from splitbench.codecs.report import codec_markdown, display_table, load_paper_rows, plot_codec
 from splitbench.codecs.sweep import PAPER_SPLITS, PREPROCESS, SweepRequest, run_sweep
 from splitbench.errors import SplitbenchError
+from splitbench.executors import ExecutorSpec
 from splitbench.data import open_dataset
 from splitbench.preflight import Plan, worker_count, writable_folder
 from splitbench.results import warm_up_plotting, write_result
@@ -101,6 +102,7 @@ def codec_command(
     keep_bitstreams: Annotated[Path | None, typer.Option("--keep-bitstreams", help="Keep every coded file here.")] = None,
     reference: Annotated[Path | None, typer.Option(
         "--reference", help="Folder with seed003_*.csv (default: the copies shipped with splitbench).")] = None,
+    executor: ExecutorOption = "local",
     mean: Mean = None,
     std: Std = None,
     out: OutDir = None,
@@ -133,11 +135,11 @@ def codec_command(
     if keep_bitstreams is not None:
         writable_folder(keep_bitstreams, "--keep-bitstreams")
     request = SweepRequest(zoo_model, at, name, split, data, limit, preprocess, cache, worker_count(workers, len(images) * len(points)),
-                           batch_size, keep_bitstreams)
+                           batch_size, keep_bitstreams, executor=ExecutorSpec.parse(executor))
     plan = Plan("codec").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
     plan.add("cut", f"{at} = {cut.name}, {'x'.join(map(str, cut.shape))}").add("data", f"{name}: {len(images):,} images")
     plan.add("points", f"{len(points)}: " + ", ".join(point.label for point in points))
-    plan.add("workers", request.workers).add("cache", cache).add("out", out)
+    plan.add("workers", f"{request.workers} ({request.executor})").add("cache", cache).add("out", out)
     if plan.finish(dry_run):
         return
     plotting = warm_up_plotting()
@@ -147,7 +149,8 @@ def codec_command(
         "codec",
         {"model": model, "at": at, "weights": weights, "leaf": leaf, "dataset": name, "split": split, "codec": codec, "qp": qp,
          "quality": quality, "layout": layout, "bits": bits, "chroma": chroma, "bpg_backend": bpg_backend,
-         "preprocess": preprocess, "limit": limit, "workers": request.workers, "batch_size": batch_size,
+         "preprocess": preprocess, "limit": limit, "workers": request.workers, "executor": str(request.executor),
+         "batch_size": batch_size,
          "cache": cache, "keep_bitstreams": keep_bitstreams, "out": out,
          "preprocessing": result.preprocessing.describe(), "feature_cache": result.cache.folder.name},
         weights=zoo_model.weights.describe(),

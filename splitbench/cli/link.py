@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import pandas as pd
+import torch
 import typer
 
 from splitbench import provenance
@@ -18,7 +20,7 @@ from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
 from splitbench.link.endpoints import BASELINES, EDGE, INPUT, Receiver, Sender, SplitSetup
-from splitbench.preflight import Plan, writable_folder
+from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.results import write_csv, write_result
 from splitbench.zoo import ZooModel, load_model
 
@@ -67,6 +69,7 @@ def serve_command(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Threads answering requests.")] = 1,
     max_message_mb: Annotated[float, typer.Option("--max-message-mb", min=0.001, max=1024,
                                                   help="Largest frame taken; a peer sending more is dropped.")] = 16.0,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads (default: physical cores).")] = None,
     dry_run: DryRun = False,
 ) -> None:
     """Serve the tail of MODEL at a cut (and the codec's decoder): coded features in, top-5 out."""
@@ -80,6 +83,7 @@ def serve_command(
     if plan.finish(dry_run):
         return
     zoo_model.load_weights(weights)
+    torch.set_num_threads(threads or physical_cores())
     server = SplitServer(Receiver(zoo_model, setup, preprocess), zoo_model.weights.describe()["sha256"],
                          host=host, port=port, workers=workers, max_message_bytes=int(max_message_mb * (1 << 20)))
     print(f"listening on {server.endpoint} ({model} {setup.label})", flush=True)
@@ -115,7 +119,7 @@ def link_command(
     dry_run: DryRun = False,
 ) -> None:
     """Run MODEL split across a shaped link: per-image stage times, bytes on the wire, top-1."""
-    from splitbench.link.measure import Condition, Link, measure, running_server, summarise
+    from splitbench.link.measure import Condition, Link, measure, on_cores, running_server, split_cores, summarise
     from splitbench.link.client import LinkClient
     from splitbench.link.shaping import netns_possible
 
@@ -149,7 +153,8 @@ def link_command(
     zoo_model.load_weights(weights)
     weights_info = zoo_model.weights.describe()
     tables = []
-    with Link(shaper) as link, progress_bar(enabled=True, transient=False) as bar:
+    edge_cpus, server_cpus = split_cores()
+    with Link(shaper) as link, on_cores(edge_cpus), progress_bar(enabled=True, transient=False) as bar:
         for setup in setups:
             sender = Sender(zoo_model, setup, preprocess)
             task = bar.add_task(setup.label, total=len(images) * (1 if setup.at == EDGE else len(conditions)))
@@ -165,7 +170,7 @@ def link_command(
                     tables.append(measure(sender, client, images, conditions, link, advance))
                 continue
             arguments = [model, "--weights", weights, *_setup_arguments(setup), "--preprocess", preprocess]
-            with running_server(arguments, link.server_prefix, link.server_host) as (_, endpoint), \
+            with running_server(arguments, link.server_prefix, link.server_host, server_cpus) as (_, endpoint), \
                     LinkClient(endpoint) as client:
                 client.check(expected)
                 tables.append(measure(sender, client, images, conditions, link, advance))
@@ -178,7 +183,8 @@ def link_command(
         "link",
         {"model": model, "weights": weights, "setups": [s.describe() for s in setups],
          "conditions": [c.__dict__ for c in conditions], "shaper": link.name, "tbf_head_start_bytes": link.head_start,
-         "rtt_by": "end delay (no netem)", "dataset": name, "limit": limit, "preprocess": preprocess, "out": out},
+         "rtt_by": "end delay (no netem)", "edge_cpus": sorted(edge_cpus),
+         "server_cpus": sorted(server_cpus) if server is None else "the server's own", "dataset": name, "limit": limit, "preprocess": preprocess, "out": out},
         weights=weights_info, data=images.provenance(), wall_s=time.perf_counter() - start,
     )
     from splitbench.link.report import link_markdown, plot_stages
@@ -199,3 +205,134 @@ def _setup_arguments(setup: SplitSetup) -> list[str]:
             arguments += [f"--{parameter}", str(setup.param)]
         arguments += ["--layout", setup.layout, "--bits", str(setup.bits)]
     return arguments if setup.at != INPUT else ["--at", INPUT, "--codec", "jpeg"]
+
+
+@app.command("plan")
+def plan_command(
+    model: ModelArgument = None,
+    model_option: ModelOption = None,
+    weights: Weights = "default",
+    at: Annotated[str, typer.Option("--at", help="Comma-separated cuts, or all (every valid cut); input and "
+                                    "edge are always included.")] = "all",
+    codec: CodecOption = "minmax8",
+    qp: Qp = None,
+    quality: Quality = None,
+    layout: Layout = "gray",
+    bits: Bits = 8,
+    preprocess: Preprocess = "seed",
+    bandwidth: Annotated[str, typer.Option("--bandwidth", help="Comma-separated Mbit/s to tabulate.")] = "1,10,100",
+    rtt: Annotated[str, typer.Option("--rtt", help="Comma-separated round-trip times in ms.")] = "0",
+    edge_slowdown: Annotated[float, typer.Option("--edge-slowdown", min=0.01, max=1000,
+                                                 help="The edge is this many times slower than this machine.")] = 1.0,
+    edge_times: Annotated[Optional[Path], typer.Option("--edge-times", help="times.csv that plan wrote on the "
+                                                       "edge device: its head_ms and encode_ms replace this machine's.")] = None,
+    head_start: Annotated[str, typer.Option("--head-start", help="Bytes the shaper passes at once: tbf (one "
+                                            "frame, as link's netns shaper), wire (none), or a number.")] = "wire",
+    validate_with: Annotated[Optional[Path], typer.Option("--validate", help="link.csv to compare the "
+                                                          "predictions with (same --at, --codec).")] = None,
+    dataset: Dataset = None,
+    split: Annotated[Optional[str], typer.Option("--split")] = None,
+    data: DataRoot = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Real images per cut for bytes and times.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed passes over the images.")] = 2,
+    out: OutDir = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Predict MODEL's end-to-end latency at every cut over a link; pick the best cut per bandwidth."""
+    from splitbench.link import plan as planning
+    from splitbench.link.measure import on_cores, split_cores
+    from splitbench.link.shaping import MTU_FRAME
+
+    start = time.perf_counter()
+    model = pick_model(model, model_option, "mobilenet_v2")
+    zoo_model = load_model(model)
+    cuts = _plan_cuts(zoo_model, at, codec)
+    setups = [setup_for(zoo_model, cut, codec, qp, quality, layout, bits) for cut in cuts]
+    bandwidths = split_numbers(bandwidth, "--bandwidth", float)
+    if min(bandwidths) <= 0:
+        raise SplitbenchError(f"--bandwidth takes positive Mbit/s, got '{bandwidth}'")
+    rtts = split_numbers(rtt, "--rtt", float, minimum=0)
+    try:
+        head = {"tbf": MTU_FRAME, "wire": 0}[head_start] if head_start in ("tbf", "wire") else int(head_start)
+        if head < 0:
+            raise ValueError
+    except ValueError:
+        raise SplitbenchError(f"--head-start takes tbf, wire or a number of bytes, got '{head_start}'") from None
+    measured = _read_table(validate_with, "--validate", ("setup", "bandwidth_mbit", "rtt_ms", "total_ms")) \
+        if validate_with else None
+    edge = _read_table(edge_times, "--edge-times", ("setup", "head_ms", "encode_ms")) if edge_times else None
+    name = dataset or zoo_model.spec.dataset
+    if name is None:
+        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
+    images = open_dataset(name, split=split, root=data, limit=limit)
+    out = writable_folder(out or default_out("plan", model), "--out")
+    plan = Plan("plan").add("model", model).add("weights", zoo_model.describe_weights(weights))
+    plan.add("setups", f"{len(setups)}: {', '.join(s.label for s in setups[:6])}{' …' if len(setups) > 6 else ''}")
+    plan.add("link model", f"edge slowdown {edge_slowdown:g}, head start {head} B").add("out", out)
+    if plan.finish(dry_run):
+        return
+    zoo_model.load_weights(weights)
+    sender = Sender(zoo_model, setups[0], preprocess)
+    pictures = [sender.picture(images[i][0]) for i in range(len(images))]
+    link_model = planning.LinkModel(edge_slowdown, head, planning.transport_overhead_ms(Receiver(zoo_model, setups[0])))
+    edge_cpus, _ = split_cores()  # as link runs each side: the same thread count, one half of the cores
+    with on_cores(edge_cpus), progress_bar(enabled=True, transient=False) as bar:
+        task = bar.add_task("timing cuts", total=len(setups))
+        costs = planning.measure_costs(zoo_model, setups, pictures, repeats, preprocess,
+                                       on_setup=lambda: bar.update(task, advance=1))
+    if edge is not None:
+        costs = _with_edge_times(costs, edge)
+    predictions = planning.predict(costs, bandwidths, rtts, link_model)
+    best = planning.best_cuts(predictions)
+    meta = provenance.collect(
+        "plan",
+        {"model": model, "weights": weights, "setups": [s.describe() for s in setups], "bandwidths": bandwidths,
+         "rtts": rtts, "edge_slowdown": edge_slowdown, "edge_times": edge_times, "head_start_bytes": head,
+         "transport_overhead_ms": link_model.overhead_ms, "cpus": sorted(edge_cpus),
+         "dataset": name, "limit": limit, "repeats": repeats, "preprocess": preprocess, "out": out},
+        weights=zoo_model.weights.describe(), data=images.provenance(), wall_s=time.perf_counter() - start,
+    )
+    from splitbench.link.report import plan_markdown
+
+    validation = planning.validate(costs, measured, link_model) if measured is not None else None
+    written = write_result(out, "plan", best, meta, plan_markdown(model, costs, best, link_model, validation))
+    written += [write_csv(out / "times.csv", costs), write_csv(out / "predictions.csv", predictions)]
+    if validation is not None:
+        written += [write_csv(out / "validation.csv", validation),
+                    write_csv(out / "validation_best.csv", validation.attrs["best"])]
+    written.append(planning.plot_plan(out / "plan.png", costs, rtts[0], link_model, model, measured))
+    show_table(best, title=f"{model}: best cut per bandwidth")
+    if validation is not None:
+        show_table(validation, title="plan against link",
+                   columns=["setup", "bandwidth_mbit", "predicted_ms", "measured_ms", "error_percent"])
+    show_written(written)
+
+
+def _plan_cuts(zoo_model: ZooModel, at: str, codec: str) -> list[str]:
+    """``all``: every valid cut the codec can carry (C×H×W for an image codec); input and edge first."""
+    if at != "all":
+        return [INPUT, *[cut for cut in split_names(at, "--at") if cut not in (INPUT, EDGE)], EDGE]
+    planes_only = codec not in BASELINES
+    return [INPUT, *[cut.name for cut in zoo_model.cuts().cuts if not planes_only or len(cut.shape) == 3], EDGE]
+
+
+def _read_table(path: Path, option: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise SplitbenchError(f"{option} {path}: no such file") from None
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise SplitbenchError(f"{option} {path}: not a CSV table ({type(error).__name__})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise SplitbenchError(f"{option} {path} is not the right table: no column {missing[0]}")
+    return table
+
+
+def _with_edge_times(costs: pd.DataFrame, edge: pd.DataFrame) -> pd.DataFrame:
+    merged = costs.drop(columns=["head_ms", "encode_ms"]).merge(edge[["setup", "head_ms", "encode_ms"]], on="setup",
+                                                               how="left")
+    missing = merged.loc[merged["head_ms"].isna(), "setup"].tolist()
+    if missing:
+        raise SplitbenchError(f"--edge-times has no row for {missing[0]}; plan the same --at and --codec there")
+    return merged[costs.columns]

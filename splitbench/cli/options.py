@@ -51,6 +51,11 @@ Precision = Annotated[
     typer.Option("--precision", help="Training precision: auto (bf16 autocast where the device computes bf16 "
                  "natively: a GPU, a CPU with AVX512_BF16 or AMX), bf16 or fp32."),
 ]
+ExecutorOption = Annotated[
+    str,
+    typer.Option("--executor", help="Where the sweep's tasks run: local (processes on this machine) or "
+                 "ray[:ADDRESS] (a local Ray cluster, or the one at ADDRESS; pip install 'splitbench[ray]')."),
+]
 Weights = Annotated[
     str,
     typer.Option(

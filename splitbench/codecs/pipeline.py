@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
-import os
 import re
-import signal
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,6 @@ from rich.progress import Progress
 
 from splitbench.codecs.base import CodecSpec
 from splitbench.codecs.cache import FeatureCache, cache_key
-from splitbench.codecs.orphans import announce_parent, die_with_parent, expected_parent
 from splitbench.codecs.features import (
     SIDE_INFO_BYTES,
     check_layout,
@@ -44,6 +40,7 @@ from splitbench.codecs.features import (
 )
 from splitbench.codecs.worker import Coded, Task, run_task
 from splitbench.errors import SplitbenchError
+from splitbench.executors import ExecutorSpec, open_executor
 from splitbench.evaluation import topk_hit_masks
 from splitbench.results import atomic_open
 
@@ -128,6 +125,7 @@ class SweepContext:
     batch_size: int = 64
     keep_dir: Path | None = None
     progress: Progress | None = None
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
     @functools.cached_property
     def labels(self) -> torch.Tensor:
@@ -138,38 +136,8 @@ def run_points(context: SweepContext, points: list[Point]) -> list[PointResult]:
     """Evaluate ``points`` in order, reusing finished points from the cache."""
     tail = context.tail.to(memory_format=torch.channels_last).eval()
     context.tail = tail
-    with _executor(context.workers) as executor:
+    with open_executor(context.executor, context.workers) as executor:
         return [_cached_or_run(context, point, executor) for point in points]
-
-
-def _executor(workers: int) -> Executor:
-    if workers <= 1:
-        return _InProcess()
-    # forkserver: workers never inherit this process's threads (torch's OpenMP pool, rich's
-    # refresh thread), which fork could copy mid-lock; they start once per sweep and run no torch.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["splitbench.codecs._forkserver_preload"])
-    announce_parent()  # the forkserver, started by this process, checks it is still its parent
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker)
-
-
-def _start_worker() -> None:
-    """Ctrl-C reaches the sweep's process, which stops cleanly; workers would each print a traceback.
-
-    A worker also dies with its parent, the forkserver, which dies with the sweep's process.
-    Without this, a sweep killed with -9 left the forkserver and its workers running forever:
-    each holds the others alive (the forkserver lives while a worker does, and a worker's own
-    end of its task queue never reports EOF).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent(expected_parent=expected_parent())  # the forkserver, announced by its preload
-
-
-class _InProcess(Executor):
-    """``workers=1``: the same code path without processes (easier to debug and profile)."""
-
-    def map(self, fn, *iterables, timeout=None, chunksize=1):  # type: ignore[no-untyped-def,override]
-        return map(fn, *iterables)
 
 
 def _point_path(context: SweepContext, point: Point) -> Path:
@@ -250,9 +218,6 @@ def _in_order(executor: Executor, tasks: Iterator[Task], window: int) -> Iterato
     ``Executor.map`` would submit every chunk at once, and workers that outpace the tail would
     pile reconstructed features up in this process (0.4 MB per VGG16 image).
     """
-    if isinstance(executor, _InProcess):
-        yield from map(run_task, tasks)
-        return
     pending: deque[Future[list[Coded]]] = deque()
     try:
         for task in tasks:

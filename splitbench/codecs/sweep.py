@@ -16,6 +16,7 @@ from splitbench.codecs.pipeline import Point, PointResult, SweepContext, run_poi
 from splitbench.data import ImageDataset, Manifest, Preprocessing, open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
+from splitbench.executors import ExecutorSpec
 from splitbench.zoo import ZooModel
 
 # The split points seed 003 transmits (its Table 2).
@@ -46,6 +47,7 @@ class SweepRequest:
     keep_dir: Path | None = None
     manifest: Manifest | None = None  # a manifest that is not shipped (tests)
     progress: bool = True
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)  # where the encoding tasks run
 
 
 @dataclass
@@ -85,7 +87,7 @@ def run_sweep(request: SweepRequest, points: list[Point]) -> SweepResult:
         head_s = fill_cache(cache, head, dataset, preprocessing, count,
                             batch_size=request.batch_size, on_batch=lambda n: bar.update(task, advance=n))
         context = SweepContext(cache, tail, count, request.workers,
-                               request.batch_size, request.keep_dir, bar)
+                               request.batch_size, request.keep_dir, bar, request.executor)
         results = run_points(context, points)
     data = {**dataset.provenance(), "images": count, "limit": request.limit}
     table = result_table(request, results, cache.jpeg_bytes(count), preprocessing)

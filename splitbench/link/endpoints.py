@@ -206,7 +206,8 @@ class Receiver(_Half):
                     features = decode_features(body, low, high, self.shape, self.codec, self.setup.layout)  # type: ignore[arg-type]
                 except (SplitbenchError, ValueError) as error:
                     raise ProtocolError(f"cannot decode the {self.setup.codec} payload: {error}") from None
-        return torch.from_numpy(np.ascontiguousarray(features)).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+        tensor = torch.from_numpy(np.ascontiguousarray(features)).unsqueeze(0)
+        return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
 
     def _picture(self, payload: bytes) -> Image.Image:
         try:

@@ -9,6 +9,7 @@ holds the bytes' time on the link, the RTT and the transport's own cost).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from splitbench.data import ImageDataset
 from splitbench.errors import SplitbenchError
@@ -129,18 +131,25 @@ def measure(sender: Sender, client: LinkClient | None, images: ImageDataset, con
     """Per-image rows for one setup under every condition (``client`` None for ``edge``)."""
     rows = []
     pictures = [(sender.picture(image), label) for image, label in _images(images)]
-    if client is not None:  # one untimed exchange: connection set-up and the server's first call
-        sent = sender.send(pictures[0][0])
-        exchange(client, sent.payload, sent.header, link, EndDelay())
-    for condition in conditions:
-        if client is not None:
-            link.set(condition)
-        delay = EndDelay(condition.rtt_ms)
-        for index, (picture, label) in enumerate(pictures):
-            rows.append(_one(sender, client, picture, label, index, condition, link, delay))
+    # Untimed warm-up: the first calls pay for allocations, and the first exchange for the connection.
+    if client is None:
+        sender.local(pictures[0][0])
+    else:
+        for picture, _ in pictures[:2]:
+            sent = sender.send(picture)
+            exchange(client, sent.payload, sent.header, link, EndDelay())
+    # Image by image, every condition in turn: a machine's slow minutes then fall on all
+    # conditions alike instead of on whichever one ran during them.
+    current = None
+    for index, (picture, label) in enumerate(pictures):
+        for condition in conditions:
+            if client is not None and condition.bandwidth_mbit != current:
+                link.set(condition)
+                current = condition.bandwidth_mbit
+            rows.append(_one(sender, client, picture, label, index, condition, link, EndDelay(condition.rtt_ms)))
             if on_image:
                 on_image()
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).sort_values(["bandwidth_mbit", "rtt_ms", "image"], kind="stable", ignore_index=True)
 
 
 def _one(sender: Sender, client: LinkClient | None, picture: Any, label: int, index: int, condition: Condition,
@@ -191,11 +200,39 @@ def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
     return table.round({c: 3 for c in table.columns if c.endswith("_ms")} | {c: 1 for c in table.columns if c.endswith("_bytes")})
 
 
+def split_cores() -> tuple[set[int], set[int]]:
+    """The edge's and the server's CPUs: two halves of the usable ones.
+
+    On one machine the two sides would otherwise compete for the same cores (OpenMP threads
+    spin for milliseconds after each parallel region), which two machines never do.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    half = max(1, len(cpus) // 2)
+    return set(cpus[:half]), set(cpus[half:] or cpus)
+
+
 @contextmanager
-def running_server(arguments: list[str], prefix: list[str], host: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """``splitbench serve ARGUMENTS`` in a child process (inside ``prefix``, e.g. a namespace); its endpoint."""
+def on_cores(cpus: set[int]) -> Iterator[None]:
+    """This thread on ``cpus`` and torch on as many threads, restored afterwards."""
+    before, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    os.sched_setaffinity(0, cpus)
+    torch.set_num_threads(len(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def running_server(arguments: list[str], prefix: list[str], host: str,
+                   cpus: set[int] | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``splitbench serve ARGUMENTS`` in a child process (inside ``prefix``, e.g. a namespace) on ``cpus``."""
     command = [*prefix, sys.executable, "-m", "splitbench", "serve", *arguments, "--host", host, "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if cpus:
+        command += ["--threads", str(len(cpus))]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     try:
         yield process, _endpoint_of(process)
     finally:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from splitbench.link.measure import STAGES
+from splitbench.link.plan import LinkModel
 from splitbench.results import markdown_table, save_figure
 
 STAGE_NAMES = {"head_ms": "edge head", "encode_ms": "edge encode", "transfer_ms": "transfer (+RTT)",
@@ -40,3 +41,28 @@ def plot_stages(path: Path, summary: pd.DataFrame, model: str) -> Path:
         axes.legend(fontsize=8)
 
     return save_figure(path, draw, size=(max(8.0, 0.45 * len(summary) + 3), 5.5))
+
+
+def plan_markdown(model: str, costs: pd.DataFrame, best: pd.DataFrame, link: LinkModel,
+                  validation: pd.DataFrame | None) -> str:
+    parts = [
+        f"# {model}: where to cut\n",
+        f"Edge = this machine × {link.slowdown:g}; link head start {link.head_start} B; transport overhead "
+        f"{link.overhead_ms:g} ms per exchange (measured on loopback). "
+        "Bytes include the request header, ZeroMQ framing and TCP/IP/Ethernet frames.\n",
+        "## Best cut per bandwidth\n", markdown_table(best), "",
+        "![latency against bandwidth](plan.png)\n",
+        "## Measured costs per cut (this machine)\n",
+        markdown_table(costs.drop(columns=["at", "codec"])), "",
+    ]
+    if validation is not None:
+        errors = validation["error_percent"].abs()
+        agree = validation.attrs["best"]
+        matches = int((agree["predicted_best"] == agree["measured_best"]).sum())
+        parts += [
+            "## Plan against link\n",
+            f"Largest error {errors.max():.1f} %, median {errors.median():.1f} %; the predicted best cut is the "
+            f"measured best at {matches} of {len(agree)} conditions.\n",
+            markdown_table(validation), "", markdown_table(agree), "",
+        ]
+    return "\n".join(parts)

@@ -1,0 +1,133 @@
+"""Where a sweep's independent tasks run: this machine's processes, or a Ray cluster.
+
+Every executor is a :class:`concurrent.futures.Executor`: a sweep submits tasks (a module-level
+function and picklable arguments) and reads the futures in the order it submitted them, so the
+results land in the same caches and rows whichever executor ran them.
+
+- ``local``: a process pool on this machine (``workers`` ≤ 1: in this process). Workers start
+  from a forkserver and die with the sweep's process (:mod:`splitbench.codecs.orphans`).
+- ``ray`` / ``ray:ADDRESS``: tasks go to Ray (``ray.init()`` starts a local cluster with
+  ``workers`` CPUs; ``ray.init(address=ADDRESS)`` joins a running one). A task whose worker
+  dies is run again by Ray (``max_retries``). Arguments travel through Ray's object store;
+  paths inside them (cached head features) must name the same files on every node, so a
+  multi-node cluster needs the cache on a shared file system (see the README).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from splitbench.codecs.orphans import announce_parent, die_with_parent, expected_parent
+from splitbench.errors import SplitbenchError, unknown_name
+
+KINDS = ("local", "ray")
+RAY_RETRIES = 3  # a task whose worker process dies runs again up to this many times
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """``local``, ``ray`` or ``ray:ADDRESS`` (the ``--executor`` option)."""
+
+    kind: str = "local"
+    address: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ExecutorSpec:
+        kind, _, address = text.strip().partition(":")
+        if kind not in KINDS:
+            raise unknown_name("executor", kind, KINDS)
+        if kind == "local" and address:
+            raise SplitbenchError(f"--executor local takes no address, got '{text}'")
+        if kind == "ray" and _ray() is None:
+            raise SplitbenchError("--executor ray needs Ray on this machine: pip install 'splitbench[ray]'")
+        return cls(kind, address or None)
+
+    def __str__(self) -> str:
+        return self.kind + (f":{self.address}" if self.address else "")
+
+
+def open_executor(spec: ExecutorSpec, workers: int) -> Executor:
+    """The executor ``spec`` names, with ``workers`` processes where it starts them itself."""
+    if spec.kind == "ray":
+        return RayExecutor(spec.address, workers)
+    if workers <= 1:
+        return InProcess()
+    # forkserver: workers never inherit this process's threads (torch's OpenMP pool, rich's
+    # refresh thread), which fork could copy mid-lock; they start once per sweep and run no torch.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["splitbench.codecs._forkserver_preload"])
+    announce_parent()  # the forkserver, started by this process, checks it is still its parent
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker)
+
+
+def _start_worker() -> None:
+    """Ctrl-C reaches the sweep's process, which stops cleanly; workers would each print a traceback.
+
+    A worker also dies with its parent, the forkserver, which dies with the sweep's process.
+    Without this, a sweep killed with -9 left the forkserver and its workers running forever:
+    each holds the others alive (the forkserver lives while a worker does, and a worker's own
+    end of its task queue never reports EOF).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(expected_parent=expected_parent())  # the forkserver, announced by its preload
+
+
+class InProcess(Executor):
+    """One worker: the same code path without processes (easier to debug and profile)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+        return future
+
+
+class RayExecutor(Executor):
+    """Tasks on a Ray cluster: a local one with ``workers`` CPUs, or the one at ``address``."""
+
+    def __init__(self, address: str | None, workers: int) -> None:
+        ray = _ray()
+        if ray is None:
+            raise SplitbenchError("--executor ray needs Ray on this machine: pip install 'splitbench[ray]'")
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            try:
+                if address:
+                    ray.init(address=address, include_dashboard=False, configure_logging=False)
+                else:
+                    ray.init(num_cpus=max(1, workers), include_dashboard=False, configure_logging=False)
+            except Exception as error:  # ConnectionError, TimeoutError, RuntimeError, ValueError: all say "unreachable"
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise SplitbenchError(f"--executor ray{':' + address if address else ''}: "
+                                      f"no Ray cluster there ({first})") from None
+        self._remote: dict[Callable[..., Any], Any] = {}
+
+    @property
+    def cpus(self) -> int:
+        return int(self._ray.cluster_resources().get("CPU", 1))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        remote = self._remote.get(fn)
+        if remote is None:
+            remote = self._remote[fn] = self._ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(fn)
+        return remote.remote(*args, **kwargs).future()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._started_here:
+            self._ray.shutdown()
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray
