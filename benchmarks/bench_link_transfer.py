@@ -29,9 +29,11 @@ SIZES = (10_000, 30_000, 100_000, 1_000_000)
 BANDWIDTHS = (1.0, 10.0, 100.0)
 RTTS = (0.0, 20.0)
 REPEATS = 7
+IDLE_S = 0.05  # between exchanges, as the edge computes between messages: tbf's bucket refills
 
 
 def exchange_s(client: LinkClient, payload: bytes, delay: EndDelay) -> tuple[float, int]:
+    time.sleep(IDLE_S)
     began = time.perf_counter()
     delay.half()
     request_id, header = client.send("info", payload)
@@ -91,7 +93,8 @@ def main() -> None:
         "# Transfer time on the shaped link\n",
         f"`python benchmarks/bench_link_transfer.py`, measured {time.strftime('%Y-%m-%d')} on an otherwise idle "
         f"2-core machine: tbf on a veth pair into a network namespace, RTT as a delay at the ends (no netem "
-        f"here), median of {REPEATS} exchanges of `info` requests carrying the payload (no compute).\n",
+        f"here), median of {REPEATS} exchanges of `info` requests carrying the payload (no compute), "
+        f"{IDLE_S * 1e3:g} ms apart (the edge computes between messages, so tbf's bucket is full when one starts).\n",
         f"- `bytes_over_bandwidth_plus_rtt_ms`: Ethernet bytes of request and reply over the bandwidth, plus "
         f"the RTT. Largest error for ≥ 10 kB: {big['error_percent'].abs().max():.1f} %.",
         f"- `with_tbf_head_start_ms`: the same, minus tbf's one-frame head start (a full bucket sends its first "

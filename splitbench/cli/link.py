@@ -309,11 +309,12 @@ def plan_command(
 
 
 def _plan_cuts(zoo_model: ZooModel, at: str, codec: str) -> list[str]:
-    """``all``: every valid cut the codec can carry (C×H×W for an image codec); input and edge first."""
+    """``all``: every valid cut the codec can carry (C×H×W for an image codec) but the output; input first, edge last."""
     if at != "all":
         return [INPUT, *[cut for cut in split_names(at, "--at") if cut not in (INPUT, EDGE)], EDGE]
     planes_only = codec not in BASELINES
-    return [INPUT, *[cut.name for cut in zoo_model.cuts().cuts if not planes_only or len(cut.shape) == 3], EDGE]
+    inner = zoo_model.cuts().cuts[:-1]  # the last cut is the output: sending it is `edge` plus a message
+    return [INPUT, *[cut.name for cut in inner if not planes_only or len(cut.shape) == 3], EDGE]
 
 
 def _read_table(path: Path, option: str, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.reporting import plot_training, training_markdown
 from splitbench.results import write_result
-from splitbench.training import CifarAugment, TrainConfig, train_classifier
+from splitbench.training import CifarAugment, TrainConfig, distributed, train_classifier
 from splitbench.training.trainer import pick_device, resolve_precision
 from splitbench.weights import save_safetensors
 from splitbench.zoo import load_model
@@ -66,7 +66,8 @@ def train_command(
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                          precision=resolve_precision(precision, chosen), compile=compile_model,
                          eval_every=eval_every, checkpoint_s=60.0 * checkpoint_minutes)
-    threads = physical_cores()
+    group = distributed.from_environment(chosen)  # torchrun's environment, or one process
+    threads = max(1, physical_cores() // group.world) if chosen.type == "cpu" else physical_cores()
     augment = CifarAugment(randaugment_ops=randaugment, randaugment_magnitude=magnitude)
 
     train_set = open_dataset(spec.dataset, split="train", root=data)
@@ -83,8 +84,12 @@ def train_command(
     plan = Plan("train").add("model", f"{model} ({spec.source})").add("weights", zoo_model.describe_weights(weights))
     plan.add("data", f"{spec.dataset}: {len(train_set):,} training, {len(test_set):,} test images")
     plan.add("recipe", f"{epochs} epochs, batch {batch_size}, Adam lr {lr:g}, RandAugment {randaugment}")
-    plan.add("device", f"{chosen}, {config.precision} ({precision}), {threads} threads").add("checkpoints", checkpoint_dir).add("export", export).add("out", out)
-    if plan.finish(dry_run):
+    ranks = f", {group.world} processes (DDP, {'nccl' if chosen.type == 'cuda' else 'gloo'})" if group.distributed else ""
+    plan.add("device", f"{chosen}, {config.precision} ({precision}), {threads} threads{ranks}").add("checkpoints", checkpoint_dir).add("export", export).add("out", out)
+    if dry_run:
+        if group.main:  # one plan on screen, from rank 0
+            plan.finish(dry_run)
+        distributed.leave(group)
         return
     zoo_model.load_weights(weights)
     torch.set_num_threads(threads)
@@ -93,9 +98,13 @@ def train_command(
 
     result = train_classifier(
         zoo_model.model, train, test, mean=spec.preprocessing.mean, std=spec.preprocessing.std,
-        config=config, checkpoint_dir=checkpoint_dir, device=chosen, augment=augment,
+        config=config, checkpoint_dir=checkpoint_dir, device=chosen, augment=augment, group=group,
     )
-    recipe = {**config.__dict__, "precision_requested": precision, "threads": threads, "optimizer": "Adam",
+    distributed.leave(group)
+    if not group.main:  # rank 0 writes the results
+        return
+    recipe = {**config.__dict__, "precision_requested": precision, "threads": threads, "processes": group.world,
+              "optimizer": "Adam",
               "augmentation": augment.describe(), "device": str(chosen), "gpu": torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else None}
     save_safetensors(zoo_model.model, export, dtype=torch.float16, metadata={
         "model": spec.name, "dataset": spec.dataset, "recipe": json.dumps(recipe),

@@ -36,6 +36,7 @@ from torch import nn
 from splitbench.errors import SplitbenchError
 from splitbench.results import atomic_open
 from splitbench.training.augment import CifarAugment, normalize
+from splitbench.training.distributed import Group, global_batchnorm
 from splitbench.weights import read_tensor_file
 
 CHECKPOINT_NAME = "last.pt"
@@ -118,11 +119,14 @@ def train_classifier(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     progress: bool = True,
+    group: Group = Group(),
 ) -> TrainResult:
     """Train ``model`` in place on uint8 ``train`` images; resume from ``checkpoint_dir`` if it holds a run.
 
     ``on_step(epoch, step)`` is called after every optimizer step (``epoch`` counts from 0,
-    ``step`` from 1), ``on_epoch(row)`` after every epoch.
+    ``step`` from 1), ``on_epoch(row)`` after every epoch. Under ``torchrun`` (``group`` with
+    more than one rank) each rank trains on its share of every batch; only rank 0 saves and
+    evaluates, and checkpoints come once per epoch (a mid-epoch one would need every rank's sums).
     """
     if config.precision not in ("bf16", "fp32"):
         raise ValueError(f"TrainConfig.precision must be 'bf16' or 'fp32' (resolve 'auto' first), got {config.precision!r}")
@@ -134,19 +138,25 @@ def train_classifier(
     start_epoch, partial = _resume(checkpoint_dir, model, optimizer, scheduler, config, result)
     if start_epoch == 0 and partial is None:
         torch.manual_seed(config.seed)
-    saver = _Saver(checkpoint_dir, model, optimizer, scheduler, config, result)
+    saver = _Saver(checkpoint_dir, model, optimizer, scheduler, config, result, enabled=group.main,
+                   within_epochs=not group.distributed)
 
     images, labels = train[0].to(device), train[1].to(device)
-    test_on_device = None if test is None else (test[0].to(device), test[1].to(device))
-    step = _compiled_step(model, config, device)
+    test_on_device = None if test is None or not group.main else (test[0].to(device), test[1].to(device))
+    trained = model
+    if group.distributed:  # gradients averaged over ranks; parameters broadcast from rank 0 at the start
+        # BatchNorm over the global batch, as one process computes it, not over each rank's share
+        synced = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else global_batchnorm(model)
+        trained = nn.parallel.DistributedDataParallel(synced, device_ids=[device.index] if device.type == "cuda" else None)
+    step = _compiled_step(trained, config, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    with _progress(progress) as bar:
+    with _progress(progress and group.main) as bar:
         epochs_task = bar.add_task("epochs", total=config.epochs, completed=start_epoch, info="")
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             loss, top1 = _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean, std, config, device,
-                                      bar, epoch=epoch, partial=partial, saver=saver, on_step=on_step)
+                                      bar, epoch=epoch, partial=partial, saver=saver, on_step=on_step, group=group)
             partial = None
             scheduler.step()
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss, "train_top1": top1}
@@ -202,7 +212,8 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
 
 
 def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean, std, config, device, bar, *,
-                 epoch: int, partial: dict[str, Any] | None, saver: _Saver, on_step) -> tuple[float, float]:
+                 epoch: int, partial: dict[str, Any] | None, saver: _Saver, on_step,
+                 group: Group = Group()) -> tuple[float, float]:
     model.train()
     if partial is None:
         order = torch.randperm(len(images), device=device)
@@ -215,14 +226,16 @@ def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean,
     batches = order.split(config.batch_size)
     task = bar.add_task("  images", total=len(images), completed=sum(len(b) for b in batches[:done]), info="")
     for number, index in enumerate(batches[done:], start=done + 1):
-        batch = normalize(augment(images[index]), mean, std)
-        target = labels[index]
+        # Every rank augments the whole batch (the same random draws as one process) and keeps its share.
+        mine = group.shard(len(index), device)
+        batch = normalize(augment(images[index]), mean, std)[mine]
+        target = labels[index][mine]
         loss, logits = step(batch, target, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         # Summed on the device: a .item() per batch would synchronise every step.
-        loss_sum += loss.detach() * len(index)
+        loss_sum += loss.detach() * len(mine)
         hits += (logits.detach().argmax(1) == target).sum()
         bar.update(task, advance=len(index))
         if number < len(batches) and saver.due():
@@ -230,6 +243,8 @@ def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean,
         if on_step is not None:
             on_step(epoch, number)
     bar.remove_task(task)
+    if group.distributed:
+        group.sum(loss_sum), group.sum(hits)
     return float(loss_sum) / len(images), 100.0 * int(hits) / len(images)
 
 
@@ -251,15 +266,19 @@ def _autocast(config: TrainConfig, device: torch.device):
 class _Saver:
     """Writes the full training state atomically; knows when the next in-epoch checkpoint is due."""
 
-    def __init__(self, directory: Path, model, optimizer, scheduler, config: TrainConfig, result: TrainResult) -> None:
+    def __init__(self, directory: Path, model, optimizer, scheduler, config: TrainConfig, result: TrainResult, *,
+                 enabled: bool = True, within_epochs: bool = True) -> None:
         self.directory, self.model, self.optimizer, self.scheduler = directory, model, optimizer, scheduler
         self.config, self.result = config, result
+        self.enabled, self.within_epochs = enabled, within_epochs
         self.last = time.monotonic()
 
     def due(self) -> bool:
-        return time.monotonic() - self.last >= self.config.checkpoint_s
+        return self.within_epochs and time.monotonic() - self.last >= self.config.checkpoint_s
 
     def save(self, partial: dict[str, Any] | None = None) -> None:
+        if not self.enabled:  # another rank's process: rank 0 writes
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
