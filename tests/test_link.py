@@ -20,7 +20,7 @@ from conftest import SHARED_DATA, needs_shared_data, needs_shared_weights, run_i
 from splitbench.link.client import LinkClient
 from splitbench.link.protocol import (MAX_HEADER_BYTES, ProtocolError, framing_bytes, pack_range, parse_request,
                                       request_frames, unpack_range, zmtp_frame_bytes)
-from splitbench.link.shaping import MTU_FRAME, transfer_s, wire_bytes
+from splitbench.link.shaping import MTU_FRAME, netns_possible, transfer_s, wire_bytes
 
 MOBILENET = "mobilenet_v2-imagenet-int8dequant.pth"
 SETUP = ["--at", "bottleneck6", "--codec", "bpg", "--qp", "35", "--layout", "gray"]
@@ -285,3 +285,32 @@ def test_plan_counts_bytes_exactly_and_picks_the_fastest(tmp_path: Path) -> None
     for bandwidth, group in predictions.groupby("bandwidth_mbit"):
         assert best.loc[bandwidth, "best"] == group.loc[group["total_ms"].idxmin(), "setup"]
     assert (tmp_path / "plan.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(netns_possible() is not None, reason="needs root, ip and tc for a network namespace")
+def test_a_tbf_shaped_namespace_link_carries_bytes_at_its_rate_and_is_removed() -> None:
+    from splitbench.link.measure import running_server
+    from splitbench.link.shaping import NetnsLink
+
+    with NetnsLink() as link:
+        namespace = link.namespace
+        with running_server(["cifar_resnet20", "--weights", "none", "--at", "layer2"], link.inside,
+                            link.server_ip) as (_, endpoint), LinkClient(endpoint) as client:
+            assert endpoint.startswith(f"tcp://{link.server_ip}:")
+            link.set_rate(10.0)
+            client.info()
+            samples, up = [], []
+            for _ in range(5):
+                time.sleep(0.05)  # the edge computes between messages: tbf's bucket is full again
+                before = link.counters()
+                began = time.perf_counter()
+                request_id, header = client.send("info", b"\0" * 100_000)
+                client.receive(request_id)
+                samples.append(time.perf_counter() - began)
+                up.append(link.counters()[0] - before[0])
+        # 100 kB request (and a ~600 B info reply) at 10 Mbit/s, less tbf's one-frame head start
+        predicted = transfer_s(100_000 + framing_bytes(header, 100_000), 10.0, MTU_FRAME)
+        assert sorted(samples)[2] == pytest.approx(predicted, rel=0.10)
+        assert min(up) >= wire_bytes(100_000)  # every byte crossed the veth, in Ethernet frames
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert namespace not in listed
