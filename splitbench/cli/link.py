@@ -127,10 +127,7 @@ def link_command(
     model = pick_model(model, model_option, "mobilenet_v2")
     zoo_model = load_model(model)
     setups = [setup_for(zoo_model, cut, codec, qp, quality, layout, bits) for cut in split_names(at, "--at")]
-    bandwidths = split_numbers(bandwidth, "--bandwidth", float) if bandwidth != "none" else [None]
-    if any(b is not None and b <= 0 for b in bandwidths):
-        raise SplitbenchError(f"--bandwidth takes positive Mbit/s, got '{bandwidth}'")
-    rtts = split_numbers(rtt, "--rtt", float, minimum=0)
+    bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=True)
     if shaper not in SHAPERS:
         raise SplitbenchError(f"unknown --shaper '{shaper}'; valid: {', '.join(SHAPERS)}")
     if shaper == "auto":
@@ -139,10 +136,7 @@ def link_command(
         raise SplitbenchError(f"--shaper netns: {reason}; use --shaper app")
     if server is not None and (len(setups) != 1 or shaper == "netns"):
         raise SplitbenchError("--server takes one --at and --shaper app or none")
-    name = dataset or zoo_model.spec.dataset
-    if name is None:
-        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
-    images = open_dataset(name, split=split, root=data, limit=limit)
+    name, images = _images(zoo_model, dataset, split, data, limit)
     out = writable_folder(out or default_out("link", model), "--out")
     conditions = [Condition(b, r) for b in bandwidths for r in rtts]
     plan = Plan("link").add("model", model).add("weights", zoo_model.describe_weights(weights))
@@ -197,6 +191,25 @@ def link_command(
     show_written(written)
 
 
+def _link_settings(bandwidth: str, rtt: str, unshaped_allowed: bool) -> tuple[list, list[float]]:
+    """``--bandwidth`` (Mbit/s; ``none`` for the link as it is, where allowed) and ``--rtt`` (ms)."""
+    if unshaped_allowed and bandwidth == "none":
+        bandwidths: list = [None]
+    else:
+        bandwidths = split_numbers(bandwidth, "--bandwidth", float)
+        if min(bandwidths) <= 0:
+            raise SplitbenchError(f"--bandwidth takes positive Mbit/s, got '{bandwidth}'")
+    return bandwidths, split_numbers(rtt, "--rtt", float, minimum=0)
+
+
+def _images(zoo_model: ZooModel, dataset: str | None, split: str | None, data: Path | None, limit: int):
+    """The data set's name and its first ``limit`` images (the model's own set by default)."""
+    name = dataset or zoo_model.spec.dataset
+    if name is None:
+        raise SplitbenchError(f"{zoo_model.spec.name} has no default data set; pass --dataset")
+    return name, open_dataset(name, split=split, root=data, limit=limit)
+
+
 def _setup_arguments(setup: SplitSetup) -> list[str]:
     arguments = ["--at", setup.at, "--codec", setup.codec]
     if setup.spec is not None:
@@ -248,10 +261,7 @@ def plan_command(
     zoo_model = load_model(model)
     cuts = _plan_cuts(zoo_model, at, codec)
     setups = [setup_for(zoo_model, cut, codec, qp, quality, layout, bits) for cut in cuts]
-    bandwidths = split_numbers(bandwidth, "--bandwidth", float)
-    if min(bandwidths) <= 0:
-        raise SplitbenchError(f"--bandwidth takes positive Mbit/s, got '{bandwidth}'")
-    rtts = split_numbers(rtt, "--rtt", float, minimum=0)
+    bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=False)
     try:
         head = {"tbf": MTU_FRAME, "wire": 0}[head_start] if head_start in ("tbf", "wire") else int(head_start)
         if head < 0:
@@ -261,10 +271,7 @@ def plan_command(
     measured = _read_table(validate_with, "--validate", ("setup", "bandwidth_mbit", "rtt_ms", "total_ms")) \
         if validate_with else None
     edge = _read_table(edge_times, "--edge-times", ("setup", "head_ms", "encode_ms")) if edge_times else None
-    name = dataset or zoo_model.spec.dataset
-    if name is None:
-        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
-    images = open_dataset(name, split=split, root=data, limit=limit)
+    name, images = _images(zoo_model, dataset, split, data, limit)
     out = writable_folder(out or default_out("plan", model), "--out")
     plan = Plan("plan").add("model", model).add("weights", zoo_model.describe_weights(weights))
     plan.add("setups", f"{len(setups)}: {', '.join(s.label for s in setups[:6])}{' …' if len(setups) > 6 else ''}")
