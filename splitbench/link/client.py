@@ -10,7 +10,7 @@ from typing import Any
 import zmq
 
 from splitbench.errors import SplitbenchError
-from splitbench.link.protocol import ProtocolError, parse_reply, request_frames
+from splitbench.link.protocol import ProtocolError, parse_reply, request_frames, zmtp_frame_bytes
 
 
 class LinkClient:
@@ -29,6 +29,7 @@ class LinkClient:
             self._socket.close()
             raise SplitbenchError(f"--server {endpoint}: {error}") from None
         self._ids = (f"{os.getpid()}-{id(self):x}-{n}" for n in itertools.count())
+        self.last_reply_bytes = 0  # the last reply's frame as it came off the socket, ZMTP prefix included
 
     def __enter__(self) -> LinkClient:
         return self
@@ -39,11 +40,18 @@ class LinkClient:
     def close(self) -> None:
         self._socket.close(linger=0)
 
+    def prepare(self, op: str, payload: bytes = b"", **fields: Any) -> tuple[str, list[bytes]]:
+        """A request's id and frames, not sent yet (a shaper may hold them first)."""
+        request_id = next(self._ids)
+        return request_id, request_frames(op, request_id, payload, **fields)
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        self._socket.send_multipart(frames, copy=False)
+
     def send(self, op: str, payload: bytes = b"", **fields: Any) -> tuple[str, bytes]:
         """Send one request; its id and header bytes (for counting what went on the wire)."""
-        request_id = next(self._ids)
-        frames = request_frames(op, request_id, payload, **fields)
-        self._socket.send_multipart(frames, copy=False)
+        request_id, frames = self.prepare(op, payload, **fields)
+        self.send_frames(frames)
         return request_id, frames[0]
 
     def receive(self, request_id: str, timeout_s: float | None = None) -> dict[str, Any]:
@@ -54,11 +62,13 @@ class LinkClient:
             if remaining <= 0 or not self._socket.poll(int(remaining * 1000) + 1):
                 raise SplitbenchError(f"no reply from {self.endpoint} within "
                                       f"{self.timeout_s if timeout_s is None else timeout_s:g} s")
+            frames = self._socket.recv_multipart()
             try:
-                reply = parse_reply(self._socket.recv_multipart())
+                reply = parse_reply(frames)
             except ProtocolError as error:
                 raise SplitbenchError(f"{self.endpoint} sent a malformed reply: {error}") from None
             if reply.get("id") == request_id:
+                self.last_reply_bytes = len(frames[0]) + zmtp_frame_bytes(len(frames[0]))
                 return reply
 
     def request(self, op: str, payload: bytes = b"", timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:

@@ -96,12 +96,14 @@ def exchange(client: LinkClient, sent_payload: bytes, header: dict[str, Any], li
     before = link.counters()
     began = time.perf_counter()
     delay.half()
-    if link.bucket:
-        link.bucket.pace(len(sent_payload), time.perf_counter())
-    request_id, header_bytes = client.send("infer", sent_payload, **header)
+    request_id, frames = client.prepare("infer", sent_payload, **header)
+    header_bytes = frames[0]
+    if link.bucket:  # the request's bytes cross the link before the server can have them
+        link.bucket.pace(len(sent_payload) + framing_bytes(header_bytes, len(sent_payload)), time.perf_counter())
+    client.send_frames(frames)
     reply = client.receive(request_id)
     if link.bucket:
-        link.bucket.pace(_reply_bytes(reply), time.perf_counter())
+        link.bucket.pace(client.last_reply_bytes, time.perf_counter())
     delay.half()
     ended = time.perf_counter()
     after = link.counters()
@@ -112,18 +114,11 @@ def exchange(client: LinkClient, sent_payload: bytes, header: dict[str, Any], li
         "exchange_s": ended - began, "server_s": server_s,
         "server_decode_s": float(reply["server_s"]["decode"]), "server_tail_s": float(reply["server_s"]["tail"]),
         "framing_bytes": framing_bytes(header_bytes, len(sent_payload)),
-        "reply_bytes": _reply_bytes(reply),
+        "reply_bytes": client.last_reply_bytes,
     }
     if before and after:
         figures |= {"wire_up_bytes": after[0] - before[0], "wire_down_bytes": after[1] - before[1]}
     return reply, figures
-
-
-def _reply_bytes(reply: dict[str, Any]) -> int:
-    from splitbench.link.protocol import reply_frames, zmtp_frame_bytes
-
-    frame = reply_frames(reply.get("id"), **{k: v for k, v in reply.items() if k not in ("v", "id")})[0]
-    return len(frame) + zmtp_frame_bytes(len(frame))
 
 
 def measure(sender: Sender, client: LinkClient | None, images: ImageDataset, conditions: list[Condition],
