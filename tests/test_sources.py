@@ -266,13 +266,15 @@ def test_eval_on_an_image_folder_matches_the_manifest(tmp_path: Path) -> None:
     assert results[0]["top1"] == results[1]["top1"] and results[0]["images"] == results[1]["images"] == "100"
 
 
-def test_readme_python_api_example_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("marker", "printed"), [("<!-- api-example -->", "layer2"),
+                                                  ("<!-- api-example-link -->", "bytes; top-5: [[")])
+def test_readme_python_api_example_runs(marker: str, printed: str, tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
-    start = readme.index("<!-- api-example -->")
+    start = readme.index(marker)
     code = readme[readme.index("```python", start) + len("```python"): readme.index("```", readme.index("```python", start) + 9)]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "layer2" in done.stdout
+    assert printed in done.stdout
 
 
 @needs_shared_data
