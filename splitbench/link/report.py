@@ -25,8 +25,9 @@ def link_markdown(model: str, summary: pd.DataFrame, shaper: str) -> str:
 
 def plot_stages(path: Path, summary: pd.DataFrame, model: str) -> Path:
     """Stacked bars: the stages of each setup at each bandwidth and RTT."""
-    labels = [f"{row.setup}\n{'-' if pd.isna(row.bandwidth_mbit) else f'{row.bandwidth_mbit:g}'} Mbit/s"
-              + (f", {row.rtt_ms:g} ms" if row.rtt_ms else "") for row in summary.itertuples()]
+    labels = [row.setup if pd.isna(row.bandwidth_mbit) else
+              f"{row.setup}\n{row.bandwidth_mbit:g} Mbit/s" + (f", {row.rtt_ms:g} ms" if row.rtt_ms else "")
+              for row in summary.itertuples()]
 
     def draw(axes) -> None:  # type: ignore[no-untyped-def]
         bottom = np.zeros(len(summary))
