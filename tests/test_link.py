@@ -314,3 +314,17 @@ def test_a_tbf_shaped_namespace_link_carries_bytes_at_its_rate_and_is_removed() 
         assert min(up) >= wire_bytes(100_000)  # every byte crossed the veth, in Ethernet frames
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert namespace not in listed
+
+
+@needs_shared_data
+def test_link_with_plan_predicts_the_app_shaped_transfer(tmp_path: Path) -> None:
+    done = run_in_process("link", "cifar_resnet20", "--weights", "none", "--data", str(SHARED_DATA), "--at",
+                          "layer2,edge", "--codec", "minmax8", "--shaper", "app", "--bandwidth", "4", "--limit", "3",
+                          "--plan", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    validation = pd.read_csv(tmp_path / "validation.csv").set_index("setup")
+    # 32x16x16 bytes and the range, paced by the token bucket at 4 Mbit/s: about 17 ms each way in all
+    row = validation.loc["layer2:minmax8"]
+    assert row["predicted_transfer_ms"] > 16
+    assert row["measured_transfer_ms"] == pytest.approx(row["predicted_transfer_ms"], rel=0.2)
+    assert set(pd.read_csv(tmp_path / "times.csv")["setup"]) == {"layer2:minmax8", "edge"}

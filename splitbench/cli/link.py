@@ -115,10 +115,15 @@ def link_command(
     split: Annotated[Optional[str], typer.Option("--split")] = None,
     data: DataRoot = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Images per cut and condition.")] = 20,
+    with_plan: Annotated[bool, typer.Option("--plan/--no-plan", help="Also time each cut as `plan` does, just "
+                                            "before it crosses the link, and write plan's prediction beside the "
+                                            "measurement (validation.csv): minutes apart, a drifting machine "
+                                            "would widen the gap.")] = False,
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
     """Run MODEL split across a shaped link: per-image stage times, bytes on the wire, top-1."""
+    from splitbench.link import plan as planning
     from splitbench.link.measure import Condition, Link, measure, on_cores, running_server, split_cores, summarise
     from splitbench.link.client import LinkClient
     from splitbench.link.shaping import netns_possible
@@ -146,11 +151,14 @@ def link_command(
         return
     zoo_model.load_weights(weights)
     weights_info = zoo_model.weights.describe()
-    tables = []
+    tables, costs = [], []
     edge_cpus, server_cpus = split_cores()
     with Link(shaper) as link, on_cores(edge_cpus), progress_bar(enabled=True, transient=False) as bar:
         for setup in setups:
             sender = Sender(zoo_model, setup, preprocess)
+            if with_plan:  # plan's own measurement of this cut, in the minutes before its link run
+                pictures = [sender.picture(images[i][0]) for i in range(len(images))]
+                costs.append(planning.measure_costs(zoo_model, [setup], pictures, 1, preprocess))
             task = bar.add_task(setup.label, total=len(images) * (1 if setup.at == EDGE else len(conditions)))
             advance = lambda: bar.update(task, advance=1)  # noqa: E731
             if setup.at == EDGE:
@@ -178,13 +186,27 @@ def link_command(
         {"model": model, "weights": weights, "setups": [s.describe() for s in setups],
          "conditions": [c.__dict__ for c in conditions], "shaper": link.name, "tbf_head_start_bytes": link.head_start,
          "rtt_by": "end delay (no netem)", "edge_cpus": sorted(edge_cpus),
-         "server_cpus": sorted(server_cpus) if server is None else "the server's own", "dataset": name, "limit": limit, "preprocess": preprocess, "out": out},
+         "server_cpus": sorted(server_cpus) if server is None else "the server's own", "dataset": name, "limit": limit, "preprocess": preprocess,
+         "with_plan": with_plan, "out": out},
         weights=weights_info, data=images.provenance(), wall_s=time.perf_counter() - start,
     )
-    from splitbench.link.report import link_markdown, plot_stages
+    from splitbench.link.report import link_markdown, plan_markdown, plot_stages
 
-    written = write_result(out, "link", summary, meta, link_markdown(model, summary, link.name))
+    markdown = link_markdown(model, summary, link.name)
+    validation = None
+    if with_plan:
+        served = next((s for s in setups if s.at != EDGE), setups[0])
+        link_model = planning.LinkModel(1.0, link.head_start, planning.transport_overhead_ms(Receiver(zoo_model, served)))
+        validation = planning.validate(pd.concat(costs, ignore_index=True), summary, link_model)
+        markdown += "\n" + plan_markdown(model, pd.concat(costs, ignore_index=True), planning.best_cuts(
+            planning.predict(pd.concat(costs, ignore_index=True), [b for b in bandwidths if b], rtts, link_model)),
+            link_model, validation)
+    written = write_result(out, "link", summary, meta, markdown)
     written.append(write_csv(out / "link_images.csv", per_image))
+    if validation is not None:
+        written += [write_csv(out / "times.csv", pd.concat(costs, ignore_index=True)),
+                    write_csv(out / "validation.csv", validation),
+                    write_csv(out / "validation_best.csv", validation.attrs["best"])]
     written.append(plot_stages(out / "link.png", summary, model))
     show_table(summary, title=f"{model} over a {link.name} link",
                columns=["setup", "bandwidth_mbit", "rtt_ms", "top1", "payload_bytes", "total_ms"])
