@@ -126,10 +126,6 @@ class RayExecutor(Executor):
                                       f"no Ray cluster there ({first})") from None
         self._remote: dict[Callable[..., Any], Any] = {}
 
-    @property
-    def cpus(self) -> int:
-        return int(self._ray.cluster_resources().get("CPU", 1))
-
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         remote = self._remote.get(fn)
         if remote is None:

@@ -11,7 +11,7 @@ import typer
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, Mean, Std, normalisation, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
-                                    pick_model, split_names, split_numbers)
+                                    dataset_name, pick_model, split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
 from splitbench.codecs.features import LAYOUTS, check_layout
@@ -125,9 +125,7 @@ def codec_command(
     if len(cut.shape) != 3:
         raise SplitbenchError(f"the tensor at {at} is {'x'.join(map(str, cut.shape))}, "
                               f"not C×H×W planes an image codec can carry; pick a convolutional cut")
-    name = dataset or zoo_model.spec.dataset
-    if name is None:
-        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
+    name = dataset_name(model, dataset, zoo_model.spec.dataset)
     images = open_dataset(name, split=split, root=data, limit=limit)
     paper = load_paper_rows(reference)  # a bad --reference fails before the sweep
     out = writable_folder(out or default_out("codec", f"{zoo_model.spec.name}-{at}-{name}"), "--out")

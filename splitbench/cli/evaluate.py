@@ -11,7 +11,7 @@ import typer
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, Dataset, DryRun, Mean, ModelArgument, ModelOption, OutDir, Std, Weights,
-                                    default_out, normalisation, pick_model)
+                                    dataset_name, default_out, normalisation, pick_model)
 from splitbench.cli.render import show_table, show_written
 from splitbench.data import open_dataset
 from splitbench.data.datasets import check_label_space
@@ -44,9 +44,7 @@ def eval_command(
     zoo_model = load_model(model, mean=normalisation(mean, "--mean"), std=normalisation(std, "--std"))
     if zoo_model.spec.task != "classification":
         raise SplitbenchError(f"eval scores classifiers by top-1/top-5; {model} is a {zoo_model.spec.task} model")
-    name = dataset or zoo_model.spec.dataset
-    if name is None:
-        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
+    name = dataset_name(model, dataset, zoo_model.spec.dataset)
     images = open_dataset(name, split=split, root=data, limit=limit,
                           transform=zoo_model.spec.preprocessing.transform())
     check_label_space(zoo_model.output_classes(), images, model)

@@ -13,13 +13,13 @@ import typer
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, Dataset, DryRun, ModelArgument, ModelOption, OutDir, Weights,
-                                    default_out, pick_model, split_names, split_numbers)
+                                    dataset_name, default_out, pick_model, split_names, split_numbers)
 from splitbench.cli.render import show_table, show_written
 from splitbench.codecs.base import codec_class, codec_names
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
-from splitbench.link.endpoints import BASELINES, EDGE, INPUT, Receiver, Sender, SplitSetup
+from splitbench.link.endpoints import BASELINES, EDGE, INPUT, Receiver, Sender, SplitSetup, model_pictures
 from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.results import write_csv, write_result
 from splitbench.zoo import ZooModel, load_model
@@ -126,7 +126,7 @@ def link_command(
     from splitbench.link import plan as planning
     from splitbench.link.measure import Condition, Link, measure, on_cores, running_server, split_cores, summarise
     from splitbench.link.client import LinkClient
-    from splitbench.link.shaping import netns_possible
+    from splitbench.link.shaping import EndDelay, netns_possible
 
     start = time.perf_counter()
     model = pick_model(model, model_option, "mobilenet_v2")
@@ -152,40 +152,40 @@ def link_command(
     zoo_model.load_weights(weights)
     weights_info = zoo_model.weights.describe()
     tables, costs = [], []
+    pictures = model_pictures(zoo_model, images, preprocess)
     edge_cpus, server_cpus = split_cores()
     with Link(shaper) as link, on_cores(edge_cpus), progress_bar(enabled=True, transient=False) as bar:
         for setup in setups:
             sender = Sender(zoo_model, setup, preprocess)
             if with_plan:  # plan's own measurement of this cut, in the minutes before its link run
-                pictures = [sender.picture(images[i][0]) for i in range(len(images))]
-                costs.append(planning.measure_costs(zoo_model, [setup], pictures, 1, preprocess))
+                costs.append(planning.measure_costs(zoo_model, [setup], [p for p, _ in pictures], 1, preprocess))
             task = bar.add_task(setup.label, total=len(images) * (1 if setup.at == EDGE else len(conditions)))
             advance = lambda: bar.update(task, advance=1)  # noqa: E731
             if setup.at == EDGE:
-                tables.append(measure(sender, None, images, [Condition(None)], link, advance))
+                tables.append(measure(sender, None, pictures, [Condition(None)], link, advance))
                 continue
             expected = {"model": zoo_model.spec.name, "weights_sha256": weights_info["sha256"],
                         **setup.describe(), "shape": list(sender.shape)}
             if server is not None:
                 with LinkClient(server) as client:
                     client.check(expected)
-                    tables.append(measure(sender, client, images, conditions, link, advance))
+                    tables.append(measure(sender, client, pictures, conditions, link, advance))
                 continue
             arguments = [model, "--weights", weights, *_setup_arguments(setup), "--preprocess", preprocess]
             with running_server(arguments, link.server_prefix, link.server_host, server_cpus) as (_, endpoint), \
                     LinkClient(endpoint) as client:
                 client.check(expected)
-                tables.append(measure(sender, client, images, conditions, link, advance))
+                tables.append(measure(sender, client, pictures, conditions, link, advance))
     per_image = pd.concat(tables, ignore_index=True)
     per_image.insert(5, "shaper", link.name)
-    per_image.insert(6, "rtt_by", "end delay (no netem)")
+    per_image.insert(6, "rtt_by", EndDelay.by)
     summary = summarise(per_image)
     summary.insert(5, "shaper", link.name)
     meta = provenance.collect(
         "link",
         {"model": model, "weights": weights, "setups": [s.describe() for s in setups],
          "conditions": [c.__dict__ for c in conditions], "shaper": link.name, "tbf_head_start_bytes": link.head_start,
-         "rtt_by": "end delay (no netem)", "edge_cpus": sorted(edge_cpus),
+         "rtt_by": EndDelay.by, "edge_cpus": sorted(edge_cpus),
          "server_cpus": sorted(server_cpus) if server is None else "the server's own", "dataset": name, "limit": limit, "preprocess": preprocess,
          "with_plan": with_plan, "out": out},
         weights=weights_info, data=images.provenance(), wall_s=time.perf_counter() - start,
@@ -226,9 +226,7 @@ def _link_settings(bandwidth: str, rtt: str, unshaped_allowed: bool) -> tuple[li
 
 def _images(zoo_model: ZooModel, dataset: str | None, split: str | None, data: Path | None, limit: int):
     """The data set's name and its first ``limit`` images (the model's own set by default)."""
-    name = dataset or zoo_model.spec.dataset
-    if name is None:
-        raise SplitbenchError(f"{zoo_model.spec.name} has no default data set; pass --dataset")
+    name = dataset_name(zoo_model.spec.name, dataset, zoo_model.spec.dataset)
     return name, open_dataset(name, split=split, root=data, limit=limit)
 
 
@@ -301,8 +299,7 @@ def plan_command(
     if plan.finish(dry_run):
         return
     zoo_model.load_weights(weights)
-    sender = Sender(zoo_model, setups[0], preprocess)
-    pictures = [sender.picture(images[i][0]) for i in range(len(images))]
+    pictures = [picture for picture, _ in model_pictures(zoo_model, images, preprocess)]
     link_model = planning.LinkModel(edge_slowdown, head, planning.transport_overhead_ms(Receiver(zoo_model, setups[0])))
     edge_cpus, _ = split_cores()  # as link runs each side: the same thread count, one half of the cores
     with on_cores(edge_cpus), progress_bar(enabled=True, transient=False) as bar:

@@ -100,6 +100,14 @@ def normalisation(text: str | None, option: str) -> tuple[float, ...] | None:
     return values
 
 
+def dataset_name(model: str, dataset: str | None, default: str | None) -> str:
+    """``--dataset``, else the model's own data set; a model without one needs the option."""
+    name = dataset or default
+    if name is None:
+        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
+    return name
+
+
 def default_out(command: str, run: str) -> Path:
     """``reports/<command>/<run>/``: one folder per run, so runs never overwrite each other.
 

@@ -51,14 +51,11 @@ class _InputAndJpeg:
 
     def __init__(self, preprocessing: Preprocessing) -> None:
         self.geometry = preprocessing.geometry()
-        self.to_input = preprocessing.transform().transforms[1:]  # ToTensor, Normalize
+        self.to_tensor = preprocessing.to_tensor()
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, int]:
         seen = self.geometry(image)
-        tensor = seen
-        for step in self.to_input:
-            tensor = step(tensor)
-        return tensor, jpeg_size(seen)
+        return self.to_tensor(seen), jpeg_size(seen)
 
 
 def cache_key(fields: dict[str, Any]) -> str:

@@ -56,7 +56,11 @@ class Preprocessing:
 
     def transform(self) -> transforms.Compose:
         """PIL image → normalised float tensor of shape 3×crop×crop."""
-        return transforms.Compose([self.geometry(), transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])
+        return transforms.Compose([self.geometry(), self.to_tensor()])
+
+    def to_tensor(self) -> transforms.Compose:
+        """The model's picture (what :meth:`geometry` makes) → normalised float tensor."""
+        return transforms.Compose([transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])
 
     def geometry(self) -> transforms.Compose:
         """PIL image → the crop×crop PIL image that the model sees (before normalisation)."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
 from splitbench.codecs.base import Codec, CodecSpec, codec_class
 from splitbench.codecs.cache import JPEG_QUALITY, jpeg_file
@@ -86,30 +87,31 @@ class Sent:
     encode_s: float
 
 
+def model_pictures(model: ZooModel, images: Dataset, preprocess: str = "seed") -> list[tuple[Image.Image, int]]:
+    """Every image of ``images`` as the model's input picture, with its label: decoded once per run."""
+    geometry = preprocessing_for(model, preprocess).geometry()
+    return [(geometry(image), label) for image, label in (images[i] for i in range(len(images)))]
+
+
 class _Half:
     def __init__(self, model: ZooModel, setup: SplitSetup, preprocess: str = "seed") -> None:
         self.model, self.setup = model, setup
         self.preprocessing: Preprocessing = preprocessing_for(model, preprocess)
+        self._to_tensor = self.preprocessing.to_tensor()  # built once: it runs for every picture
         self.codec: Codec | None = setup.spec.build() if setup.spec is not None else None
         if setup.at in (INPUT, EDGE):
             self.shape: tuple[int, ...] = (3, self.preprocessing.crop, self.preprocessing.crop)
         elif self.codec is not None:  # an image codec carries C×H×W planes only
             self.shape = feature_shape(model, setup.at, self.preprocessing)
-        else:
-            with torch.inference_mode():
-                crossing = model.cuts().head(setup.at)(model.example_input(self.preprocessing.crop))
-            self.shape = tuple(int(s) for s in crossing.shape[1:])
+        else:  # the traced graph measured every cut's tensor at this input size
+            self.shape = tuple(model.cuts(self.preprocessing.crop).resolve(setup.at).shape)
 
     @staticmethod
     def _prepared(module: torch.nn.Module) -> torch.nn.Module:
         return module.to(memory_format=torch.channels_last).eval()  # as codec sweeps run it
 
     def _input_tensor(self, picture: Image.Image) -> torch.Tensor:
-        steps = self.preprocessing.transform().transforms[1:]  # ToTensor, Normalize
-        tensor = picture
-        for step in steps:
-            tensor = step(tensor)
-        return tensor.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+        return self._to_tensor(picture).unsqueeze(0).contiguous(memory_format=torch.channels_last)
 
 
 class Sender(_Half):

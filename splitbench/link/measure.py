@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from splitbench.data import ImageDataset
 from splitbench.errors import SplitbenchError
 from splitbench.link.client import LinkClient
 from splitbench.link.endpoints import EDGE, Sender
@@ -121,11 +120,13 @@ def exchange(client: LinkClient, sent_payload: bytes, header: dict[str, Any], li
     return reply, figures
 
 
-def measure(sender: Sender, client: LinkClient | None, images: ImageDataset, conditions: list[Condition],
+def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any, int]], conditions: list[Condition],
             link: Link, on_image: Callable[[], None] | None = None) -> pd.DataFrame:
-    """Per-image rows for one setup under every condition (``client`` None for ``edge``)."""
+    """Per-image rows for one setup under every condition (``client`` None for ``edge``).
+
+    ``pictures``: the model's input pictures and labels (:func:`~splitbench.link.endpoints.model_pictures`).
+    """
     rows = []
-    pictures = [(sender.picture(image), label) for image, label in _images(images)]
     # Untimed warm-up: the first calls pay for allocations, and the first exchange for the connection.
     if client is None:
         sender.local(pictures[0][0])
@@ -173,11 +174,6 @@ def _one(sender: Sender, client: LinkClient | None, picture: Any, label: int, in
     if "wire_up_bytes" in figures:
         row |= {"wire_up_bytes": figures["wire_up_bytes"], "wire_down_bytes": figures["wire_down_bytes"]}
     return row
-
-
-def _images(images: ImageDataset) -> Iterator[tuple[Any, int]]:
-    for index in range(len(images)):
-        yield images[index]
 
 
 def summarise(per_image: pd.DataFrame) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def parse_request(frames: list[bytes]) -> Request:
     if len(frames) != 2:
         raise ProtocolError(f"a request is 2 frames (header, payload), got {len(frames)}")
     header, payload = frames
-    fields = _json_object(header)
+    fields = read_header(header)
     if fields.get("v") != VERSION:
         raise ProtocolError(f"unsupported protocol version {fields.get('v')!r}; this server speaks {VERSION}")
     op, request_id = fields.get("op"), fields.get("id")
@@ -95,7 +95,8 @@ def parse_request(frames: list[bytes]) -> Request:
     return Request("infer", request_id, kind, codec, tuple(shape), payload)
 
 
-def _json_object(header: bytes) -> dict[str, Any]:
+def read_header(header: bytes) -> dict[str, Any]:
+    """A header frame's JSON object; :class:`ProtocolError` for anything else."""
     if len(header) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header is {len(header)} bytes; at most {MAX_HEADER_BYTES}")
     try:
@@ -111,7 +112,7 @@ def parse_reply(frames: list[bytes]) -> dict[str, Any]:
     """The reply's fields; a reply that breaks the format raises :class:`ProtocolError`."""
     if len(frames) != 1:
         raise ProtocolError(f"a reply is 1 frame, got {len(frames)}")
-    fields = _json_object(frames[0])
+    fields = read_header(frames[0])
     if fields.get("v") != VERSION or not isinstance(fields.get("ok"), bool):
         raise ProtocolError("reply without version or ok")
     return fields

@@ -13,11 +13,11 @@ requests, finish and answer those in flight, and return.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,8 @@ import zmq
 
 from splitbench.errors import SplitbenchError
 from splitbench.link.endpoints import Receiver
-from splitbench.link.protocol import MAX_HEADER_BYTES, ProtocolError, Request, parse_request, reply_frames
+from splitbench.link.protocol import (MAX_HEADER_BYTES, MAX_ID_CHARS, ProtocolError, Request, parse_request, read_header,
+                                      reply_frames)
 
 POLL_MS = 100  # how often the loop looks at the stop flag while idle
 _REPLIES = "inproc://splitbench-replies"
@@ -107,11 +108,7 @@ class SplitServer:
 
     def _take_requests(self, pool: ThreadPoolExecutor) -> int:
         started = 0
-        while True:
-            try:
-                frames = self._front.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return started
+        for frames in _waiting(self._front):
             identity, body = frames[0], frames[1:]
             try:
                 request = parse_request(body)
@@ -123,16 +120,14 @@ class SplitServer:
                 continue
             pool.submit(self._answer, identity, request)
             started += 1
+        return started
 
     def _forward_replies(self) -> int:
         forwarded = 0
-        while True:
-            try:
-                frames = self._replies.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return forwarded
+        for frames in _waiting(self._replies):
             self._front.send_multipart(frames)  # a peer gone meanwhile: ROUTER drops it
             forwarded += 1
+        return forwarded
 
     def _refuse(self, identity: bytes, request_id: str | None, error: Exception) -> None:
         self.stats.count("refused", error)
@@ -155,11 +150,19 @@ class SplitServer:
         self._local.push.send_multipart([identity, *reply])
 
 
+def _waiting(socket: zmq.Socket) -> Iterator[list[bytes]]:
+    """The messages ``socket`` holds now, without blocking."""
+    while True:
+        try:
+            yield socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
 def _claimed_id(body: list[bytes]) -> str | None:
     """The id a malformed request claims, if it can be read at all (so the peer can match the error)."""
     try:
-        fields = json.loads(body[0][:MAX_HEADER_BYTES])
-        value = fields.get("id") if isinstance(fields, dict) else None
-        return value if isinstance(value, str) and len(value) <= 64 else None
-    except Exception:
+        value = read_header(body[0]).get("id") if body else None
+    except ProtocolError:
         return None
+    return value if isinstance(value, str) and len(value) <= MAX_ID_CHARS else None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,15 +67,13 @@ class TokenBucket:
 
     def __init__(self, bandwidth_mbit: float | None = None) -> None:
         self.bandwidth_mbit = bandwidth_mbit
-        self._lock = threading.Lock()
 
     def set_rate(self, bandwidth_mbit: float | None) -> None:
         self.bandwidth_mbit = bandwidth_mbit
 
     def pace(self, payload: int, began: float) -> None:
         """Hold until ``payload`` bytes, started at ``began``, would have crossed the link."""
-        with self._lock:
-            remaining = began + transfer_s(payload, self.bandwidth_mbit) - time.perf_counter()
+        remaining = began + transfer_s(payload, self.bandwidth_mbit) - time.perf_counter()
         if remaining > 0:
             time.sleep(remaining)
 

@@ -244,7 +244,8 @@ def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean,
             on_step(epoch, number)
     bar.remove_task(task)
     if group.distributed:
-        group.sum(loss_sum), group.sum(hits)
+        group.sum(loss_sum)
+        group.sum(hits)
     return float(loss_sum) / len(images), 100.0 * int(hits) / len(images)
 
 
