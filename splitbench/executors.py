@@ -11,16 +11,24 @@ results land in the same caches and rows whichever executor ran them.
   dies is run again by Ray (``max_retries``). Arguments travel through Ray's object store;
   paths inside them (cached head features) must name the same files on every node, so a
   multi-node cluster needs the cache on a shared file system (see the README).
+
+Sweeps of whole points (a pruned model, an RD λ, an FLGC group count) go through
+:func:`run_points`: each point comes from its cache or runs as one task, is stored as soon as
+it finishes (in this process, so the cache lives where the sweep was started), and the results
+come back in the points' order. Large inputs every task shares (a model, a data set) go through
+:func:`shared` once instead of once per task.
 """
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
+import os
 import signal
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from splitbench.codecs.orphans import announce_parent, die_with_parent, expected_parent
 from splitbench.errors import SplitbenchError, unknown_name
@@ -81,6 +89,13 @@ def open_executor(spec: ExecutorSpec, workers: int) -> Executor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker)
 
 
+def open_point_executor(spec: ExecutorSpec) -> Executor:
+    """The executor of a sweep of whole points (prune, rd, group): ``local`` runs them one after
+    another in this process, each using every core through torch's threads; a local Ray cluster
+    gets one worker per core, each running a point on one thread."""
+    return open_executor(spec, 1 if spec.kind == "local" else os.cpu_count() or 1)
+
+
 def _start_worker() -> None:
     """Ctrl-C reaches the sweep's process, which stops cleanly; workers would each print a traceback.
 
@@ -95,6 +110,8 @@ def _start_worker() -> None:
 
 class InProcess(Executor):
     """One worker: the same code path without processes (easier to debug and profile)."""
+
+    slots = 1
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         future: Future = Future()
@@ -126,7 +143,18 @@ class RayExecutor(Executor):
                                       f"no Ray cluster there ({first})") from None
         self._remote: dict[Callable[..., Any], Any] = {}
 
+    @property
+    def slots(self) -> int:
+        """Tasks the cluster runs at once: one per CPU (each task asks for one)."""
+        return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+
+    def share(self, value: Any) -> Any:
+        """``value`` in the object store: tasks that take it as an argument read it from there."""
+        return self._ray.put(value)
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if not inspect.isfunction(fn):  # Ray takes Python functions only; a builtin or a callable object rides along
+            fn, args = _call, (fn, *args)
         remote = self._remote.get(fn)
         if remote is None:
             remote = self._remote[fn] = self._ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(fn)
@@ -135,6 +163,92 @@ class RayExecutor(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self._started_here:
             self._ray.shutdown()
+
+
+Key = TypeVar("Key")
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One point's work: a module-level function and its arguments (picklable, or :func:`shared`)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass
+class PointSweep(Generic[Key, Result]):
+    """How a sweep finds, runs and keeps its points (see :func:`run_points`)."""
+
+    cached: Callable[[Key], Result | None]  # a finished point's result, or None
+    task: Callable[[Key], Task]  # the work that computes a missing one
+    store: Callable[[Key, Result], None]  # keeps a result (called in this process, as it arrives)
+    on_result: Callable[[Key, Result], None] = field(default=lambda key, result: None)  # progress
+
+
+def run_points(executor: Executor, keys: Sequence[Key], sweep: PointSweep[Key, Result]) -> list[Result]:
+    """Every key's result, in ``keys``' order: from the cache, or computed by a task on ``executor``.
+
+    At most :func:`slots` tasks are in flight, so one in-process worker runs and stores the
+    points one after another as before, and a cluster keeps all its CPUs busy. A result is
+    stored as soon as its task finishes, so an interrupted sweep keeps every finished point;
+    a failed task is raised after the others have finished and been stored.
+    """
+    results: dict[int, Result] = {}
+    missing = []
+    for index, key in enumerate(keys):
+        found = sweep.cached(key)
+        if found is None:
+            missing.append(index)
+        else:
+            results[index] = found
+            sweep.on_result(key, found)
+    window, pending, failure = slots(executor), {}, None
+    queue = iter(missing)
+    while True:
+        for index in queue if failure is None else ():  # after a failure: finish what runs, start nothing
+            work = sweep.task(keys[index])
+            pending[executor.submit(work.fn, *work.args)] = index
+            if len(pending) >= window:
+                break
+        if not pending:
+            break
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            index = pending.pop(future)
+            try:
+                result = future.result()
+            except Exception as error:  # the others still finish and are kept
+                failure = failure or error
+                continue
+            sweep.store(keys[index], result)
+            results[index] = result
+            sweep.on_result(keys[index], result)
+    if failure is not None:
+        raise failure
+    return [results[index] for index in range(len(keys))]
+
+
+def slots(executor: Executor) -> int:
+    """How many tasks ``executor`` runs at once."""
+    if isinstance(executor, ProcessPoolExecutor):
+        return executor._max_workers  # type: ignore[attr-defined]  # no public accessor
+    return getattr(executor, "slots", 1)
+
+
+def shared(executor: Executor, value: Any) -> Any:
+    """``value`` as every task should receive it: put once in Ray's object store, or as it is.
+
+    Ray reads an object-store reference back into its value when it is a task's direct
+    argument, so a task function takes the data whichever executor runs it.
+    """
+    share = getattr(executor, "share", None)
+    return share(value) if share is not None else value
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
 
 
 def _ray() -> Any:

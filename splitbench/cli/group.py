@@ -11,11 +11,13 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out, split_numbers
+from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, OutDir, Precision, Weights, default_out,
+                                    split_numbers)
 from splitbench.data import open_dataset
 from splitbench.preflight import Plan, writable_folder
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.errors import SplitbenchError
+from splitbench.executors import ExecutorSpec, open_point_executor
 from splitbench.grouping.flgc import check_groups_fit
 from splitbench.grouping.report import duplication_table, group_markdown, plot_group
 from splitbench.grouping.sweep import (
@@ -50,11 +52,13 @@ def group_command(
     train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="Train on N images spread evenly over all classes.")] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
     timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 test images (median).")] = 3,
+    executor: ExecutorOption = "local",
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
     """Fine-tune MODEL with FLGC at each group count, with and without duplication; measure the grouped models."""
     start = time.perf_counter()
+    executor_spec = ExecutorSpec.parse(executor)
     chosen_device = pick_device(device)
     settings = GroupSettings(groups=_counts(groups, "--groups", 1), duplicate_tops=_counts(duplicate_top, "--duplicate-top", 0),
                              epochs=epochs, lr=lr, batch_size=batch_size, timing_repeats=timing_repeats,
@@ -72,7 +76,8 @@ def group_command(
     plan.add("points", f"{1 + len(list(settings.points()))}: the dense model, groups {groups} × duplicate top {duplicate_top}")
     plan.add("data", f"{dense.spec.dataset}: {min(train_limit or train_images, train_images):,} training, "
                      f"{min(test_limit or test_images, test_images):,} test images")
-    if plan.add("training", f"{epochs} epoch(s) per point on {chosen_device}").add("out", out).finish(dry_run):
+    plan.add("training", f"{epochs} epoch(s) per point on {chosen_device}").add("executor", executor_spec)
+    if plan.add("out", out).finish(dry_run):
         return
     dense.load_weights(weights)
     sweep_data, data_provenance = load_group_data(dense.spec, data, train_limit, test_limit)
@@ -87,13 +92,15 @@ def group_command(
         console.print(f"[{len(done)}/{total}] groups {row['groups']}, duplicate top {row['duplicate_top']}: "
                       f"top-1 {row['top1']:.2f} %, {row['macs'] / 1e6:.2f} M MACs, {row['cpu_ms_1000']} ms")
 
-    rows = run_group_sweep(dense, sweep_data, settings, cache, chosen_device, on_point=point_done, progress=True)
+    with open_point_executor(executor_spec) as pool:  # training bars from this process only
+        rows = run_group_sweep(dense, sweep_data, settings, cache, chosen_device, on_point=point_done,
+                               progress=executor_spec.kind == "local", executor=pool)
 
     table = pd.DataFrame(rows)
     meta = provenance.collect(
         "group",
         {"model": model, "weights": weights, "settings": settings.__dict__, "device": str(chosen_device),
-         "train_limit": train_limit, "test_limit": test_limit, "out": out, "cache": cache.directory},
+         "train_limit": train_limit, "test_limit": test_limit, "executor": str(executor_spec), "out": out, "cache": cache.directory},
         weights=dense.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
     )
     written = write_result(out, "group", table[GROUP_COLUMNS], meta, group_markdown(table, meta))

@@ -7,24 +7,25 @@ from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
-import torch
 import typer
 from rich.progress import Progress
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, DryRun, OutDir, default_out
+from splitbench.cli.options import DataRoot, DryRun, ExecutorOption, OutDir, default_out
 from splitbench.preflight import Plan, writable_folder
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.data import open_dataset
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
+from splitbench.executors import ExecutorSpec, open_point_executor
 from splitbench.pruning import SCOPES, TARGETS
 from splitbench.pruning.report import channel_table, plot_prune, prune_markdown
 from splitbench.pruning.scores import DEFAULT_ALPHA, ESTIMATORS, METHODS
 from splitbench.pruning.select import check_ratio
 from splitbench.pruning.sweep import (
     PRUNE_COLUMNS,
+    Finetune,
     PointCache,
     SweepSettings,
     cached_losses,
@@ -34,8 +35,6 @@ from splitbench.pruning.sweep import (
 )
 from splitbench.pruning.vit_channels import channel_groups, parse_targets
 from splitbench.results import write_csv, write_result
-from splitbench.training import CifarAugment, TrainConfig, train_classifier
-from splitbench.training.trainer import pick_device
 from splitbench.zoo import load_model
 from splitbench.zoo.vit import REFERENCE_CHECKPOINT, reference_checkpoint
 
@@ -86,6 +85,7 @@ def prune_command(
     test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
     timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 images (median).")] = 3,
     save_models: Annotated[Path | None, typer.Option("--save-models", help="Write every pruned model here (safetensors).")] = None,
+    executor: ExecutorOption = "local",
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
@@ -106,6 +106,7 @@ def prune_command(
         targets=parse_targets(targets), estimator=_estimator(estimator), alpha=alpha,
         proxy=proxy, finetune_epochs=finetune_epochs, timing_repeats=timing_repeats,
     )
+    executor_spec = ExecutorSpec.parse(executor)
     zoo_model = load_model(model)
     spec = zoo_model.spec
     test_images = len(open_dataset(spec.dataset, split="test", root=data, limit=test_limit))
@@ -119,7 +120,8 @@ def prune_command(
     plan.add("points", f"{points}: {', '.join(settings.methods)} × {', '.join(settings.scopes)} × "
                        f"{', '.join(f'{r:g}' for r in settings.ratios)}, plus the unpruned model")
     plan.add("data", f"{spec.dataset}: {proxy} proxy training images, {test_images:,} test images")
-    if plan.add("estimator", settings.estimator).add("out", out).finish(dry_run):
+    plan.add("estimator", settings.estimator).add("executor", executor_spec)
+    if plan.add("out", out).finish(dry_run):
         return
     zoo_model.load_weights(checkpoint)
     sweep_data, data_provenance = load_sweep_data(spec, data, proxy, test_limit)
@@ -135,9 +137,14 @@ def prune_command(
             rows.append(row)
             bar.update(points_task, advance=1, description=f"pruned models ({row['method']} {row['scope']} {row['ratio']:g})")
 
-        finetune = _finetuner(spec, data, settings, cache, device) if finetune_epochs else None
-        result = run_sweep(zoo_model.model, sweep_data, settings, cache, finetune=finetune, save_dir=save_models, on_point=point_done,
-                           on_loss_progress=lambda n: bar.update(losses_task, advance=n))
+        finetune = None
+        if finetune_epochs:
+            train = decode_dataset(open_dataset(spec.dataset, split="train", root=data))
+            finetune = Finetune(train, spec.preprocessing.mean, spec.preprocessing.std, finetune_epochs, cache.directory, device)
+        with open_point_executor(executor_spec) as executor:
+            result = run_sweep(zoo_model.model, sweep_data, settings, cache, finetune=finetune, save_dir=save_models,
+                               on_point=point_done, on_loss_progress=lambda n: bar.update(losses_task, advance=n),
+                               executor=executor)
         agreement = None
         if compare_estimators:
             other = "exact" if settings.estimator == "taylor" else "taylor"
@@ -151,7 +158,7 @@ def prune_command(
     meta = provenance.collect(
         "prune",
         {"model": model, "checkpoint": checkpoint, "checkpoint_default": reference_used, "settings": settings.__dict__, "test_limit": test_limit,
-         "save_models": save_models, "out": out, "cache": cache.directory},
+         "executor": str(executor_spec), "save_models": save_models, "out": out, "cache": cache.directory},
         weights=zoo_model.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
     )
     markdown = prune_markdown(table, meta, checkpoint_top1=None, fits=result.fits, agreement=agreement)
@@ -163,17 +170,3 @@ def prune_command(
     show_table(table, title="ViT channel pruning", columns=["method", "scope", "ratio", "params", "macs", "top1",
                                                             "cpu_ms_1000_b100", "cpu_ms_1000_b1"])
     show_written(written)
-
-
-def _finetuner(spec, root: Path | None, settings: SweepSettings, cache: PointCache, device: str):
-    """Fine-tuning of each pruned model on the full training set, resumable per point."""
-    train = decode_dataset(open_dataset(spec.dataset, split="train", root=root))
-    config = TrainConfig(epochs=settings.finetune_epochs, batch_size=128, lr=5e-5)
-
-    def finetune(model: torch.nn.Module, name: str) -> None:
-        train_classifier(model, train, None, mean=spec.preprocessing.mean, std=spec.preprocessing.std, config=config,
-                         checkpoint_dir=cache.directory / f"finetune-{name}", device=pick_device(device),
-                         augment=CifarAugment(randaugment_ops=0), progress=False)
-        model.cpu().eval()
-
-    return finetune

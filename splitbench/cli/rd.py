@@ -10,11 +10,12 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, ModelArgument, ModelOption, OutDir, Weights, default_out, pick_model,
-                                    split_names, split_numbers)
+from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, ModelArgument, ModelOption, OutDir, Weights,
+                                    default_out, pick_model, split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.data.datasets import check_training_data
 from splitbench.errors import SplitbenchError
+from splitbench.executors import ExecutorSpec, open_point_executor
 from splitbench.preflight import Plan, writable_folder
 from splitbench.results import warm_up_plotting, write_csv, write_result
 from splitbench.zoo import get_spec, load_model
@@ -57,6 +58,7 @@ def rd_command(
     baseline: Annotated[Path | None, typer.Option("--baseline", help="codec.csv with BPG at the same split (the RD plot's handcrafted curve).")] = None,
     cost_only: Annotated[bool, typer.Option("--cost-only", help="Write the cost table (seed 000 Table 1) only; no data, no training.")] = False,
     cache: Annotated[Path, typer.Option("--cache", help="Cached features, checkpoints and finished points.")] = Path("cache"),
+    executor: ExecutorOption = "local",
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
@@ -73,6 +75,7 @@ def rd_command(
     from splitbench.training.trainer import pick_device
 
     start = time.perf_counter()
+    executor_spec = ExecutorSpec.parse(executor)
     model = pick_model(model, model_option, "mobilenet_v2")
     spec = get_spec(model)
     at = at or DEFAULT_SPLITS.get(spec.name)
@@ -109,6 +112,7 @@ def rd_command(
         plan.add("data", f"train {train_data} ({min(train_limit or train_images, train_images):,} images), "
                          f"test {test_data} ({min(test_limit or test_images, test_images):,} images)")
         plan.add("training", f"{warmup_epochs} warm-up + {epochs} epochs per λ, batch {batch_size}").add("cache", cache)
+        plan.add("executor", executor_spec)
     if plan.add("out", out).finish(dry_run):
         return
     plotting = warm_up_plotting()
@@ -120,7 +124,7 @@ def rd_command(
                  "test_limit": test_limit, "image_size": image_size if at == INPUT else None, "epochs": epochs,
                  "warmup_epochs": warmup_epochs, "warmup_rate_weight": warmup_rate_weight,
                  "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-                 "baseline": baseline, "cache": cache, "out": out}
+                 "baseline": baseline, "cache": cache, "executor": str(executor_spec), "out": out}
 
     written = []
     if at != INPUT:
@@ -134,9 +138,17 @@ def rd_command(
     size = image_size if at == INPUT else None
     train_set = prepare(zoo_model, at, train_data, root=data, limit=train_limit, cache=cache, image_size=size)
     test_set = prepare(zoo_model, at, test_data, root=data, limit=test_limit, cache=cache, image_size=size)
+    in_process = executor_spec.kind == "local"  # a Ray worker's bars would interleave in the log: a line per point
     request = RDRequest(zoo_model, at, variants, lams, alphas, channels, entropy, settings, train_set, test_set,
-                        cache, torch_device)
-    table = run_rd(request)
+                        cache, torch_device, progress=in_process)
+
+    def point_done(row: dict) -> None:
+        if not in_process:
+            console.print(f"{row['variant']} α={row['alpha']:g} λ={row['lambda']:g}: {row['bpp_actual']:.4f} bpp, "
+                          f"top-1 {row['top1']:.2f} %")
+
+    with open_point_executor(executor_spec) as pool:
+        table = run_rd(request, pool, on_point=point_done)
     meta = provenance.collect("rd", arguments, weights=zoo_model.weights.describe(),
                               data={"train": train_set.provenance, "test": test_set.provenance},
                               wall_s=time.perf_counter() - start)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from splitbench.compression.train import (
     write_point,
 )
 from splitbench.errors import SplitbenchError
+from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
 from splitbench.zoo import ZooModel, count_parameters
 
 IMAGE_VARIANTS = ("cheng2020_attn",)
@@ -89,13 +92,32 @@ def build_pipeline(zoo_model: ZooModel, at: str, variant: str, channels: int, en
     return FeaturePipeline(codec, tail, size * size)
 
 
-def run_rd(request: RDRequest) -> pd.DataFrame:
-    """Train and evaluate every missing point; the table of all of them, finished ones from the cache."""
+def run_rd(request: RDRequest, executor: Executor | None = None,
+           on_point: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
+    """Train and evaluate every missing point; the table of all of them, finished ones from the cache.
+
+    Each variant's warm-up runs first (every λ of the variant starts from it), then the
+    (variant, α, λ) points, each a task on ``executor`` (default: one after another here).
+    Checkpoints are written where the task runs: a multi-node cluster needs ``request.cache``
+    on a shared file system.
+    """
+    executor = executor or InProcess()
     root = request.cache / "rd" / request.zoo_model.spec.name / request.key()
-    rows = []
-    for variant in request.variants:
-        for alpha in request.alphas:
-            rows += _variant_points(request, root, variant, alpha)
+    keys = [(variant, alpha, lam) for variant in request.variants for alpha in request.alphas for lam in request.lambdas]
+
+    def finished(key: tuple[str, float, float]) -> dict[str, Any] | None:
+        return read_point(point_folder(root, *key), request.test.provenance)
+
+    shared_request = shared(executor, request)
+    if request.settings.warmup_epochs:
+        variants = list(dict.fromkeys(key[0] for key in keys if finished(key) is None))
+        run_points(executor, variants, PointSweep(
+            cached=lambda variant: None,  # a finished warm-up is read back from its checkpoint in no time
+            task=lambda variant: Task(warm_up_variant, (shared_request, root, variant)), store=lambda *_: None))
+    rows = run_points(executor, keys, PointSweep(
+        cached=finished, task=lambda key: Task(train_point, (shared_request, root, *key)),
+        store=lambda key, row: write_point(point_folder(root, *key), row, request.test.provenance),
+        on_result=lambda key, row: on_point(row) if on_point is not None else None))
     test = request.test.data
     uncompressed = 100 * float((test.teacher.argmax(1) == test.labels).float().mean())
     return pd.DataFrame(rows).assign(uncompressed_top1=round(uncompressed, 3))
@@ -105,36 +127,37 @@ def point_folder(root: Path, variant: str, alpha: float, lam: float) -> Path:
     return root / f"{variant}-alpha{alpha:g}-lambda{lam:g}"
 
 
-def _variant_points(request: RDRequest, root: Path, variant: str, alpha: float) -> list[dict[str, Any]]:
-    settings, rows = request.settings, []
+def warm_up_variant(request: RDRequest, root: Path, variant: str) -> float:
+    """The variant's reconstruction pre-training (a task); its seconds."""
+    pipeline = _fresh_pipeline(request, variant, request.alphas[0])
+    return _warm_up(request, pipeline, root / f"{variant}-warmup")
+
+
+def train_point(request: RDRequest, root: Path, variant: str, alpha: float, lam: float) -> dict[str, Any]:
+    """One (variant, α, λ) point trained from its variant's warm-up and evaluated (a task): its row."""
+    settings = request.settings
+    pipeline = _fresh_pipeline(request, variant, alpha)
+    warm_s = _warm_up(request, pipeline, root / f"{variant}-warmup")  # finished before: loads its weights
+    began = time.perf_counter()
+    history = train(pipeline, request.train.data, rd_objective(lam, alpha, settings.target), settings.epochs,
+                    settings, point_folder(root, variant, alpha, lam), request.device,
+                    description=f"{variant} α={alpha:g} λ={lam:g}", progress=request.progress)
+    train_s = time.perf_counter() - began
+    measured = evaluate(pipeline, request.test.data, 4 * settings.batch_size, request.device, progress=request.progress)
+    return {"model": request.zoo_model.spec.name, "split": request.at, "variant": variant, "alpha": alpha,
+            "lambda": lam, **measured, "epochs": settings.epochs, "warmup_epochs": settings.warmup_epochs,
+            "train_images": len(request.train.data), "codec_params": count_parameters([pipeline.codec]),
+            "aux_params": count_parameters([pipeline.aux]) if pipeline.aux is not None else 0,
+            "train_bpp": history[-1]["bpp"], "train_task_loss": history[-1]["task"],
+            "step_s": sum(h["seconds"] for h in history) / sum(h["seconds"] / h["step_s"] for h in history),
+            "train_s": sum(h["seconds"] for h in history), "warmup_s": warm_s, "wall_train_s": train_s,
+            "seed": settings.seed}
+
+
+def _fresh_pipeline(request: RDRequest, variant: str, alpha: float) -> nn.Module:
     shape = tuple(request.train.data.inputs.shape[1:])
-    for lam in request.lambdas:
-        folder = point_folder(root, variant, alpha, lam)
-        finished = read_point(folder, request.test.provenance)
-        if finished is not None:
-            rows.append(finished)
-            continue
-        pipeline = build_pipeline(request.zoo_model, request.at, variant, request.channels, request.entropy, alpha,
-                                  shape, settings.seed).to(request.device)
-        warm_s = _warm_up(request, pipeline, root / f"{variant}-warmup")
-        began = time.perf_counter()
-        history = train(pipeline, request.train.data, rd_objective(lam, alpha, settings.target), settings.epochs,
-                        settings, folder, request.device, description=f"{variant} α={alpha:g} λ={lam:g}",
-                        progress=request.progress)
-        train_s = time.perf_counter() - began
-        measured = evaluate(pipeline, request.test.data, 4 * settings.batch_size, request.device,
-                            progress=request.progress)
-        row = {"model": request.zoo_model.spec.name, "split": request.at, "variant": variant, "alpha": alpha,
-               "lambda": lam, **measured, "epochs": settings.epochs, "warmup_epochs": settings.warmup_epochs,
-               "train_images": len(request.train.data), "codec_params": count_parameters([pipeline.codec]),
-               "aux_params": count_parameters([pipeline.aux]) if pipeline.aux is not None else 0,
-               "train_bpp": history[-1]["bpp"], "train_task_loss": history[-1]["task"],
-               "step_s": sum(h["seconds"] for h in history) / sum(h["seconds"] / h["step_s"] for h in history),
-               "train_s": sum(h["seconds"] for h in history), "warmup_s": warm_s, "wall_train_s": train_s,
-               "seed": settings.seed}
-        write_point(folder, row, request.test.provenance)
-        rows.append(row)
-    return rows
+    return build_pipeline(request.zoo_model, request.at, variant, request.channels, request.entropy, alpha,
+                          shape, request.settings.seed).to(request.device)
 
 
 def _warm_up(request: RDRequest, pipeline: nn.Module, folder: Path) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from torch import nn
 from splitbench.data import open_dataset
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
+from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
 from splitbench.grouping.flgc import (
     GroupedConv2d,
     check_groups_fit,
@@ -111,13 +113,15 @@ class GroupCache:
             identity.pop("precision")
         self.directory = root / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
-    def point(self, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        path = self.directory / f"{name}.v{MEASURE_VERSION}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        row = build()
-        write_json(path, row)
-        return row
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name}.v{MEASURE_VERSION}.json"
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        path = self._path(name)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put(self, name: str, row: dict[str, Any]) -> None:
+        write_json(self._path(name), row)
 
 
 def measure(model: nn.Module, data: GroupData, settings: GroupSettings) -> dict[str, Any]:
@@ -142,32 +146,55 @@ def run_group_sweep(
     device: torch.device,
     on_point: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
-    """The dense model, then every (groups, duplicate_top) point, as table rows (``progress``: training bars)."""
+    """The dense model, then every (groups, duplicate_top) point, as table rows (``progress``: training bars).
+
+    Each point is a task on ``executor`` (default: one after another here). Its training
+    checkpoints go under ``cache.directory``, which a multi-node cluster shares.
+    """
     check_groups_fit(dense.model, settings.groups)
-    common = {"model": dense.spec.name, "train_images": len(data.train[1]), "test_images": len(data.test_labels)}
-    dense_state = {k: v.clone() for k, v in dense.model.state_dict().items()}
+    executor = executor or InProcess()
+    dense_ref, data_ref = shared(executor, dense), shared(executor, data)
 
-    def dense_row() -> dict[str, Any]:
-        return {**common, "groups": 1, "duplicate_top": 0, "duplicated_maps": 0, "duplicated_per_layer": {},
-                "epochs": 0, "train_top1": None, "train_s": 0.0, **measure(dense.model, data, settings),
-                "cpu_ms_1000_masked": None}
+    def task(point: tuple[int, int]) -> Task:
+        if point == DENSE:
+            return Task(measure_dense, (dense_ref, data_ref, settings))
+        return Task(train_point, (dense_ref, data_ref, settings, cache.directory, device, *point, progress))
 
-    rows = [cache.point("dense", dense_row)]
-    if on_point:
-        on_point(rows[-1])
-    for groups, top in settings.points():
-        def build(groups: int = groups, top: int = top) -> dict[str, Any]:
-            model = dense.spec.build()
-            model.load_state_dict(dense_state)
-            torch.manual_seed(settings.seed)  # the same assignment logits for every duplication setting
-            replace_convolutions(model, groups, top)
-            return {**common, **_train_and_measure(model, dense.spec, data, settings, cache, device, groups, top, progress)}
+    return run_points(executor, [DENSE, *settings.points()], PointSweep(
+        cached=lambda point: cache.get(_point_name(point)), task=task,
+        store=lambda point, row: cache.put(_point_name(point), row),
+        on_result=lambda point, row: on_point(row) if on_point is not None else None))
 
-        rows.append(cache.point(f"g{groups}-d{top}", build))
-        if on_point:
-            on_point(rows[-1])
-    return rows
+
+DENSE = (1, -1)  # the key of the unmodified model's row (no FLGC point has a negative duplicate_top)
+
+
+def _point_name(point: tuple[int, int]) -> str:
+    return "dense" if point == DENSE else f"g{point[0]}-d{point[1]}"
+
+
+def _common(dense: ZooModel, data: GroupData) -> dict[str, Any]:
+    return {"model": dense.spec.name, "train_images": len(data.train[1]), "test_images": len(data.test_labels)}
+
+
+def measure_dense(dense: ZooModel, data: GroupData, settings: GroupSettings) -> dict[str, Any]:
+    """The dense model's row (a task)."""
+    return {**_common(dense, data), "groups": 1, "duplicate_top": 0, "duplicated_maps": 0, "duplicated_per_layer": {},
+            "epochs": 0, "train_top1": None, "train_s": 0.0, **measure(dense.model, data, settings),
+            "cpu_ms_1000_masked": None}
+
+
+def train_point(dense: ZooModel, data: GroupData, settings: GroupSettings, checkpoints: Path, device: torch.device,
+                groups: int, top: int, progress: bool = False) -> dict[str, Any]:
+    """One (groups, duplicate_top) point fine-tuned from the dense weights and measured (a task): its row."""
+    model = dense.spec.build()
+    model.load_state_dict(dense.model.state_dict())
+    torch.manual_seed(settings.seed)  # the same assignment logits for every duplication setting
+    replace_convolutions(model, groups, top)
+    return {**_common(dense, data),
+            **_train_and_measure(model, dense.spec, data, settings, checkpoints, device, groups, top, progress)}
 
 
 def _evenly_spaced(total: int, count: int) -> torch.Tensor:
@@ -187,13 +214,13 @@ def calibrate(model: nn.Module, spec: ModelSpec, train_images: torch.Tensor, see
 
 
 def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, settings: GroupSettings,
-                       cache: GroupCache, device: torch.device, groups: int, top: int,
+                       checkpoints: Path, device: torch.device, groups: int, top: int,
                        progress: bool) -> dict[str, Any]:
     config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
                          precision=settings.precision)
     mean, std = spec.preprocessing.mean, spec.preprocessing.std
     result = train_classifier(model, data.train, None, mean=mean, std=std, config=config,
-                              checkpoint_dir=cache.directory / f"train-g{groups}-d{top}", device=device,
+                              checkpoint_dir=checkpoints / f"train-g{groups}-d{top}", device=device,
                               augment=CifarAugment(randaugment_ops=0), progress=progress)
     calibrate(model.cpu(), spec, data.train[0], settings.seed)
     masked_ms = dataset_ms(model, data.test_images[: settings.timing_images], 100, settings.timing_repeats)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from vit_pytorch.vit import ViT
 from splitbench.data import open_dataset
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
+from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
 from splitbench.macs import count_macs
 from splitbench.pruning.scores import (
     DEFAULT_ALPHA,
@@ -167,21 +169,53 @@ def points(settings: SweepSettings) -> Iterator[tuple[str, str, float]]:
                 yield method, scope, ratio
 
 
+@dataclass(frozen=True)
+class Finetune:
+    """Fine-tuning of a pruned model on the full training set, resumable per point.
+
+    A value, not a closure, so a task on another process or node can carry it; its
+    checkpoints go under ``checkpoints`` (a shared file system on a multi-node cluster).
+    """
+
+    train: tuple[torch.Tensor, torch.Tensor]  # uint8 images and labels
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    epochs: int
+    checkpoints: Path
+    device: str = "cpu"
+
+    def __call__(self, model: nn.Module, name: str) -> None:
+        from splitbench.training import CifarAugment, TrainConfig, train_classifier
+        from splitbench.training.trainer import pick_device
+
+        config = TrainConfig(epochs=self.epochs, batch_size=128, lr=5e-5)
+        train_classifier(model, self.train, None, mean=self.mean, std=self.std, config=config,
+                         checkpoint_dir=self.checkpoints / f"finetune-{name}", device=pick_device(self.device),
+                         augment=CifarAugment(randaugment_ops=0), progress=False)
+        model.cpu().eval()
+
+
+def point_name(method: str, scope: str, ratio: float) -> str:
+    return f"{method}-{scope}-{ratio:g}"
+
+
 def run_sweep(
     teacher: ViT,
     data: SweepData,
     settings: SweepSettings,
     cache: PointCache,
     *,
-    finetune: Callable[[nn.Module, str], None] | None = None,
+    finetune: Finetune | None = None,
     save_dir: Path | None = None,
     on_point: Callable[[dict[str, Any]], None] | None = None,
     on_loss_progress: Callable[[int], None] | None = None,
+    executor: Executor | None = None,
 ) -> SweepResult:
     """Measure the unpruned model and every (method, scope, ratio) point.
 
-    ``finetune(model, point_name)``, when given and ``settings.finetune_epochs > 0``, trains
-    each pruned model in place before it is measured.
+    ``finetune``, when given and ``settings.finetune_epochs > 0``, trains each pruned model
+    before it is measured. The points run as tasks on ``executor`` (default: this process);
+    the channel scores are computed here first, since every point ranks by them.
     """
     teacher = teacher.eval()
     groups = channel_groups(teacher, settings.targets)
@@ -191,33 +225,58 @@ def run_sweep(
         result.losses = cached_losses(teacher, data, groups, settings.estimator, cache, on_loss_progress)
         result.scores["importance"] = importance_scores(result.losses, settings.alpha)
         result.scores["stability"], result.fits = stability_scores(result.losses)
+    if finetune is not None and settings.finetune_epochs == 0:
+        finetune = None
 
-    base = _cached_point(cache, "original", lambda: {**_describe("original", "", 0.0, settings, teacher, groups),
-                                                     **measure(teacher, data, settings)})
-    result.rows.append(base)
-    if on_point is not None:
-        on_point(base)
-    for method, scope, ratio in points(settings):
-        name = f"{method}-{scope}-{ratio:g}"
+    executor = executor or InProcess()
+    teacher_ref, data_ref = shared(executor, teacher), shared(executor, data)
+    finetune_ref = shared(executor, finetune) if finetune is not None else None
 
-        def pruned_model(method: str = method, scope: str = scope, ratio: float = ratio, name: str = name):
-            keep = select_channels(result.scores[method], ratio, scope)
-            pruned = prune_vit(teacher, keep)
-            if finetune is not None and settings.finetune_epochs > 0:
-                finetune(pruned, name)  # resumes from its own checkpoint when done before
-            return pruned, keep
+    def task(point: tuple[str, str, float]) -> Task:
+        if point[0] == "original":
+            return Task(measure_original, (teacher_ref, data_ref, settings))
+        return Task(measure_pruned, (teacher_ref, data_ref, settings, result.scores, *point, finetune_ref))
 
-        def build(method: str = method, scope: str = scope, ratio: float = ratio) -> dict[str, Any]:
-            pruned, keep = pruned_model()
-            return {**_describe(method, scope, ratio, settings, pruned, groups, keep), **measure(pruned, data, settings)}
-
-        row = _cached_point(cache, name, build)
-        if save_dir is not None and not (save_dir / f"vit-{name}.safetensors").is_file():
-            save_pruned_vit(*pruned_model(), save_dir / f"vit-{name}.safetensors")  # also for cached points
-        result.rows.append(row)
-        if on_point is not None:
-            on_point(row)
+    keys = [("original", "", 0.0), *points(settings)]
+    result.rows = run_points(executor, keys, PointSweep(
+        cached=lambda point: cache.get(_cache_name(point)), task=task,
+        store=lambda point, row: cache.put(_cache_name(point), row),
+        on_result=lambda point, row: on_point(row) if on_point is not None else None,
+    ))
+    if save_dir is not None:  # also for points measured before; rebuilding one is cheap (fine-tuning resumes)
+        for method, scope, ratio in points(settings):
+            path = save_dir / f"vit-{point_name(method, scope, ratio)}.safetensors"
+            if not path.is_file():
+                save_pruned_vit(*pruned_model(teacher, result.scores, method, scope, ratio, finetune), path)
     return result
+
+
+def _cache_name(point: tuple[str, str, float]) -> str:
+    return "original" if point[0] == "original" else point_name(*point)
+
+
+def pruned_model(teacher: ViT, scores: dict[str, Scores], method: str, scope: str, ratio: float,
+                 finetune: Finetune | None = None) -> tuple[ViT, dict[tuple[int, str], torch.Tensor]]:
+    """The physically smaller ViT of one point (fine-tuned when ``finetune``), and its kept channels."""
+    keep = select_channels(scores[method], ratio, scope)
+    pruned = prune_vit(teacher, keep)
+    if finetune is not None:
+        finetune(pruned, point_name(method, scope, ratio))  # resumes from its own checkpoint when done before
+    return pruned, keep
+
+
+def measure_original(teacher: ViT, data: SweepData, settings: SweepSettings) -> dict[str, Any]:
+    """The unpruned model's row (a task: runs wherever the executor puts it)."""
+    groups = channel_groups(teacher, settings.targets)
+    return {**_describe("original", "", 0.0, settings, teacher, groups), **measure(teacher, data, settings)}
+
+
+def measure_pruned(teacher: ViT, data: SweepData, settings: SweepSettings, scores: dict[str, Scores], method: str,
+                   scope: str, ratio: float, finetune: Finetune | None) -> dict[str, Any]:
+    """One pruned point's row (a task: runs wherever the executor puts it)."""
+    pruned, keep = pruned_model(teacher, scores, method, scope, ratio, finetune)
+    groups = channel_groups(teacher, settings.targets)
+    return {**_describe(method, scope, ratio, settings, pruned, groups, keep), **measure(pruned, data, settings)}
 
 
 def cached_losses(
@@ -258,14 +317,6 @@ def estimator_agreement(a: ChannelLosses, b: ChannelLosses, alpha: float) -> lis
             "spearman_importance": round(spearman(joined(importance_a), joined(importance_b)), 4),
         })
     return rows
-
-
-def _cached_point(cache: PointCache, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    row = cache.get(name)
-    if row is None:
-        row = build()
-        cache.put(name, row)
-    return row
 
 
 def _describe(method: str, scope: str, ratio: float, settings: SweepSettings, model: ViT,
