@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
+import torch
 import typer
 
 from splitbench import provenance
@@ -14,7 +15,7 @@ from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, OutDir, Precision, Weights, default_out,
                                     split_numbers)
 from splitbench.data import open_dataset
-from splitbench.preflight import Plan, writable_folder
+from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
@@ -28,6 +29,7 @@ from splitbench.grouping.sweep import (
     run_group_sweep,
 )
 from splitbench.results import write_csv, write_result
+from splitbench.training import distributed
 from splitbench.training.trainer import pick_device, resolve_precision
 from splitbench.zoo import load_model
 
@@ -68,6 +70,10 @@ def group_command(
         raise SplitbenchError(f"group trains on CIFAR-10; {model} is not a CIFAR-10 model "
                               "(use cifar_resnet20, cifar_resnet56 or cifar_resnet50)")
     check_groups_fit(dense.model, settings.groups)
+    ranks = distributed.from_environment(chosen_device)  # torchrun's environment, or one process
+    if ranks.distributed and executor_spec.kind != "local":
+        distributed.leave(ranks)
+        raise SplitbenchError("under torchrun every point trains in the ranks' own processes: use --executor local")
     train_images = len(open_dataset(dense.spec.dataset, split="train", root=data, limit=None))
     test_images = len(open_dataset(dense.spec.dataset, split="test", root=data, limit=None))
     out = writable_folder(out or default_out("group", model), "--out")
@@ -76,9 +82,15 @@ def group_command(
     plan.add("points", f"{1 + len(list(settings.points()))}: the dense model, groups {groups} × duplicate top {duplicate_top}")
     plan.add("data", f"{dense.spec.dataset}: {min(train_limit or train_images, train_images):,} training, "
                      f"{min(test_limit or test_images, test_images):,} test images")
-    plan.add("training", f"{epochs} epoch(s) per point on {chosen_device}").add("executor", executor_spec)
-    if plan.add("out", out).finish(dry_run):
+    processes = f", {ranks.world} processes (DDP)" if ranks.distributed else ""
+    plan.add("training", f"{epochs} epoch(s) per point on {chosen_device}{processes}").add("executor", executor_spec)
+    if dry_run:
+        if ranks.main:  # one plan on screen, from rank 0
+            plan.add("out", out).finish(dry_run)
+        distributed.leave(ranks)
         return
+    if ranks.distributed and chosen_device.type == "cpu":
+        torch.set_num_threads(max(1, physical_cores() // ranks.world))
     dense.load_weights(weights)
     sweep_data, data_provenance = load_group_data(dense.spec, data, train_limit, test_limit)
     cache = GroupCache(Path("cache") / "group" / model, dense.weights.sha256 or "none", settings, sweep_data,
@@ -89,18 +101,23 @@ def group_command(
 
     def point_done(row: dict) -> None:  # the trainer's own bars show each point's epochs and images/s
         done.append(row)
+        if not ranks.main:
+            return
         console.print(f"[{len(done)}/{total}] groups {row['groups']}, duplicate top {row['duplicate_top']}: "
                       f"top-1 {row['top1']:.2f} %, {row['macs'] / 1e6:.2f} M MACs, {row['cpu_ms_1000']} ms")
 
     with open_point_executor(executor_spec) as pool:  # training bars from this process only
         rows = run_group_sweep(dense, sweep_data, settings, cache, chosen_device, on_point=point_done,
-                               progress=executor_spec.kind == "local", executor=pool)
+                               progress=executor_spec.kind == "local", executor=pool, ranks=ranks)
+    distributed.leave(ranks)
+    if not ranks.main:  # rank 0 writes the results
+        return
 
     table = pd.DataFrame(rows)
     meta = provenance.collect(
         "group",
         {"model": model, "weights": weights, "settings": settings.__dict__, "device": str(chosen_device),
-         "train_limit": train_limit, "test_limit": test_limit, "executor": str(executor_spec), "out": out, "cache": cache.directory},
+         "train_limit": train_limit, "test_limit": test_limit, "executor": str(executor_spec), "processes": ranks.world, "out": out, "cache": cache.directory},
         weights=dense.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
     )
     written = write_result(out, "group", table[GROUP_COLUMNS], meta, group_markdown(table, meta))

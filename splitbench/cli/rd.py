@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from splitbench import provenance
@@ -16,8 +17,9 @@ from splitbench.cli.render import console, show_table, show_written
 from splitbench.data.datasets import check_training_data
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
-from splitbench.preflight import Plan, writable_folder
+from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.results import warm_up_plotting, write_csv, write_result
+from splitbench.training import distributed
 from splitbench.zoo import get_spec, load_model
 
 # The seeds' split points: ResNet50 after conv2_x, and the MobileNetV2 cut at the same 56×56.
@@ -113,8 +115,20 @@ def rd_command(
                          f"test {test_data} ({min(test_limit or test_images, test_images):,} images)")
         plan.add("training", f"{warmup_epochs} warm-up + {epochs} epochs per λ, batch {batch_size}").add("cache", cache)
         plan.add("executor", executor_spec)
-    if plan.add("out", out).finish(dry_run):
+    ranks = distributed.from_environment(torch_device) if not cost_only else distributed.Group()
+    if ranks.distributed:
+        if executor_spec.kind != "local":
+            distributed.leave(ranks)
+            raise SplitbenchError("under torchrun every point trains in the ranks' own processes: use --executor local")
+        plan.add("processes", f"{ranks.world} (DDP, {'nccl' if torch_device.type == 'cuda' else 'gloo'})")
+    plan.add("out", out)
+    if dry_run:
+        if ranks.main:  # one plan on screen, from rank 0
+            plan.finish(dry_run)
+        distributed.leave(ranks)
         return
+    if ranks.distributed and torch_device.type == "cpu":
+        torch.set_num_threads(max(1, physical_cores() // ranks.world))
     plotting = warm_up_plotting()
     if not cost_only:  # the cost depends on shapes only: --cost-only needs no weights (and no network)
         zoo_model.load_weights(weights)
@@ -124,10 +138,10 @@ def rd_command(
                  "test_limit": test_limit, "image_size": image_size if at == INPUT else None, "epochs": epochs,
                  "warmup_epochs": warmup_epochs, "warmup_rate_weight": warmup_rate_weight,
                  "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-                 "baseline": baseline, "cache": cache, "executor": str(executor_spec), "out": out}
+                 "baseline": baseline, "cache": cache, "executor": str(executor_spec), "processes": ranks.world, "out": out}
 
     written = []
-    if at != INPUT:
+    if at != INPUT and ranks.main:
         written += _write_costs(zoo_model, at, channels, entropy, variants, out, arguments)
         if cost_only:
             show_written(written)
@@ -136,11 +150,17 @@ def rd_command(
     settings = RDSettings(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
                           warmup_rate_weight=warmup_rate_weight, target=target, seed=seed)
     size = image_size if at == INPUT else None
-    train_set = prepare(zoo_model, at, train_data, root=data, limit=train_limit, cache=cache, image_size=size)
-    test_set = prepare(zoo_model, at, test_data, root=data, limit=test_limit, cache=cache, image_size=size)
+    if not ranks.main:
+        ranks.barrier()  # rank 0 computes the features into the cache; the others then read them
+    train_set = prepare(zoo_model, at, train_data, root=data, limit=train_limit, cache=cache, image_size=size,
+                        progress=ranks.main)
+    test_set = prepare(zoo_model, at, test_data, root=data, limit=test_limit, cache=cache, image_size=size,
+                       progress=ranks.main)
+    if ranks.main:
+        ranks.barrier()
     in_process = executor_spec.kind == "local"  # a Ray worker's bars would interleave in the log: a line per point
     request = RDRequest(zoo_model, at, variants, lams, alphas, channels, entropy, settings, train_set, test_set,
-                        cache, torch_device, progress=in_process)
+                        cache, torch_device, progress=in_process and ranks.main, group=ranks)
 
     def point_done(row: dict) -> None:
         if not in_process:
@@ -149,6 +169,9 @@ def rd_command(
 
     with open_point_executor(executor_spec) as pool:
         table = run_rd(request, pool, on_point=point_done)
+    distributed.leave(ranks)
+    if not ranks.main:  # rank 0 writes the results
+        return
     meta = provenance.collect("rd", arguments, weights=zoo_model.weights.describe(),
                               data={"train": train_set.provenance, "test": test_set.provenance},
                               wall_s=time.perf_counter() - start)

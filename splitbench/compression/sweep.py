@@ -29,6 +29,7 @@ from splitbench.compression.train import (
 )
 from splitbench.errors import SplitbenchError
 from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
+from splitbench.training.distributed import Group
 from splitbench.zoo import ZooModel, count_parameters
 
 IMAGE_VARIANTS = ("cheng2020_attn",)
@@ -49,6 +50,7 @@ class RDRequest:
     cache: Path
     device: torch.device
     progress: bool = True
+    group: Group = Group()  # the torchrun processes that train each point together (one: this process)
 
     def key(self) -> str:
         """The cache folder of this configuration: everything but λ, α and the variant."""
@@ -102,6 +104,8 @@ def run_rd(request: RDRequest, executor: Executor | None = None,
     on a shared file system.
     """
     executor = executor or InProcess()
+    if request.group.distributed and not isinstance(executor, InProcess):
+        raise SplitbenchError("under torchrun every point trains in the ranks' own processes: use --executor local")
     root = request.cache / "rd" / request.zoo_model.spec.name / request.key()
     keys = [(variant, alpha, lam) for variant in request.variants for alpha in request.alphas for lam in request.lambdas]
 
@@ -109,14 +113,17 @@ def run_rd(request: RDRequest, executor: Executor | None = None,
         return read_point(point_folder(root, *key), request.test.provenance)
 
     shared_request = shared(executor, request)
+    request.group.barrier()  # every rank reads the cache before rank 0 adds to it, so all train the same points
     if request.settings.warmup_epochs:
         variants = list(dict.fromkeys(key[0] for key in keys if finished(key) is None))
         run_points(executor, variants, PointSweep(
             cached=lambda variant: None,  # a finished warm-up is read back from its checkpoint in no time
             task=lambda variant: Task(warm_up_variant, (shared_request, root, variant)), store=lambda *_: None))
+        request.group.barrier()  # rank 0 has written the warm-ups' last checkpoints that every rank reads next
     rows = run_points(executor, keys, PointSweep(
         cached=finished, task=lambda key: Task(train_point, (shared_request, root, *key)),
-        store=lambda key, row: write_point(point_folder(root, *key), row, request.test.provenance),
+        store=lambda key, row: write_point(point_folder(root, *key), row, request.test.provenance)
+        if request.group.main else None,
         on_result=lambda key, row: on_point(row) if on_point is not None else None))
     test = request.test.data
     uncompressed = 100 * float((test.teacher.argmax(1) == test.labels).float().mean())
@@ -141,8 +148,10 @@ def train_point(request: RDRequest, root: Path, variant: str, alpha: float, lam:
     began = time.perf_counter()
     history = train(pipeline, request.train.data, rd_objective(lam, alpha, settings.target), settings.epochs,
                     settings, point_folder(root, variant, alpha, lam), request.device,
-                    description=f"{variant} α={alpha:g} λ={lam:g}", progress=request.progress)
+                    description=f"{variant} α={alpha:g} λ={lam:g}", progress=request.progress, group=request.group)
     train_s = time.perf_counter() - began
+    if not request.group.main:  # rank 0 evaluates and keeps the point; the others go on to train the next one
+        return {}
     measured = evaluate(pipeline, request.test.data, 4 * settings.batch_size, request.device, progress=request.progress)
     return {"model": request.zoo_model.spec.name, "split": request.at, "variant": variant, "alpha": alpha,
             "lambda": lam, **measured, "epochs": settings.epochs, "warmup_epochs": settings.warmup_epochs,
@@ -168,6 +177,6 @@ def _warm_up(request: RDRequest, pipeline: nn.Module, folder: Path) -> float:
     aux, pipeline.aux = pipeline.aux, None  # the auxiliary branch is trained by the RD loss only
     history = train(pipeline, request.train.data, warmup_objective(settings.warmup_rate_weight),
                     settings.warmup_epochs, settings, folder, request.device, description=f"{folder.name}",
-                    progress=request.progress)
+                    progress=request.progress, group=request.group)
     pipeline.aux = aux
     return sum(h["seconds"] for h in history)

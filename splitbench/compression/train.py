@@ -32,6 +32,7 @@ from splitbench.compression.pipeline import (
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar, topk_hit_masks
 from splitbench.results import atomic_open, write_json
+from splitbench.training.distributed import Group
 from splitbench.weights import read_tensor_file
 
 CHECKPOINT = "last.pt"
@@ -76,8 +77,14 @@ def warmup_objective(rate_weight: float) -> Objective:
 
 
 def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: int, settings: RDSettings,
-          folder: Path, device: torch.device, *, description: str, progress: bool = True) -> list[dict[str, float]]:
-    """Train the pipeline's codec (and auxiliary branch) for ``epochs``, resuming from ``folder``."""
+          folder: Path, device: torch.device, *, description: str, progress: bool = True,
+          group: Group = Group()) -> list[dict[str, float]]:
+    """Train the pipeline's codec (and auxiliary branch) for ``epochs``, resuming from ``folder``.
+
+    Under torchrun (``group`` of several ranks) every rank takes its share of each batch and
+    the gradients are summed over the ranks, so a step follows the whole batch's loss; rank 0
+    alone writes the checkpoints.
+    """
     trainable = [p for n, p in pipeline.named_parameters() if p.requires_grad and not n.endswith("quantiles")]
     quantiles = [p for n, p in pipeline.named_parameters() if n.endswith("quantiles")]
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
@@ -87,23 +94,31 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
     for _ in range(len(history)):  # the permutations of the epochs already run
         torch.randperm(len(data), generator=generator)
     steps = (len(data) + settings.batch_size - 1) // settings.batch_size
-    with _progress(progress) as bar:
+    with _progress(progress and group.main) as bar:
         task = bar.add_task(description, total=epochs * steps, completed=len(history) * steps, info="")
         for epoch in range(len(history), epochs):
             row = _epoch(pipeline, data, objective, optimizer, aux_optimizer, settings, device,
-                         torch.randperm(len(data), generator=generator), lambda info: bar.update(task, advance=1, info=info))
+                         torch.randperm(len(data), generator=generator), lambda info: bar.update(task, advance=1, info=info),
+                         group)
             history.append({"epoch": epoch + 1, **row})
-            _save(folder, pipeline, optimizer, aux_optimizer, settings, epochs, history)
+            if group.main:
+                _save(folder, pipeline, optimizer, aux_optimizer, settings, epochs, history)
     return history
 
 
 def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_optimizer, settings: RDSettings,
-           device: torch.device, order: torch.Tensor, advance: Callable[[str], None]) -> dict[str, float]:
+           device: torch.device, order: torch.Tensor, advance: Callable[[str], None],
+           group: Group = Group()) -> dict[str, float]:
     pipeline.train()
+    trainable = [p for group_ in optimizer.param_groups for p in group_["params"]]
     sums: dict[str, float] = {}
     began, count, steps = time.perf_counter(), 0, 0
     for start in range(0, len(order), settings.batch_size):
-        index = order[start : start + settings.batch_size]
+        whole = order[start : start + settings.batch_size]
+        index = whole[group.shard(len(whole), torch.device("cpu"))]
+        # The loss is a mean over this rank's share; weighted by the share's size, the ranks'
+        # summed gradients are the gradient of the mean over the whole batch.
+        share = len(index) / len(whole) if len(whole) >= group.world else 1 / group.world
         batch = data.inputs[index].to(device)
         output = pipeline(batch)
         loss, parts = objective(output, data.teacher[index].to(device), data.labels[index].to(device),
@@ -111,8 +126,11 @@ def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_opt
         if not torch.isfinite(loss):
             raise SplitbenchError(f"training diverged (loss {loss.item()}); lower --lr")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share if group.distributed else loss).backward()
+        if group.distributed:
+            _sum_gradients(trainable, group)
         optimizer.step()
+        # The quantiles' loss does not depend on the data: every rank computes the same step.
         aux_optimizer.zero_grad(set_to_none=True)
         entropy_aux_loss(pipeline.codec).backward()
         aux_optimizer.step()
@@ -121,7 +139,18 @@ def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_opt
         count, steps = count + len(index), steps + 1
         advance(" ".join(f"{k} {v / count:.3f}" for k, v in sums.items()))
     seconds = time.perf_counter() - began
+    if group.distributed:  # the epoch's means over every rank's images
+        totals = group.sum(torch.tensor([*sums.values(), count], dtype=torch.float64))
+        sums, count = dict(zip(sums, totals[:-1].tolist())), int(totals[-1])
     return {**{k: v / count for k, v in sums.items()}, "seconds": seconds, "step_s": seconds / steps}
+
+
+def _sum_gradients(parameters: list[nn.Parameter], group: Group) -> None:
+    """Every rank's gradients summed, in one flat buffer (one all-reduce per step, not per tensor)."""
+    with_grad = [p for p in parameters if p.grad is not None]
+    flat = group.sum(torch.cat([p.grad.reshape(-1) for p in with_grad]))
+    for parameter, summed in zip(with_grad, flat.split([p.numel() for p in with_grad])):
+        parameter.grad.copy_(summed.view_as(parameter.grad))
 
 
 def _save(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings, epochs: int,

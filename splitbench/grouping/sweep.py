@@ -42,6 +42,7 @@ from splitbench.results import write_json
 from splitbench.timing import dataset_ms
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
 from splitbench.training.augment import normalize
+from splitbench.training.distributed import Group
 from splitbench.training.trainer import recalibrate_batchnorm
 from splitbench.zoo import ModelSpec, ZooModel
 
@@ -147,24 +148,30 @@ def run_group_sweep(
     on_point: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
     executor: Executor | None = None,
+    ranks: Group = Group(),
 ) -> list[dict[str, Any]]:
     """The dense model, then every (groups, duplicate_top) point, as table rows (``progress``: training bars).
 
     Each point is a task on ``executor`` (default: one after another here). Its training
-    checkpoints go under ``cache.directory``, which a multi-node cluster shares.
+    checkpoints go under ``cache.directory``, which a multi-node cluster shares. Under
+    torchrun (``ranks``), every rank runs the sweep in this process and trains each point's
+    share of every batch; rank 0 alone stores the points.
     """
     check_groups_fit(dense.model, settings.groups)
     executor = executor or InProcess()
+    if ranks.distributed and not isinstance(executor, InProcess):
+        raise SplitbenchError("under torchrun the points train in the ranks' own processes: use --executor local")
     dense_ref, data_ref = shared(executor, dense), shared(executor, data)
 
     def task(point: tuple[int, int]) -> Task:
         if point == DENSE:
             return Task(measure_dense, (dense_ref, data_ref, settings))
-        return Task(train_point, (dense_ref, data_ref, settings, cache.directory, device, *point, progress))
+        return Task(train_point, (dense_ref, data_ref, settings, cache.directory, device, *point, progress, ranks))
 
+    ranks.barrier()  # every rank reads the cache before rank 0 adds to it, so all train the same points
     return run_points(executor, [DENSE, *settings.points()], PointSweep(
         cached=lambda point: cache.get(_point_name(point)), task=task,
-        store=lambda point, row: cache.put(_point_name(point), row),
+        store=lambda point, row: cache.put(_point_name(point), row) if ranks.main else None,
         on_result=lambda point, row: on_point(row) if on_point is not None else None))
 
 
@@ -187,14 +194,14 @@ def measure_dense(dense: ZooModel, data: GroupData, settings: GroupSettings) -> 
 
 
 def train_point(dense: ZooModel, data: GroupData, settings: GroupSettings, checkpoints: Path, device: torch.device,
-                groups: int, top: int, progress: bool = False) -> dict[str, Any]:
+                groups: int, top: int, progress: bool = False, ranks: Group = Group()) -> dict[str, Any]:
     """One (groups, duplicate_top) point fine-tuned from the dense weights and measured (a task): its row."""
     model = dense.spec.build()
     model.load_state_dict(dense.model.state_dict())
     torch.manual_seed(settings.seed)  # the same assignment logits for every duplication setting
     replace_convolutions(model, groups, top)
     return {**_common(dense, data),
-            **_train_and_measure(model, dense.spec, data, settings, checkpoints, device, groups, top, progress)}
+            **_train_and_measure(model, dense.spec, data, settings, checkpoints, device, groups, top, progress, ranks)}
 
 
 def _evenly_spaced(total: int, count: int) -> torch.Tensor:
@@ -215,13 +222,15 @@ def calibrate(model: nn.Module, spec: ModelSpec, train_images: torch.Tensor, see
 
 def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, settings: GroupSettings,
                        checkpoints: Path, device: torch.device, groups: int, top: int,
-                       progress: bool) -> dict[str, Any]:
+                       progress: bool, ranks: Group = Group()) -> dict[str, Any]:
     config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
                          precision=settings.precision)
     mean, std = spec.preprocessing.mean, spec.preprocessing.std
     result = train_classifier(model, data.train, None, mean=mean, std=std, config=config,
                               checkpoint_dir=checkpoints / f"train-g{groups}-d{top}", device=device,
-                              augment=CifarAugment(randaugment_ops=0), progress=progress)
+                              augment=CifarAugment(randaugment_ops=0), progress=progress, group=ranks)
+    if not ranks.main:  # rank 0 measures and keeps the point; the others go on to train the next one
+        return {}
     calibrate(model.cpu(), spec, data.train[0], settings.seed)
     masked_ms = dataset_ms(model, data.test_images[: settings.timing_images], 100, settings.timing_repeats)
     per_layer = duplication_counts(model)

@@ -43,6 +43,11 @@ class Group:
             return torch.arange(count, device=device)
         return torch.arange(self.rank, count, self.world, device=device)
 
+    def barrier(self) -> None:
+        """Wait until every rank reaches this point (nothing to wait for in one process)."""
+        if self.distributed:
+            dist.barrier()
+
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over all ranks (in place)."""
         if self.distributed:
@@ -89,9 +94,28 @@ def global_batchnorm(module: nn.Module) -> nn.Module:
             replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                           child.track_running_stats)
             replacement.load_state_dict(child.state_dict())
+            replacement.replaced = type(child)
             setattr(module, name, replacement)
         else:
             global_batchnorm(child)
+    return module
+
+
+def local_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with every :class:`GlobalBatchNorm` back to the BatchNorm it replaced (in place).
+
+    After training: what the model does next (re-estimating statistics, measuring, exporting)
+    happens in each process on its own, with no other rank to sum with.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, GlobalBatchNorm):
+            original = child.replaced(child.num_features, child.eps, child.momentum, child.affine,
+                                      child.track_running_stats)
+            original.load_state_dict(child.state_dict())
+            tensors = [*child.parameters(), *child.buffers()]
+            setattr(module, name, original.to(tensors[0].device) if tensors else original)
+        else:
+            local_batchnorm(child)
     return module
 
 
@@ -108,7 +132,36 @@ def from_environment(device: torch.device) -> Group:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Group(rank, world, local_rank)
+    group = Group(rank, world, local_rank)
+    _check_same_splitbench(group, device)
+    return group
+
+
+def _check_same_splitbench(group: Group, device: torch.device) -> None:
+    """Every rank runs the same splitbench (version and commit), or all stop with one line.
+
+    A node without splitbench cannot start its ranks at all (torchrun reports their import
+    error and ends the job); a node with another version or checkout would start and train
+    something else under the same step count. Compared as fixed-size byte tensors: what
+    crosses between ranks is never unpickled.
+    """
+    from splitbench import __version__
+    from splitbench.provenance import git_commit
+
+    identity = f"{__version__} {git_commit()['commit'] or 'no-git'}".encode()[:IDENTITY_BYTES]
+    mine = torch.zeros(IDENTITY_BYTES, dtype=torch.uint8)
+    mine[: len(identity)] = torch.tensor(list(identity), dtype=torch.uint8)
+    mine = mine.to(device)
+    everyone = [torch.zeros_like(mine) for _ in range(group.world)]
+    dist.all_gather(everyone, mine)
+    seen = [bytes(t.cpu().tolist()).rstrip(b"\0").decode(errors="replace") for t in everyone]
+    if len(set(seen)) > 1:
+        ranks = ", ".join(f"rank {rank}: {text}" for rank, text in enumerate(seen))
+        raise SplitbenchError(f"the torchrun processes run different splitbench installs ({ranks}); "
+                              "install the same version on every node")
+
+
+IDENTITY_BYTES = 96
 
 
 def leave(group: Group) -> None:

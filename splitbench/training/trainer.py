@@ -36,7 +36,7 @@ from torch import nn
 from splitbench.errors import SplitbenchError
 from splitbench.results import atomic_open
 from splitbench.training.augment import CifarAugment, normalize
-from splitbench.training.distributed import Group, global_batchnorm
+from splitbench.training.distributed import Group, global_batchnorm, local_batchnorm
 from splitbench.weights import read_tensor_file
 
 CHECKPOINT_NAME = "last.pt"
@@ -170,6 +170,8 @@ def train_classifier(
             bar.update(epochs_task, advance=1, info=_describe(row))
             if on_epoch is not None:
                 on_epoch(row)
+    if group.distributed and device.type != "cuda":
+        local_batchnorm(model)  # SyncBatchNorm (CUDA) works alone too; GlobalBatchNorm would wait for other ranks
     result.test_top1 = next((row["test_top1"] for row in reversed(result.history) if "test_top1" in row), None)
     return result
 
