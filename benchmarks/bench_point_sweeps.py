@@ -113,7 +113,7 @@ def main() -> None:
         "other, so timing tables come from `--executor local`. Trained figures are compared by their largest "
         "difference (relative for rd, absolute for group's counts and top-1 points), not for equality: a Ray "
         "worker's torch sums over one thread and this process's over two, so training follows another rounding. "
-        "rd's losses move in the 5th–6th digit and the range coder's bits come out the same; FLGC's learned "
+        "rd's losses agree to a few parts in a million and the range coder's bits come out the same; FLGC's learned "
         "assignment can flip connections, and with them kept parameters and accuracy.\n",
         "## Rows\n", *details,
     ]))

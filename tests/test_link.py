@@ -328,3 +328,4 @@ def test_link_with_plan_predicts_the_app_shaped_transfer(tmp_path: Path) -> None
     assert row["predicted_transfer_ms"] > 16
     assert row["measured_transfer_ms"] == pytest.approx(row["predicted_transfer_ms"], rel=0.2)
     assert set(pd.read_csv(tmp_path / "times.csv")["setup"]) == {"layer2:minmax8", "edge"}
+    assert (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"  # Neurosurgeon's figure with the measurements

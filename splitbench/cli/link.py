@@ -124,8 +124,7 @@ def link_command(
 ) -> None:
     """Run MODEL split across a shaped link: per-image stage times, bytes on the wire, top-1."""
     from splitbench.link import plan as planning
-    from splitbench.link.measure import Condition, Link, measure, on_cores, running_server, split_cores, summarise
-    from splitbench.link.client import LinkClient
+    from splitbench.link.measure import Condition, Link, on_cores, split_cores, summarise
     from splitbench.link.shaping import EndDelay, netns_possible
 
     start = time.perf_counter()
@@ -157,25 +156,16 @@ def link_command(
     with Link(shaper) as link, on_cores(edge_cpus), progress_bar(enabled=True, transient=False) as bar:
         for setup in setups:
             sender = Sender(zoo_model, setup, preprocess)
-            if with_plan:  # plan's own measurement of this cut, in the minutes before its link run
-                costs.append(planning.measure_costs(zoo_model, [setup], [p for p, _ in pictures], 1, preprocess))
+            plain = [p for p, _ in pictures]
+            # plan's own timing of this cut just before and just after it crosses the link: the
+            # prediction's compute terms bracket the measurement (this VM's speed drifts)
+            before = planning.measure_costs(zoo_model, [setup], plain, 1, preprocess) if with_plan else None
             task = bar.add_task(setup.label, total=len(images) * (1 if setup.at == EDGE else len(conditions)))
-            advance = lambda: bar.update(task, advance=1)  # noqa: E731
-            if setup.at == EDGE:
-                tables.append(measure(sender, None, pictures, [Condition(None)], link, advance))
-                continue
-            expected = {"model": zoo_model.spec.name, "weights_sha256": weights_info["sha256"],
-                        **setup.describe(), "shape": list(sender.shape)}
-            if server is not None:
-                with LinkClient(server) as client:
-                    client.check(expected)
-                    tables.append(measure(sender, client, pictures, conditions, link, advance))
-                continue
-            arguments = [model, "--weights", weights, *_setup_arguments(setup), "--preprocess", preprocess]
-            with running_server(arguments, link.server_prefix, link.server_host, server_cpus) as (_, endpoint), \
-                    LinkClient(endpoint) as client:
-                client.check(expected)
-                tables.append(measure(sender, client, pictures, conditions, link, advance))
+            tables.append(_cross(zoo_model, setup, sender, pictures, conditions, link, server, weights_info,
+                                 [model, "--weights", weights, *_setup_arguments(setup), "--preprocess", preprocess],
+                                 server_cpus, lambda task=task: bar.update(task, advance=1)))
+            if before is not None:
+                costs.append(planning.mean_costs(before, planning.measure_costs(zoo_model, [setup], plain, 1, preprocess)))
     per_image = pd.concat(tables, ignore_index=True)
     per_image.insert(5, "shaper", link.name)
     per_image.insert(6, "rtt_by", EndDelay.by)
@@ -207,10 +197,32 @@ def link_command(
         written += [write_csv(out / "times.csv", pd.concat(costs, ignore_index=True)),
                     write_csv(out / "validation.csv", validation),
                     write_csv(out / "validation_best.csv", validation.attrs["best"])]
+        written.append(planning.plot_plan(out / "plan.png", pd.concat(costs, ignore_index=True), rtts[0], link_model,
+                                          model, summary))
     written.append(plot_stages(out / "link.png", summary, model))
     show_table(summary, title=f"{model} over a {link.name} link",
                columns=["setup", "bandwidth_mbit", "rtt_ms", "top1", "payload_bytes", "total_ms"])
     show_written(written)
+
+
+def _cross(zoo_model: ZooModel, setup: SplitSetup, sender: Sender, pictures, conditions, link, server: str | None,
+           weights_info: dict, server_arguments: list[str], server_cpus: set[int], advance) -> pd.DataFrame:
+    """One cut's per-image measurements over ``link``: edge alone, a running server, or one started for it."""
+    from splitbench.link.client import LinkClient
+    from splitbench.link.measure import Condition, measure, running_server
+
+    if setup.at == EDGE:
+        return measure(sender, None, pictures, [Condition(None)], link, advance)
+    expected = {"model": zoo_model.spec.name, "weights_sha256": weights_info["sha256"], **setup.describe(),
+                "shape": list(sender.shape)}
+    if server is not None:
+        with LinkClient(server) as client:
+            client.check(expected)
+            return measure(sender, client, pictures, conditions, link, advance)
+    with running_server(server_arguments, link.server_prefix, link.server_host, server_cpus) as (_, endpoint), \
+            LinkClient(endpoint) as client:
+        client.check(expected)
+        return measure(sender, client, pictures, conditions, link, advance)
 
 
 def _link_settings(bandwidth: str, rtt: str, unshaped_allowed: bool) -> tuple[list, list[float]]:

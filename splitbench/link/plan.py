@@ -45,6 +45,14 @@ def measure_costs(model: ZooModel, setups: Iterable[SplitSetup], pictures: list[
     return pd.DataFrame(rows)
 
 
+def mean_costs(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Two timings of the same setups (before and after a measurement they should predict): the mean times."""
+    mean = before.copy()
+    for column in TIME_COLUMNS:
+        mean[column] = ((before[column] + after[column]) / 2).round(3)
+    return mean
+
+
 def _costs(model: ZooModel, setup: SplitSetup, pictures: list[Image.Image], repeats: int,
            preprocess: str) -> dict[str, Any]:
     sender = Sender(model, setup, preprocess)
