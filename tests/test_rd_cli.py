@@ -99,3 +99,25 @@ def test_a_small_image_codec_run_compares_with_and_without_the_auxiliary_loss(tm
     assert table.loc[0, "codec_params"] == table.loc[1, "codec_params"]  # the branch is not part of the codec
     assert (tmp_path / "out" / "bit_allocation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "out" / "cost.csv").exists()
+
+
+@needs_shared_data
+@needs_shared_weights
+def test_bf16_training_runs_the_frozen_tail_in_autocast_and_records_it(tmp_path: Path) -> None:
+    args = ["rd", "mobilenet_v2", "--weights", str(shared_weights(MOBILENET)), "--variant", "none", "--lambdas", "1",
+            "--train-limit", "8", "--test-limit", "4", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4",
+            "--cache", str(tmp_path / "cache")]
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        done = run(*args, "--precision", precision, "--out", str(tmp_path / precision))
+        assert done.returncode == 0, done.stderr
+        rows[precision] = pd.read_csv(tmp_path / precision / "rd.csv").iloc[0]
+        sidecar = json.loads((tmp_path / precision / "rd.json").read_text())
+        assert sidecar["arguments"]["precision"] == precision
+    # The same batches and initialisation: the tail's bf16 arithmetic moves the loss a little, not a lot.
+    fp32, bf16 = rows["fp32"]["train_task_loss"], rows["bf16"]["train_task_loss"]
+    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.05)
+    # Evaluation runs in fp32 either way, on codecs trained for the same steps.
+    assert rows["bf16"]["bpp_actual"] == pytest.approx(rows["fp32"]["bpp_actual"], rel=0.02)
+    # bf16 points are cached apart from fp32 ones (fp32 keeps the key it had before precision was a setting).
+    assert len(list((tmp_path / "cache" / "rd" / "mobilenet_v2").iterdir())) == 2

@@ -159,13 +159,16 @@ def link_command(
             plain = [p for p, _ in pictures]
             # plan's own timing of this cut just before and just after it crosses the link: the
             # prediction's compute terms bracket the measurement (this VM's speed drifts)
-            before = planning.measure_costs(zoo_model, [setup], plain, 1, preprocess) if with_plan else None
+            timed_server = server_cpus if server is None else None  # a running server's CPUs are its own
+            before = planning.measure_costs(zoo_model, [setup], plain, 1, preprocess,
+                                            server_cpus=timed_server) if with_plan else None
             task = bar.add_task(setup.label, total=len(images) * (1 if setup.at == EDGE else len(conditions)))
             tables.append(_cross(zoo_model, setup, sender, pictures, conditions, link, server, weights_info,
                                  [model, "--weights", weights, *_setup_arguments(setup), "--preprocess", preprocess],
                                  server_cpus, lambda task=task: bar.update(task, advance=1)))
             if before is not None:
-                costs.append(planning.mean_costs(before, planning.measure_costs(zoo_model, [setup], plain, 1, preprocess)))
+                after = planning.measure_costs(zoo_model, [setup], plain, 1, preprocess, server_cpus=timed_server)
+                costs.append(planning.mean_costs(before, after))
     per_image = pd.concat(tables, ignore_index=True)
     per_image.insert(5, "shaper", link.name)
     per_image.insert(6, "rtt_by", EndDelay.by)
@@ -313,10 +316,10 @@ def plan_command(
     zoo_model.load_weights(weights)
     pictures = [picture for picture, _ in model_pictures(zoo_model, images, preprocess)]
     link_model = planning.LinkModel(edge_slowdown, head, planning.transport_overhead_ms(Receiver(zoo_model, setups[0])))
-    edge_cpus, _ = split_cores()  # as link runs each side: the same thread count, one half of the cores
+    edge_cpus, server_cpus = split_cores()  # as link runs each side: its half of the cores, as many threads
     with on_cores(edge_cpus), progress_bar(enabled=True, transient=False) as bar:
         task = bar.add_task("timing cuts", total=len(setups))
-        costs = planning.measure_costs(zoo_model, setups, pictures, repeats, preprocess,
+        costs = planning.measure_costs(zoo_model, setups, pictures, repeats, preprocess, server_cpus=server_cpus,
                                        on_setup=lambda: bar.update(task, advance=1))
     if edge is not None:
         costs = _with_edge_times(costs, edge)
@@ -326,7 +329,8 @@ def plan_command(
         "plan",
         {"model": model, "weights": weights, "setups": [s.describe() for s in setups], "bandwidths": bandwidths,
          "rtts": rtts, "edge_slowdown": edge_slowdown, "edge_times": edge_times, "head_start_bytes": head,
-         "transport_overhead_ms": link_model.overhead_ms, "cpus": sorted(edge_cpus),
+         "transport_overhead_ms": link_model.overhead_ms, "edge_cpus": sorted(edge_cpus),
+         "server_cpus": sorted(server_cpus),
          "dataset": name, "limit": limit, "repeats": repeats, "preprocess": preprocess, "out": out},
         weights=zoo_model.weights.describe(), data=images.provenance(), wall_s=time.perf_counter() - start,
     )

@@ -11,8 +11,8 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, ModelArgument, ModelOption, OutDir, Weights,
-                                    default_out, pick_model, split_names, split_numbers)
+from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, ModelArgument, ModelOption, OutDir, Precision,
+                                    Weights, default_out, pick_model, split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.data.datasets import check_training_data
 from splitbench.errors import SplitbenchError
@@ -57,6 +57,7 @@ def rd_command(
     lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
     seed: Annotated[int, typer.Option("--seed", help="Initialisation and batch order.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
+    precision: Precision = "auto",
     baseline: Annotated[Path | None, typer.Option("--baseline", help="codec.csv with BPG at the same split (the RD plot's handcrafted curve).")] = None,
     cost_only: Annotated[bool, typer.Option("--cost-only", help="Write the cost table (seed 000 Table 1) only; no data, no training.")] = False,
     cache: Annotated[Path, typer.Option("--cache", help="Cached features, checkpoints and finished points.")] = Path("cache"),
@@ -74,7 +75,7 @@ def rd_command(
                                                load_baseline, plot_rd, rd_markdown)
     from splitbench.compression.sweep import RDRequest, check_lambdas, check_variants, run_rd
     from splitbench.compression.train import RDSettings
-    from splitbench.training.trainer import pick_device
+    from splitbench.training.trainer import pick_device, resolve_precision
 
     start = time.perf_counter()
     executor_spec = ExecutorSpec.parse(executor)
@@ -107,13 +108,15 @@ def rd_command(
     if not cost_only:
         writable_folder(cache, "--cache")
         torch_device = pick_device(device)
+        train_precision = resolve_precision(precision, torch_device)
         train_set, test_set = open_named(train_data, data), open_named(test_data, data)
         check_training_data(train_set, test_set)
         train_images, test_images = len(train_set), len(test_set)
         plan.add("weights", zoo_model.describe_weights(weights)).add("device", torch_device)
         plan.add("data", f"train {train_data} ({min(train_limit or train_images, train_images):,} images), "
                          f"test {test_data} ({min(test_limit or test_images, test_images):,} images)")
-        plan.add("training", f"{warmup_epochs} warm-up + {epochs} epochs per λ, batch {batch_size}").add("cache", cache)
+        plan.add("training", f"{warmup_epochs} warm-up + {epochs} epochs per λ, batch {batch_size}, "
+                             f"{train_precision} ({precision})").add("cache", cache)
         plan.add("executor", executor_spec)
     ranks = distributed.from_environment(torch_device) if not cost_only else distributed.Group()
     if ranks.distributed:
@@ -137,7 +140,8 @@ def rd_command(
                  "train_data": train_data, "test_data": test_data, "data": data, "train_limit": train_limit,
                  "test_limit": test_limit, "image_size": image_size if at == INPUT else None, "epochs": epochs,
                  "warmup_epochs": warmup_epochs, "warmup_rate_weight": warmup_rate_weight,
-                 "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+                 "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "precision_requested": precision,
+                 "precision": train_precision if not cost_only else None,
                  "baseline": baseline, "cache": cache, "executor": str(executor_spec), "processes": ranks.world, "out": out}
 
     written = []
@@ -148,7 +152,7 @@ def rd_command(
             return
 
     settings = RDSettings(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
-                          warmup_rate_weight=warmup_rate_weight, target=target, seed=seed)
+                          warmup_rate_weight=warmup_rate_weight, target=target, seed=seed, precision=train_precision)
     size = image_size if at == INPUT else None
     if not ranks.main:
         ranks.barrier()  # rank 0 computes the features into the cache; the others then read them

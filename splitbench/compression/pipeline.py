@@ -11,6 +11,8 @@ the codec's input size for an image), so curves of features and images share an 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from dataclasses import dataclass
 
@@ -43,11 +45,24 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+def _frozen_forward(pipeline: nn.Module, recogniser: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The frozen recogniser on ``x``: in bf16 autocast while training with ``train_precision`` bf16.
+
+    The codec and its entropy model stay in fp32 (likelihoods in bf16 would misestimate the
+    rate); the frozen network behind them is most of the arithmetic. Evaluation is fp32.
+    """
+    bf16 = pipeline.training and getattr(pipeline, "train_precision", "fp32") == "bf16"
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = recogniser(x)
+    return logits.float()
+
+
 class FeaturePipeline(nn.Module):
     def __init__(self, codec: FeatureCodec, tail: nn.Module, image_pixels: int) -> None:
         super().__init__()
         self.codec, self.tail, self.image_pixels = codec, freeze(tail), image_pixels
         self.aux: nn.Module | None = None
+        self.train_precision = "fp32"  # "bf16": the frozen tail in autocast while training
 
     def train(self, mode: bool = True) -> FeaturePipeline:
         super().train(mode)
@@ -56,7 +71,7 @@ class FeaturePipeline(nn.Module):
 
     def forward(self, features: torch.Tensor) -> RDOutput:
         coded = self.codec(features)
-        return RDOutput(self.tail(coded["x_hat"]), coded["likelihoods"], coded["x_hat"], features)
+        return RDOutput(_frozen_forward(self, self.tail, coded["x_hat"]), coded["likelihoods"], coded["x_hat"], features)
 
     def recognise(self, decoded: torch.Tensor) -> torch.Tensor:
         return self.tail(decoded)
@@ -70,6 +85,7 @@ class ImagePipeline(nn.Module):
                  aux: AuxiliaryBranch | None = None) -> None:
         super().__init__()
         self.codec, self.recogniser, self.aux = codec, freeze(recogniser), aux
+        self.train_precision = "fp32"  # "bf16": the frozen recogniser in autocast while training
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
@@ -82,7 +98,7 @@ class ImagePipeline(nn.Module):
         return images.float() / 255.0 if images.dtype == torch.uint8 else images
 
     def recognise(self, decoded: torch.Tensor) -> torch.Tensor:
-        return _recognise_image(self.recogniser, decoded, self.mean, self.std)
+        return _frozen_forward(self, lambda x: _recognise_image(self.recogniser, x, self.mean, self.std), decoded)
 
     def forward(self, images: torch.Tensor) -> RDOutput:
         x = self.codec_input(images)

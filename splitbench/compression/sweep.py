@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class RDRequest:
         weights = self.zoo_model.weights  # published weights without a local file are keyed by name
         return cache_key({"model": self.zoo_model.spec.name, "weights": weights.sha256 or f"{weights.source}:{weights.name}",
                           "at": self.at,
-                          "channels": self.channels, "entropy": self.entropy, "settings": asdict(self.settings),
+                          "channels": self.channels, "entropy": self.entropy, "settings": self.settings.recipe(),
                           "train": self.train.provenance})
 
 

@@ -51,6 +51,14 @@ class RDSettings:
     warmup_rate_weight: float = 0.01
     target: str = "distill"
     seed: int = 0
+    precision: str = "fp32"  # "bf16": the frozen network behind the codec in autocast while training
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings as checkpoints and caches record them (fp32, the default, as before precision existed)."""
+        recorded = asdict(self)
+        if self.precision == "fp32":
+            recorded.pop("precision")
+        return recorded
 
 
 @dataclass
@@ -90,6 +98,7 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
     aux_optimizer = torch.optim.Adam(quantiles, lr=settings.aux_lr)
     history = _resume(folder, pipeline, optimizer, aux_optimizer, settings, epochs)
+    pipeline.train_precision = settings.precision
     generator = torch.Generator().manual_seed(settings.seed)
     for _ in range(len(history)):  # the permutations of the epochs already run
         torch.randperm(len(data), generator=generator)
@@ -156,7 +165,7 @@ def _sum_gradients(parameters: list[nn.Parameter], group: Group) -> None:
 def _save(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings, epochs: int,
           history: list[dict[str, float]]) -> None:
     state = {"trainable": _trainable_state(pipeline), "optimizer": optimizer.state_dict(),
-             "aux_optimizer": aux_optimizer.state_dict(), "settings": asdict(settings), "epochs": epochs,
+             "aux_optimizer": aux_optimizer.state_dict(), "settings": settings.recipe(), "epochs": epochs,
              "history": history}
     with atomic_open(folder / CHECKPOINT, "wb") as handle:
         torch.save(state, handle)
@@ -191,7 +200,7 @@ def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettin
     if not path.exists():
         return []
     state = read_tensor_file(path, "training checkpoint")
-    if state["settings"] != asdict(settings) or state["epochs"] != epochs:
+    if state["settings"] != settings.recipe() or state["epochs"] != epochs:
         raise SplitbenchError(f"{path} was trained with another recipe ({state['settings']}, {state['epochs']} epochs); "
                               f"delete it or use another --cache")
     load_trainable(pipeline, state["trainable"])

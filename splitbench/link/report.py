@@ -63,7 +63,8 @@ def plan_markdown(model: str, costs: pd.DataFrame, best: pd.DataFrame, link: Lin
         parts += [
             "## Plan against link\n",
             f"Largest error {errors.max():.1f} %, median {errors.median():.1f} %; the predicted best cut is the "
-            f"measured best at {matches} of {len(agree)} conditions.\n",
+            f"measured best at {matches} of {len(agree)} conditions. Where it is not, `regret_percent` is how much "
+            f"slower the planned cut measured than the measured best (at most {agree['regret_percent'].max():.1f} %).\n",
             markdown_table(validation), "", markdown_table(agree), "",
         ]
     return "\n".join(parts)
