@@ -253,7 +253,10 @@ def _provenance(reports: Path) -> str:
 def _notes(reports: Path) -> str | None:
     notes = {"RELIABILITY.md": "Reliability: every bad input tried, and what splitbench does with it",
              "train/bench/README.md": "Training throughput on this machine: fp32 against bf16 autocast",
-             "link/README.md": "Split inference over a shaped link, and the planner checked against it"}
+             "link/README.md": "Split inference over a shaped link, and the planner checked against it",
+             "executors/bench_executor.md": "Codec sweep on a Ray cluster against local processes: overhead, rows",
+             "executors/point_sweeps.md": "Prune, rd and group sweeps on a Ray cluster against local: the rows",
+             "train/ddp/README.md": "Training under torchrun (2 gloo processes) against one process"}
     found = [f"- [{title}]({name})" for name, title in notes.items() if (reports / name).is_file()]
     return "\n\n".join(["## Notes", "\n".join(found)]) if found else None
 
