@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates reports/link/: split inference over a tbf-shaped veth link (root) with the planner's
-# prediction beside it (link --plan: plan's timing of each cut just before and after it crosses the
+# prediction beside it (link --plan: plan's timing of each picture just before it crosses the
 # link; its server half on the server's core), plan alone (VGG16: every cut), and the codec sweep the link
 # must agree with. Run on an otherwise idle machine.
 set -euo pipefail

@@ -115,9 +115,9 @@ def link_command(
     split: Annotated[Optional[str], typer.Option("--split")] = None,
     data: DataRoot = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Images per cut and condition.")] = 20,
-    with_plan: Annotated[bool, typer.Option("--plan/--no-plan", help="Also time each cut as `plan` does, just "
-                                            "before it crosses the link, and write plan's prediction beside the "
-                                            "measurement (validation.csv): minutes apart, a drifting machine "
+    with_plan: Annotated[bool, typer.Option("--plan/--no-plan", help="Also time each picture as `plan` does, "
+                                            "just before it crosses the link, and write plan's prediction beside "
+                                            "the measurement (validation.csv): minutes apart, a drifting machine "
                                             "would widen the gap.")] = False,
     out: OutDir = None,
     dry_run: DryRun = False,
@@ -156,19 +156,19 @@ def link_command(
     with Link(shaper) as link, on_cores(edge_cpus), progress_bar(enabled=True, transient=False) as bar:
         for setup in setups:
             sender = Sender(zoo_model, setup, preprocess)
-            plain = [p for p, _ in pictures]
-            # plan's own timing of this cut just before and just after it crosses the link: the
-            # prediction's compute terms bracket the measurement (this VM's speed drifts)
-            timed_server = server_cpus if server is None else None  # a running server's CPUs are its own
-            before = planning.measure_costs(zoo_model, [setup], plain, 1, preprocess,
-                                            server_cpus=timed_server) if with_plan else None
+            # plan's own timing of each picture just before it crosses the link: the prediction's
+            # compute terms come from the same seconds as the measurement (this VM's speed drifts)
+            timer = None
+            if with_plan:
+                timer = planning.CostTimer(zoo_model, setup, preprocess, server_cpus if server is None else None)
+                timer.time(pictures[0][0], record=False)  # warm-up, as link's own first exchanges
             task = bar.add_task(setup.label, total=len(images) * (1 if setup.at == EDGE else len(conditions)))
             tables.append(_cross(zoo_model, setup, sender, pictures, conditions, link, server, weights_info,
                                  [model, "--weights", weights, *_setup_arguments(setup), "--preprocess", preprocess],
-                                 server_cpus, lambda task=task: bar.update(task, advance=1)))
-            if before is not None:
-                after = planning.measure_costs(zoo_model, [setup], plain, 1, preprocess, server_cpus=timed_server)
-                costs.append(planning.mean_costs(before, after))
+                                 server_cpus, lambda task=task: bar.update(task, advance=1),
+                                 timer.time if timer is not None else None))
+            if timer is not None:
+                costs.append(pd.DataFrame([timer.row()]))
     per_image = pd.concat(tables, ignore_index=True)
     per_image.insert(5, "shaper", link.name)
     per_image.insert(6, "rtt_by", EndDelay.by)
@@ -209,23 +209,24 @@ def link_command(
 
 
 def _cross(zoo_model: ZooModel, setup: SplitSetup, sender: Sender, pictures, conditions, link, server: str | None,
-           weights_info: dict, server_arguments: list[str], server_cpus: set[int], advance) -> pd.DataFrame:
+           weights_info: dict, server_arguments: list[str], server_cpus: set[int], advance,
+           before_image=None) -> pd.DataFrame:
     """One cut's per-image measurements over ``link``: edge alone, a running server, or one started for it."""
     from splitbench.link.client import LinkClient
     from splitbench.link.measure import Condition, measure, running_server
 
     if setup.at == EDGE:
-        return measure(sender, None, pictures, [Condition(None)], link, advance)
+        return measure(sender, None, pictures, [Condition(None)], link, advance, before_image)
     expected = {"model": zoo_model.spec.name, "weights_sha256": weights_info["sha256"], **setup.describe(),
                 "shape": list(sender.shape)}
     if server is not None:
         with LinkClient(server) as client:
             client.check(expected)
-            return measure(sender, client, pictures, conditions, link, advance)
+            return measure(sender, client, pictures, conditions, link, advance, before_image)
     with running_server(server_arguments, link.server_prefix, link.server_host, server_cpus) as (_, endpoint), \
             LinkClient(endpoint) as client:
         client.check(expected)
-        return measure(sender, client, pictures, conditions, link, advance)
+        return measure(sender, client, pictures, conditions, link, advance, before_image)
 
 
 def _link_settings(bandwidth: str, rtt: str, unshaped_allowed: bool) -> tuple[list, list[float]]:

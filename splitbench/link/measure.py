@@ -121,10 +121,12 @@ def exchange(client: LinkClient, sent_payload: bytes, header: dict[str, Any], li
 
 
 def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any, int]], conditions: list[Condition],
-            link: Link, on_image: Callable[[], None] | None = None) -> pd.DataFrame:
+            link: Link, on_image: Callable[[], None] | None = None,
+            before_image: Callable[[Any, int], None] | None = None) -> pd.DataFrame:
     """Per-image rows for one setup under every condition (``client`` None for ``edge``).
 
     ``pictures``: the model's input pictures and labels (:func:`~splitbench.link.endpoints.model_pictures`).
+    ``before_image(picture, index)`` runs just before each picture crosses the link (plan's timing).
     """
     rows = []
     # Untimed warm-up: the first calls pay for allocations, and the first exchange for the connection.
@@ -138,6 +140,8 @@ def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any,
     # conditions alike instead of on whichever one ran during them.
     current = None
     for index, (picture, label) in enumerate(pictures):
+        if before_image is not None:
+            before_image(picture, index)
         for condition in conditions:
             if client is not None and condition.bandwidth_mbit != current:
                 link.set(condition)

@@ -40,12 +40,8 @@ TIME_COLUMNS = ("head_ms", "encode_ms", "decode_ms", "tail_ms")
 def measure_costs(model: ZooModel, setups: Iterable[SplitSetup], pictures: list[Image.Image], repeats: int = 1,
                   preprocess: str = "seed", on_setup: Callable[[], None] | None = None,
                   server_cpus: set[int] | None = None) -> pd.DataFrame:
-    """Per setup: mean edge and server times (ms) and bytes over ``pictures``, run here without a link.
-
-    The edge's half runs where the caller runs; the server's half (decode and tail) on
-    ``server_cpus`` when given, where ``link`` starts the server: one core of a VM can be
-    consistently faster than another.
-    """
+    """Per setup: mean edge and server times (ms) and bytes over ``pictures``, run here without a link
+    (see :class:`CostTimer`; ``server_cpus``: where ``link`` would start the server)."""
     rows = []
     for setup in setups:
         rows.append(_costs(model, setup, pictures, repeats, preprocess, server_cpus))
@@ -54,42 +50,59 @@ def measure_costs(model: ZooModel, setups: Iterable[SplitSetup], pictures: list[
     return pd.DataFrame(rows)
 
 
-def mean_costs(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
-    """Two timings of the same setups (before and after a measurement they should predict): the mean times."""
-    mean = before.copy()
-    for column in TIME_COLUMNS:
-        mean[column] = ((before[column] + after[column]) / 2).round(3)
-    return mean
+class CostTimer:
+    """plan's timing of one setup, one picture at a time, here and without a link.
+
+    ``plan`` runs every picture through it; ``link --plan`` times each picture just before that
+    picture crosses the link, so the prediction's compute terms come from the same seconds as
+    the measurement. The edge's half runs where the caller runs; the server's half (decode and
+    tail) on ``server_cpus`` when given, where ``link`` starts the server.
+    """
+
+    def __init__(self, model: ZooModel, setup: SplitSetup, preprocess: str = "seed",
+                 server_cpus: set[int] | None = None) -> None:
+        self.setup, self.server_cpus = setup, server_cpus
+        self.sender = Sender(model, setup, preprocess)
+        self.receiver = Receiver(model, setup, preprocess) if setup.at != EDGE else None
+        self.times: dict[str, list[float]] = {name: [] for name in TIME_COLUMNS}
+        self.payloads: list[int] = []
+        self.framings: list[int] = []
+        self.reply_bytes = 0
+
+    def time(self, picture: Image.Image, index: int = 0, *, record: bool = True) -> None:
+        """One picture through both halves (``record=False``: a warm-up, not counted)."""
+        if self.receiver is None:
+            seconds = self.sender.local(picture)[1]
+            if record:
+                self.times["head_ms"].append(seconds * 1e3)
+            return
+        sent = self.sender.send(picture, index)
+        with on_cores(self.server_cpus) if self.server_cpus else nullcontext():
+            answer = self.receiver.answer(Request("infer", "plan", sent.header["input"], sent.header["codec"],
+                                                  tuple(sent.header["shape"]), sent.payload))
+        if not record:
+            return
+        for name, seconds in (("head_ms", sent.head_s), ("encode_ms", sent.encode_s),
+                              ("decode_ms", answer["server_s"]["decode"]), ("tail_ms", answer["server_s"]["tail"])):
+            self.times[name].append(seconds * 1e3)
+        self.payloads.append(len(sent.payload))
+        header = encode_header({"op": "infer", "id": "0000000-00000000000-0", **sent.header})
+        self.framings.append(framing_bytes(header, len(sent.payload)))
+        reply = reply_frames("0000000-00000000000-0", ok=True, **answer)[0]
+        self.reply_bytes = len(reply) + zmtp_frame_bytes(len(reply))
+
+    def row(self) -> dict[str, Any]:
+        """The setup's mean times (ms) and bytes over the recorded pictures."""
+        return _row(self.setup, self.sender, self.times, self.payloads or [0], self.framings or [0], self.reply_bytes)
 
 
 def _costs(model: ZooModel, setup: SplitSetup, pictures: list[Image.Image], repeats: int,
            preprocess: str, server_cpus: set[int] | None = None) -> dict[str, Any]:
-    sender = Sender(model, setup, preprocess)
-    times: dict[str, list[float]] = {name: [] for name in TIME_COLUMNS}
-    payloads, framings = [], []
-    if setup.at == EDGE:
-        for _ in range(repeats + 1):  # the first pass warms up and is not counted
-            times["head_ms"] += [sender.local(p)[1] * 1e3 for p in pictures]
-        times["head_ms"] = times["head_ms"][len(pictures):]
-        return _row(setup, sender, times, [0], [0], 0)
-    receiver = Receiver(model, setup, preprocess)
-    for attempt in range(repeats + 1):
+    timer = CostTimer(model, setup, preprocess, server_cpus)
+    for attempt in range(repeats + 1):  # the first pass warms up and is not counted
         for index, picture in enumerate(pictures):
-            sent = sender.send(picture, index)
-            with on_cores(server_cpus) if server_cpus else nullcontext():
-                answer = receiver.answer(Request("infer", "plan", sent.header["input"], sent.header["codec"],
-                                                 tuple(sent.header["shape"]), sent.payload))
-            if attempt == 0:
-                payloads.append(len(sent.payload))
-                header = encode_header({"op": "infer", "id": "0000000-00000000000-0", **sent.header})
-                framings.append(framing_bytes(header, len(sent.payload)))
-                continue
-            times["head_ms"].append(sent.head_s * 1e3)
-            times["encode_ms"].append(sent.encode_s * 1e3)
-            times["decode_ms"].append(answer["server_s"]["decode"] * 1e3)
-            times["tail_ms"].append(answer["server_s"]["tail"] * 1e3)
-    reply = reply_frames("0000000-00000000000-0", ok=True, **answer)[0]
-    return _row(setup, sender, times, payloads, framings, len(reply) + zmtp_frame_bytes(len(reply)))
+            timer.time(picture, index, record=attempt > 0)
+    return timer.row()
 
 
 def _row(setup: SplitSetup, sender: Sender, times: dict[str, list[float]], payloads: list[int],
