@@ -119,7 +119,7 @@ def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_opt
            device: torch.device, order: torch.Tensor, advance: Callable[[str], None],
            group: Group = Group()) -> dict[str, float]:
     pipeline.train()
-    trainable = [p for group_ in optimizer.param_groups for p in group_["params"]]
+    trainable = [p for param_group in optimizer.param_groups for p in param_group["params"]]
     sums: dict[str, float] = {}
     began, count, steps = time.perf_counter(), 0, 0
     for start in range(0, len(order), settings.batch_size):
