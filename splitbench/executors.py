@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing
-import os
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -93,7 +92,9 @@ def open_point_executor(spec: ExecutorSpec) -> Executor:
     """The executor of a sweep of whole points (prune, rd, group): ``local`` runs them one after
     another in this process, each using every core through torch's threads; a local Ray cluster
     gets one worker per core, each running a point on one thread."""
-    return open_executor(spec, 1 if spec.kind == "local" else os.cpu_count() or 1)
+    from splitbench.preflight import physical_cores
+
+    return open_executor(spec, 1 if spec.kind == "local" else physical_cores())
 
 
 def _start_worker() -> None:

@@ -141,3 +141,5 @@ def test_every_point_sweep_takes_an_executor_and_names_the_valid_ones(command: l
     planned = run_in_process(*command, "--executor", "ray", "--dry-run", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     assert "executor" in planned.stdout and "ray" in planned.stdout
+    # Points side by side on Ray would time each other: CPU-time columns are left empty (rd has none).
+    assert ("CPU-time columns left empty on Ray" in planned.stdout) == (command[0] != "rd")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +13,8 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, OutDir, Precision, Weights, default_out,
-                                    split_numbers)
+from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, OutDir, Precision, Weights,
+                                    alone_timing_repeats, default_out, split_numbers)
 from splitbench.data import open_dataset
 from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.cli.render import console, show_table, show_written
@@ -70,7 +71,12 @@ def group_command(
         raise SplitbenchError(f"group trains on CIFAR-10; {model} is not a CIFAR-10 model "
                               "(use cifar_resnet20, cifar_resnet56 or cifar_resnet50)")
     check_groups_fit(dense.model, settings.groups)
+    if executor_spec.kind == "ray" and chosen_device.type == "cuda":
+        raise SplitbenchError("--executor ray runs each point on one CPU of a Ray worker; train on the GPU with --executor local "
+                              "(or torchrun), or pass --device cpu")
     ranks = distributed.from_environment(chosen_device)  # torchrun's environment, or one process
+    settings = replace(settings, timing_repeats=alone_timing_repeats(timing_repeats, executor, ranks.world)
+                       if ranks.main else 0)
     if ranks.distributed and executor_spec.kind != "local":
         distributed.leave(ranks)
         raise SplitbenchError("under torchrun every point trains in the ranks' own processes: use --executor local")

@@ -142,3 +142,19 @@ def split_numbers(text: str | None, option: str, kind: type = float, minimum: fl
     if minimum is not None and min(numbers) < minimum:
         raise SplitbenchError(f"{option} takes comma-separated {noun} ≥ {minimum:g}, got '{text}'")
     return numbers
+
+
+def alone_timing_repeats(requested: int, executor: str, processes: int = 1) -> int:
+    """``--timing-repeats``, or 0 where points do not run alone (Ray workers side by side, torchrun ranks).
+
+    Points timed next to each other measure each other's contention; their CPU-time columns are
+    left empty instead (and so cached apart from timed ones: the repeats are part of the key).
+    """
+    if requested and (not executor.startswith("local") or processes > 1):
+        from splitbench.cli.render import console
+
+        where = "on Ray" if processes == 1 else f"under torchrun ({processes} processes)"
+        console.print(f"CPU-time columns left empty {where}: points timed side by side measure each other; "
+                      "time with --executor local in one process")
+        return 0
+    return requested

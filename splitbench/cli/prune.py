@@ -12,7 +12,7 @@ from rich.progress import Progress
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, DryRun, ExecutorOption, OutDir, default_out
+from splitbench.cli.options import DataRoot, DryRun, ExecutorOption, OutDir, alone_timing_repeats, default_out
 from splitbench.preflight import Plan, writable_folder
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.data import open_dataset
@@ -101,12 +101,12 @@ def prune_command(
                                   f"train one (splitbench train vit) or pass --checkpoint PATH")
         checkpoint = str(reference)
         console.print(f"using the reference checkpoint {reference} (pass --checkpoint to prune another)")
+    executor_spec = ExecutorSpec.parse(executor)
     settings = SweepSettings(
         methods=_choices(method, METHODS, "method"), scopes=_choices(scope, SCOPES, "scope"), ratios=_ratios(ratio),
         targets=parse_targets(targets), estimator=_estimator(estimator), alpha=alpha,
-        proxy=proxy, finetune_epochs=finetune_epochs, timing_repeats=timing_repeats,
+        proxy=proxy, finetune_epochs=finetune_epochs, timing_repeats=alone_timing_repeats(timing_repeats, executor),
     )
-    executor_spec = ExecutorSpec.parse(executor)
     zoo_model = load_model(model)
     spec = zoo_model.spec
     test_images = len(open_dataset(spec.dataset, split="test", root=data, limit=test_limit))

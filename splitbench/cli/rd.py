@@ -108,6 +108,9 @@ def rd_command(
     if not cost_only:
         writable_folder(cache, "--cache")
         torch_device = pick_device(device)
+        if executor_spec.kind == "ray" and torch_device.type == "cuda":
+            raise SplitbenchError("--executor ray runs each point on one CPU of a Ray worker; train on the GPU with --executor local "
+                              "(or torchrun), or pass --device cpu")
         train_precision = resolve_precision(precision, torch_device)
         train_set, test_set = open_named(train_data, data), open_named(test_data, data)
         check_training_data(train_set, test_set)

@@ -113,7 +113,7 @@ def run_rd(request: RDRequest, executor: Executor | None = None,
         return read_point(point_folder(root, *key), request.test.provenance)
 
     shared_request = shared(executor, request)
-    request.group.barrier()  # every rank reads the cache before rank 0 adds to it, so all train the same points
+    request.group.barrier()  # rank 0 stores nothing before every rank has read the cache: all train the same points
     if request.settings.warmup_epochs:
         variants = list(dict.fromkeys(key[0] for key in keys if finished(key) is None))
         run_points(executor, variants, PointSweep(

@@ -149,7 +149,7 @@ def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_opt
         advance(" ".join(f"{k} {v / count:.3f}" for k, v in sums.items()))
     seconds = time.perf_counter() - began
     if group.distributed:  # the epoch's means over every rank's images
-        totals = group.sum(torch.tensor([*sums.values(), count], dtype=torch.float64))
+        totals = group.sum(torch.tensor([*sums.values(), count], dtype=torch.float64, device=device))  # nccl: on the GPU
         sums, count = dict(zip(sums, totals[:-1].tolist())), int(totals[-1])
     return {**{k: v / count for k, v in sums.items()}, "seconds": seconds, "step_s": seconds / steps}
 

@@ -164,11 +164,11 @@ def run_group_sweep(
     dense_ref, data_ref = shared(executor, dense), shared(executor, data)
 
     def task(point: tuple[int, int]) -> Task:
-        if point == DENSE:
-            return Task(measure_dense, (dense_ref, data_ref, settings))
+        if point == DENSE:  # nothing to train: rank 0 measures it alone
+            return Task(measure_dense, (dense_ref, data_ref, settings)) if ranks.main else Task(dict)
         return Task(train_point, (dense_ref, data_ref, settings, cache.directory, device, *point, progress, ranks))
 
-    ranks.barrier()  # every rank reads the cache before rank 0 adds to it, so all train the same points
+    ranks.barrier()  # rank 0 stores nothing before every rank has read the cache: all train the same points
     return run_points(executor, [DENSE, *settings.points()], PointSweep(
         cached=lambda point: cache.get(_point_name(point)), task=task,
         store=lambda point, row: cache.put(_point_name(point), row) if ranks.main else None,

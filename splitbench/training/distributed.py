@@ -87,36 +87,44 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         return normalised * self.weight.view(shape) + self.bias.view(shape) if self.affine else normalised
 
 
-def global_batchnorm(module: nn.Module) -> nn.Module:
-    """``module`` with every BatchNorm computing global-batch statistics (in place; same state_dict keys)."""
+def global_batchnorm(module: nn.Module, device: torch.device | None = None) -> nn.Module:
+    """``module`` with every BatchNorm computing global-batch statistics (in place; same state_dict keys).
+
+    On CUDA that is torch's SyncBatchNorm; elsewhere :class:`GlobalBatchNorm`. Each remembers the
+    class it replaced, for :func:`local_batchnorm`.
+    """
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                          child.track_running_stats)
+            kind = nn.SyncBatchNorm if device is not None and device.type == "cuda" else GlobalBatchNorm
+            replacement = kind(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             replacement.load_state_dict(child.state_dict())
             replacement.replaced = type(child)
-            setattr(module, name, replacement)
+            setattr(module, name, _on_device_of(child, replacement))
         else:
-            global_batchnorm(child)
+            global_batchnorm(child, device)
     return module
 
 
 def local_batchnorm(module: nn.Module) -> nn.Module:
-    """``module`` with every :class:`GlobalBatchNorm` back to the BatchNorm it replaced (in place).
+    """``module`` with every BatchNorm that :func:`global_batchnorm` replaced back to its own class (in place).
 
     After training: what the model does next (re-estimating statistics, measuring, exporting)
     happens in each process on its own, with no other rank to sum with.
     """
     for name, child in module.named_children():
-        if isinstance(child, GlobalBatchNorm):
-            original = child.replaced(child.num_features, child.eps, child.momentum, child.affine,
-                                      child.track_running_stats)
-            original.load_state_dict(child.state_dict())
-            tensors = [*child.parameters(), *child.buffers()]
-            setattr(module, name, original.to(tensors[0].device) if tensors else original)
+        original = getattr(child, "replaced", None)
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and original is not None:
+            restored = original(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            restored.load_state_dict(child.state_dict())
+            setattr(module, name, _on_device_of(child, restored))
         else:
             local_batchnorm(child)
     return module
+
+
+def _on_device_of(old: nn.Module, new: nn.Module) -> nn.Module:
+    tensors = [*old.parameters(), *old.buffers()]
+    return new.to(tensors[0].device) if tensors else new
 
 
 def from_environment(device: torch.device) -> Group:

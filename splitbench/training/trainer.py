@@ -146,7 +146,7 @@ def train_classifier(
     trained = model
     if group.distributed:  # gradients averaged over ranks; parameters broadcast from rank 0 at the start
         # BatchNorm over the global batch, as one process computes it, not over each rank's share
-        synced = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else global_batchnorm(model)
+        synced = global_batchnorm(model, device)
         trained = nn.parallel.DistributedDataParallel(synced, device_ids=[device.index] if device.type == "cuda" else None)
     step = _compiled_step(trained, config, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -170,8 +170,8 @@ def train_classifier(
             bar.update(epochs_task, advance=1, info=_describe(row))
             if on_epoch is not None:
                 on_epoch(row)
-    if group.distributed and device.type != "cuda":
-        local_batchnorm(model)  # SyncBatchNorm (CUDA) works alone too; GlobalBatchNorm would wait for other ranks
+    if group.distributed:
+        local_batchnorm(model)  # what runs next runs in this process alone: no rank to sum statistics with
     result.test_top1 = next((row["test_top1"] for row in reversed(result.history) if "test_top1" in row), None)
     return result
 
