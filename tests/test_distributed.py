@@ -16,14 +16,30 @@ RECIPE = ["cifar_resnet20", "--limit", "1024", "--test-limit", "1000", "--epochs
           "--lr", "1e-3", "--randaugment", "0", "--seed", "0", "--device", "cpu", "--workers", "1"]
 
 
-def _train(tmp_path: Path, name: str, processes: int) -> pd.DataFrame:
+def _launch(folder: Path, processes: int, *command: str) -> subprocess.CompletedProcess:
+    """``splitbench COMMAND`` in ``folder``: one process, or ``processes`` gloo ranks under torchrun."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                 "-m", "splitbench"] if processes > 1 else [sys.executable, "-m", "splitbench"]
-    done = subprocess.run([*launcher, "train", *RECIPE, "--weights", str(shared_weights("cifar-resnet20-12fca82f.th")),
-                           "--data", str(SHARED_DATA), "--out", str(tmp_path / name),
-                           "--checkpoint-dir", str(tmp_path / f"{name}-ckpt")],
-                          capture_output=True, text=True, timeout=900,
+    return subprocess.run([*launcher, *command], capture_output=True, text=True, timeout=900, cwd=folder,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _one_and_two(tmp_path: Path, *command: str) -> dict[int, pd.DataFrame]:
+    """``command`` (writing to ``out/``) in one process (folder p1) and in two ranks (folder p2): its CSVs."""
+    tables = {}
+    for processes in (1, 2):
+        folder = tmp_path / f"p{processes}"
+        folder.mkdir()
+        done = _launch(folder, processes, *command, "--out", "out")
+        assert done.returncode == 0, done.stderr[-3000:]
+        tables[processes] = pd.read_csv(folder / "out" / f"{command[0]}.csv")
+    return tables
+
+
+def _train(tmp_path: Path, name: str, processes: int) -> pd.DataFrame:
+    done = _launch(tmp_path, processes, "train", *RECIPE, "--weights", str(shared_weights("cifar-resnet20-12fca82f.th")),
+                   "--data", str(SHARED_DATA), "--out", str(tmp_path / name),
+                   "--checkpoint-dir", str(tmp_path / f"{name}-ckpt"))
     assert done.returncode == 0, done.stderr[-3000:]
     return pd.read_csv(tmp_path / name / "train.csv")
 
@@ -41,12 +57,6 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path: Pa
     assert sorted(p.name for p in (tmp_path / "two-ckpt").iterdir()) == ["last.pt"]  # rank 0 alone wrote
 
 
-def _launch(tmp_path: Path, processes: int, *command: str) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-                "-m", "splitbench"] if processes > 1 else [sys.executable, "-m", "splitbench"]
-    return subprocess.run([*launcher, *command], capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-
 
 @needs_shared_data
 def test_a_group_sweep_under_torchrun_trains_each_point_as_one_process_does(tmp_path: Path) -> None:
@@ -54,15 +64,9 @@ def test_a_group_sweep_under_torchrun_trains_each_point_as_one_process_does(tmp_
              "--groups", "1", "--duplicate-top", "0", "--train-limit", "1024", "--test-limit", "1000",
              "--batch-size", "64", "--timing-repeats", "0", "--device", "cpu", "--precision", "fp32",
              "--data", str(SHARED_DATA)]
-    tables = {}
-    for processes in (1, 2):
-        folder = tmp_path / f"p{processes}"
-        folder.mkdir()
-        done = _launch(folder, processes, *sweep, "--out", "out")
-        assert done.returncode == 0, done.stderr[-3000:]
-        tables[processes] = pd.read_csv(folder / "out" / "group.csv")
-        assert len(list((folder / "cache").rglob("*.json"))) == 2  # the dense point and g1-d0, written once
-    one, two = tables[1], tables[2]
+    one, two = _one_and_two(tmp_path, *sweep).values()
+    for folder in ("p1", "p2"):  # the dense point and g1-d0, written once (by rank 0)
+        assert len(list((tmp_path / folder / "cache").rglob("*.json"))) == 2
     assert list(two["epochs"]) == [0, 1] and two["top1"].iloc[0] == one["top1"].iloc[0]
     # The same batches and augmentation; gradients over the two halves summed, BatchNorm over the
     # whole batch. One group keeps FLGC's training stable (more groups start near chance, where
@@ -78,14 +82,7 @@ def test_an_rd_sweep_under_torchrun_matches_one_process_within_tolerance(tmp_pat
              "--variant", "none", "--lambdas", "1", "--train-limit", "48", "--test-limit", "16", "--epochs", "2",
              "--warmup-epochs", "1", "--batch-size", "16", "--device", "cpu", "--precision", "fp32",
              "--data", str(SHARED_DATA)]
-    tables = {}
-    for processes in (1, 2):
-        folder = tmp_path / f"p{processes}"
-        folder.mkdir()
-        done = _launch(folder, processes, *sweep, "--cache", "cache", "--out", "out")
-        assert done.returncode == 0, done.stderr[-3000:]
-        tables[processes] = pd.read_csv(folder / "out" / "rd.csv").iloc[0]
-    one, two = tables[1], tables[2]
+    one, two = (table.iloc[0] for table in _one_and_two(tmp_path, *sweep, "--cache", "cache").values())
     # Same batches and summed gradients; the entropy model's training noise is drawn per rank's
     # half. Measured: bpp agrees to 1e-5, the task loss to 3e-4. (At 48 images and 3 epochs the
     # recogniser behind the codec gets nothing right yet: the losses are the informative figures.)
