@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from splitbench.claims import claims_table
 from splitbench.codecs.report import load_paper_rows, paper_rows, side_by_side
 from splitbench.errors import SplitbenchError
 from splitbench.grouping.report import comparison, split_rows
@@ -21,6 +22,7 @@ from splitbench.pruning.report import comparison_table
 from splitbench.references import load_reference
 from splitbench.reporting import split_comparison
 from splitbench.results import markdown_table
+from splitbench.spread import SEED_FOLDER, mean_std, point_spread, seed_runs
 
 TITLE = "# splitbench reproductions"
 
@@ -157,7 +159,7 @@ def _group(reports: Path) -> str | None:
     parts = ["## Seed 004: FLGC with duplication of important maps on CIFAR-10 (`splitbench group`)",
              ("The seed reports no numbers; these tables are the first. Plain FLGC beside FLGC with duplication "
               "at each group count (top-1 %, M MACs of the kept connections, CPU ms per 1000 images):")]
-    for path, table in found:
+    for path, table in _first_seeds(found):
         dense, _ = split_rows(table)
         parts += [
             f"### {path.parent.name}",
@@ -166,6 +168,8 @@ def _group(reports: Path) -> str | None:
              f"on {int(dense['train_images'])} images."),
             markdown_table(comparison(table)),
         ]
+        trained = [(p, t[t["epochs"] > 0]) for p, t in found]  # the dense row is the same in every run
+        parts += _seed_spread(reports, trained, path, ["groups", "duplicate_top"], ["top1"])
         parts += _plot_and_links(reports, path, "Details")
     return "\n\n".join(parts)
 
@@ -182,7 +186,7 @@ def _rd(reports: Path) -> str | None:
             parts += [(f"Seed 000 Table 1 ({_link(reports, path)}): compression model on ResNet50's conv2_x output "
                        "(256×56×56), GMACs of encoder + decoder and float32 parameter size (MB):"),
                       markdown_table(shown)]
-    for path, table in found:
+    for path, table in _first_seeds(found):
         first = table.iloc[0]
         summary = table[["variant", "alpha", "lambda", "bpp_actual", "bpp_estimated", "top1", "agreement"]]
         parts += [f"### {path.parent.name}",
@@ -195,12 +199,50 @@ def _rd(reports: Path) -> str | None:
         if not bd.empty:
             parts += ["BD-rate (%) and BD-top-1 (points) against the first curve:",
                       markdown_table(bd[["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"]].round(2))]
+        parts += _seed_spread(reports, found, path, ["variant", "alpha", "lambda"], ["bpp_actual", "top1"])
         parts += _plot_and_links(reports, path, "Details")
         bit_map = path.parent / "bit_allocation.png"
         if bit_map.is_file():
             parts.append(f"Bits per latent position without and with the auxiliary loss (seed 001 Fig. 2(b)): "
                          f"![bit allocation]({_relative(reports, bit_map)})")
     return "\n\n".join(parts)
+
+
+def _first_seeds(found: list[tuple[Path, pd.DataFrame]]) -> list[tuple[Path, pd.DataFrame]]:
+    """Each sweep once, by its base folder: its ``-seedN`` runs are shown as a spread beside it."""
+    return [(path, table) for path, table in found if not SEED_FOLDER.match(path.parent.name)]
+
+
+def _seed_spread(reports: Path, found: list[tuple[Path, pd.DataFrame]], path: Path, keys: list[str],
+                 values: list[str]) -> list[str]:
+    """Mean ± std over the sweep's seed runs, where it has more than one."""
+    runs = seed_runs(found).get(path.parent, {})
+    if len(runs) < 2:
+        return []
+    spread = point_spread(runs, keys, values)
+    shown = spread[keys + ["seeds"]].copy()
+    for value in values:
+        shown[value] = [mean_std(m, s, 3 if value.startswith("bpp") else 2)
+                        for m, s in zip(spread[f"{value}_mean"], spread[f"{value}_std"])]
+    folders = ", ".join(_link(reports, p.parent) for p, _ in found
+                        if p.parent != path.parent and SEED_FOLDER.match(p.parent.name)
+                        and p.parent.name.startswith(path.parent.name + "-seed"))
+    return [f"Over seeds {', '.join(map(str, sorted(runs)))} (the runs: this folder, {folders}), mean ± std:",
+            markdown_table(shown)]
+
+
+def _claims(reports: Path) -> str | None:
+    table = claims_table(reports)
+    if table.empty:
+        return None
+    return "\n\n".join([
+        "## The papers' claims against the run-to-run spread",
+        ("Each run measures the claimed difference against its own anchor (same seed, same data); "
+         "a claim **holds** where the 95 % Student-t interval of the mean over the seeds excludes zero "
+         "on the claimed side, **does not hold** where it excludes zero on the other side, and is "
+         "**within noise** otherwise (`splitbench.claims`). The budgets are the committed ones, far "
+         "below the papers' (see each NOTES.md)."),
+        markdown_table(table)])
 
 
 def _training(reports: Path) -> str | None:
@@ -261,5 +303,5 @@ def _notes(reports: Path) -> str | None:
     return "\n\n".join(["## Notes", "\n".join(found)]) if found else None
 
 
-SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _group, _rd, _training, _eval,
-                                                _notes]
+SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _group, _rd, _claims, _training,
+                                                _eval, _notes]

@@ -55,6 +55,8 @@ def group_command(
     train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="Train on N images spread evenly over all classes.")] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
     timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 test images (median).")] = 3,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Assignment initialisation, batch order and augmentation.")] = 0,
+    cache: Annotated[Path, typer.Option("--cache", help="Finished points, one folder per recipe.")] = Path("cache"),
     executor: ExecutorOption = "local",
     out: OutDir = None,
     dry_run: DryRun = False,
@@ -64,7 +66,7 @@ def group_command(
     executor_spec = ExecutorSpec.parse(executor)
     chosen_device = pick_device(device)
     settings = GroupSettings(groups=_counts(groups, "--groups", 1), duplicate_tops=_counts(duplicate_top, "--duplicate-top", 0),
-                             epochs=epochs, lr=lr, batch_size=batch_size, timing_repeats=timing_repeats,
+                             epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, timing_repeats=timing_repeats,
                              precision=resolve_precision(precision, chosen_device))
     dense = load_model(model)
     if dense.spec.dataset != "cifar10":
@@ -83,7 +85,7 @@ def group_command(
     train_images = len(open_dataset(dense.spec.dataset, split="train", root=data, limit=None))
     test_images = len(open_dataset(dense.spec.dataset, split="test", root=data, limit=None))
     out = writable_folder(out or default_out("group", model), "--out")
-    writable_folder(Path("cache") / "group", "the cache folder")
+    writable_folder(cache, "--cache")
     plan = Plan("group").add("model", model).add("weights", dense.describe_weights(weights))
     plan.add("points", f"{1 + len(list(settings.points()))}: the dense model, groups {groups} × duplicate top {duplicate_top}")
     plan.add("data", f"{dense.spec.dataset}: {min(train_limit or train_images, train_images):,} training, "
@@ -99,8 +101,8 @@ def group_command(
         torch.set_num_threads(max(1, physical_cores() // ranks.world))
     dense.load_weights(weights)
     sweep_data, data_provenance = load_group_data(dense.spec, data, train_limit, test_limit)
-    cache = GroupCache(Path("cache") / "group" / model, dense.weights.sha256 or "none", settings, sweep_data,
-                       data_provenance)
+    point_cache = GroupCache(cache / "group" / model, dense.weights.sha256 or "none", settings, sweep_data,
+                             data_provenance)
 
     total = 1 + len(list(settings.points()))
     done: list[dict] = []
@@ -113,7 +115,7 @@ def group_command(
                       f"top-1 {row['top1']:.2f} %, {row['macs'] / 1e6:.2f} M MACs, {row['cpu_ms_1000']} ms")
 
     with open_point_executor(executor_spec) as pool:  # training bars from this process only
-        rows = run_group_sweep(dense, sweep_data, settings, cache, chosen_device, on_point=point_done,
+        rows = run_group_sweep(dense, sweep_data, settings, point_cache, chosen_device, on_point=point_done,
                                progress=executor_spec.kind == "local", executor=pool, ranks=ranks)
     distributed.leave(ranks)
     if not ranks.main:  # rank 0 writes the results
@@ -123,7 +125,7 @@ def group_command(
     meta = provenance.collect(
         "group",
         {"model": model, "weights": weights, "settings": settings.__dict__, "device": str(chosen_device),
-         "train_limit": train_limit, "test_limit": test_limit, "executor": str(executor_spec), "processes": ranks.world, "out": out, "cache": cache.directory},
+         "train_limit": train_limit, "test_limit": test_limit, "executor": str(executor_spec), "processes": ranks.world, "out": out, "cache": point_cache.directory},
         weights=dense.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
     )
     written = write_result(out, "group", table[GROUP_COLUMNS], meta, group_markdown(table, meta))

@@ -1,0 +1,83 @@
+"""The papers' claims that are differences, each tested against the committed runs' seed spread.
+
+A claim names the committed sweep that reproduces it (``BASE`` and its ``BASE-seedN`` runs,
+see :mod:`splitbench.spread`), a difference that each run measures on its own (the paired
+design: a BD-rate against the same run's anchor curve, a top-1 gain over the same run's
+point without the change), and the sign the paper claims for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from splitbench.compression.bd import bd_pair
+from splitbench.compression.report import curves_of
+from splitbench.spread import mean_std, seed_runs, verdict
+
+BD_METHOD = "pchip"  # the interpolator of every per-seed BD-rate below (akima's are in each run's bd.csv)
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    text: str
+    sweep: str  # the committed result table of seed 0, relative to reports/
+    measure: str  # what one run gives, in words
+    per_run: Callable[[pd.DataFrame], float | None]
+    sign: int  # +1: the paper says the difference is positive; -1: negative
+
+
+def bd_rate(anchor: str, test: str) -> Callable[[pd.DataFrame], float | None]:
+    """One run's BD-rate (%) of curve ``test`` against curve ``anchor``; None where a curve is missing."""
+    def measure(table: pd.DataFrame) -> float | None:
+        curves = curves_of(table)
+        if anchor not in curves or test not in curves:
+            return None
+        return bd_pair(curves[anchor], curves[test], BD_METHOD)["bd_rate_percent"]
+    return measure
+
+
+def duplication_gain(groups: int, top: int = 3) -> Callable[[pd.DataFrame], float | None]:
+    """One run's top-1 (points) with duplication (top-``top``) minus plain FLGC, at ``groups`` groups."""
+    def measure(table: pd.DataFrame) -> float | None:
+        trained = table[(table["groups"] == groups) & (table["epochs"] > 0)]
+        with_, without = trained[trained["duplicate_top"] == top], trained[trained["duplicate_top"] == 0]
+        if with_.empty or without.empty:
+            return None
+        return float(with_["top1"].iloc[0] - without["top1"].iloc[0])
+    return measure
+
+
+CLAIMS = [
+    Claim("seed 000", "CBAM attention (attention1) saves bits at equal top-1", "rd/mobilenet_v2-bottleneck3/rd.csv",
+          f"BD-rate vs none ({BD_METHOD}, %)", bd_rate("none", "attention1"), -1),
+    Claim("seed 000", "the extra 1×1 fusion (attention2) saves bits at equal top-1", "rd/mobilenet_v2-bottleneck3/rd.csv",
+          f"BD-rate vs none ({BD_METHOD}, %)", bd_rate("none", "attention2"), -1),
+    Claim("seed 001", "the auxiliary loss (α = 0.1) saves bits at equal top-1", "rd/cifar_resnet20-input/rd.csv",
+          f"BD-rate vs α = 0 ({BD_METHOD}, %)", bd_rate("cheng2020_attn α=0", "cheng2020_attn α=0.1"), -1),
+    *[Claim("seed 004", f"duplication raises top-1 at {groups} groups", "group/cifar_resnet20/group.csv",
+            "top-1 gain of top-3 duplication (points)", duplication_gain(groups), +1) for groups in (4, 8, 16)],
+]
+
+
+def claims_table(reports: Path) -> pd.DataFrame:
+    """One row per claim whose sweep is committed: the per-run values, mean ± std, 95 % interval, verdict."""
+    rows = []
+    for claim in CLAIMS:
+        first = reports / claim.sweep
+        if not first.is_file():
+            continue
+        found = [(path, pd.read_csv(path)) for path in sorted(first.parent.parent.glob(f"{first.parent.name}*/{first.name}"))]
+        runs = seed_runs(found).get(first.parent, {})
+        values = {seed: claim.per_run(table) for seed, table in sorted(runs.items())}
+        result = verdict(values, claim.sign)
+        shown = ", ".join(f"{seed}: {v:+.1f}" for seed, v in values.items() if v is not None)
+        interval = f"±{result['interval']:.1f}" if result["interval"] is not None else ""
+        rows.append({"paper": claim.paper, "claim": claim.text, "measure": claim.measure,
+                     "per seed": shown, "mean ± std": mean_std(result["mean"], result["std"], 1),
+                     "95 % interval": interval, "verdict": result["verdict"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,72 @@
+"""Seed spreads and the papers' claims tested against them (splitbench.spread, splitbench.claims)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+from scipy import stats
+
+from splitbench.claims import CLAIMS, claims_table
+from splitbench.grouping.sweep import GroupCache, GroupSettings
+from splitbench.spread import DOES_NOT_HOLD, HOLDS, ONE_SEED, WITHIN_NOISE, mean_std, point_spread, seed_runs, verdict
+
+REPORTS = REPO / "reports"
+
+
+def test_verdict_is_a_student_t_interval_over_the_seeds() -> None:
+    values = {0: -34.5, 1: -30.1, 2: -38.2}
+    row = verdict(values, claimed_sign=-1)
+    sample = np.array(list(values.values()))
+    assert row["seeds"] == 3 and row["mean"] == pytest.approx(sample.mean())
+    assert row["std"] == pytest.approx(sample.std(ddof=1))
+    assert row["interval"] == pytest.approx(stats.t.ppf(0.975, 2) * sample.std(ddof=1) / math.sqrt(3))
+    assert row["interval"] == pytest.approx(2.4841 * sample.std(ddof=1), rel=1e-4)  # t(0.975, 2) / √3
+    assert row["verdict"] == HOLDS
+    assert verdict(values, claimed_sign=+1)["verdict"] == DOES_NOT_HOLD
+    # A mean of 1 with a spread of 4: zero lies inside the interval.
+    assert verdict({0: 5.0, 1: -3.0, 2: 1.0}, claimed_sign=+1)["verdict"] == WITHIN_NOISE
+    # Missing runs (None, NaN: curves that do not overlap) are left out, and one run gives no verdict.
+    one = verdict({0: -34.5, 1: None, 2: float("nan")}, claimed_sign=-1)
+    assert one["seeds"] == 1 and one["mean"] == -34.5 and one["std"] is None and one["verdict"] == ONE_SEED
+
+
+def test_seed_runs_group_a_sweep_with_its_seed_folders() -> None:
+    base = pd.DataFrame({"variant": ["none"], "top1": [50.0]})
+    found = [(Path("rd/a/rd.csv"), base), (Path("rd/a-seed1/rd.csv"), base.assign(top1=46.0)),
+             (Path("rd/a-seed2/rd.csv"), base.assign(top1=48.0, seed=7)),  # the table's own seed column wins
+             (Path("rd/ab/rd.csv"), base)]
+    runs = seed_runs(found)
+    assert set(runs) == {Path("rd/a"), Path("rd/ab")}
+    assert sorted(runs[Path("rd/a")]) == [0, 1, 7] and list(runs[Path("rd/ab")]) == [0]
+    spread = point_spread(runs[Path("rd/a")], ["variant"], ["top1"])
+    assert spread.loc[0, "seeds"] == 3 and spread.loc[0, "top1_mean"] == pytest.approx(48.0)
+    assert spread.loc[0, "top1_std"] == pytest.approx(2.0)
+    assert mean_std(48.0, 2.0) == "48.00 ± 2.00" and mean_std(48.0, float("nan")) == "48.00"
+
+
+def test_each_claim_measures_what_the_committed_tables_say() -> None:
+    table = claims_table(REPORTS).set_index("claim")
+    assert len(table) == len(CLAIMS) and set(table["verdict"]) <= {HOLDS, DOES_NOT_HOLD, WITHIN_NOISE, ONE_SEED}
+    # Seed 001, seed 0's run: the BD-rate that `splitbench rd` wrote into bd.csv.
+    bd = pd.read_csv(REPORTS / "rd" / "cifar_resnet20-input" / "bd.csv")
+    committed = bd[(bd["test"] == "cheng2020_attn α=0.1") & (bd["method"] == "pchip")]["bd_rate_percent"].iloc[0]
+    aux = table.loc["the auxiliary loss (α = 0.1) saves bits at equal top-1"]
+    assert aux["per seed"].startswith(f"0: {committed:+.1f}")
+    # Seed 004, seed 0's run: top-1 with duplication minus without, at 8 groups.
+    group = pd.read_csv(REPORTS / "group" / "cifar_resnet20" / "group.csv")
+    at8 = group[(group["groups"] == 8)].set_index("duplicate_top")["top1"]
+    assert table.loc["duplication raises top-1 at 8 groups", "per seed"].startswith(f"0: {at8[3] - at8[0]:+.1f}")
+
+
+def test_the_seed_is_part_of_a_group_points_cache_key(tmp_path: Path) -> None:
+    data = SimpleNamespace(train=(None, [0] * 256), test_labels=[0] * 200)
+    folder = {seed: GroupCache(tmp_path, "12fca82f", GroupSettings(seed=seed), data).directory for seed in (0, 1)}
+    assert folder[0] != folder[1]
+    # Longer or shorter lists of group counts share their points (a sweep of 4, 8, 16 reuses 1..16's).
+    assert GroupCache(tmp_path, "12fca82f", GroupSettings(groups=(4, 8, 16)), data).directory == folder[0]
