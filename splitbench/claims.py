@@ -52,7 +52,21 @@ def duplication_gain(groups: int, top: int = 3) -> Callable[[pd.DataFrame], floa
     return measure
 
 
+def stability_lead(ratios: tuple[float, ...] = (0.3, 0.4, 0.5)) -> Callable[[pd.DataFrame], float | None]:
+    """One run's top-1 (points) of stability pruning minus the better of weight and importance,
+    averaged over ``ratios`` and both scopes."""
+    def measure(table: pd.DataFrame) -> float | None:
+        pruned = table[table["ratio"].isin(ratios) & (table["finetune_epochs"] == 0)]
+        top1 = pruned.pivot_table(index=["scope", "ratio"], columns="method", values="top1")
+        if not {"stability", "weight", "importance"} <= set(top1.columns):
+            return None
+        return float((top1["stability"] - top1[["weight", "importance"]].max(axis=1)).mean())
+    return measure
+
+
 CLAIMS = [
+    Claim("seed 002", "stability pruning keeps the most top-1 at 30–50 %", "prune/vit-attention/prune.csv",
+          "top-1 lead over the better of weight and importance (points)", stability_lead(), +1),
     Claim("seed 000", "CBAM attention (attention1) saves bits at equal top-1", "rd/mobilenet_v2-bottleneck3/rd.csv",
           f"BD-rate vs none ({BD_METHOD}, %)", bd_rate("none", "attention1"), -1),
     Claim("seed 000", "the extra 1×1 fusion (attention2) saves bits at equal top-1", "rd/mobilenet_v2-bottleneck3/rd.csv",

@@ -23,7 +23,7 @@ from scipy import stats
 SEED_FOLDER = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
 CONFIDENCE = 0.95
 
-HOLDS, DOES_NOT_HOLD, WITHIN_NOISE, ONE_SEED = "holds", "does not hold", "within noise", "one seed: no verdict"
+HOLDS, DOES_NOT_HOLD, WITHIN_NOISE, ONE_SEED = "holds", "does not hold", "within noise", "one run: no verdict"
 
 
 def seed_runs(tables: Iterable[tuple[Path, pd.DataFrame]]) -> dict[Path, dict[int, pd.DataFrame]]:

@@ -62,6 +62,16 @@ def test_each_claim_measures_what_the_committed_tables_say() -> None:
     group = pd.read_csv(REPORTS / "group" / "cifar_resnet20" / "group.csv")
     at8 = group[(group["groups"] == 8)].set_index("duplicate_top")["top1"]
     assert table.loc["duplication raises top-1 at 8 groups", "per seed"].startswith(f"0: {at8[3] - at8[0]:+.1f}")
+    # Seed 002: stability's lead over the better of the other two scores, over 30-50 % and both scopes.
+    prune = pd.read_csv(REPORTS / "prune" / "vit-attention" / "prune.csv")
+    leads = []
+    for scope in ("uniform", "global"):
+        for ratio in (0.3, 0.4, 0.5):
+            top1 = {m: prune[(prune["method"] == m) & (prune["scope"] == scope) & (prune["ratio"] == ratio)]["top1"].iloc[0]
+                    for m in ("stability", "weight", "importance")}
+            leads.append(top1["stability"] - max(top1["weight"], top1["importance"]))
+    lead = table.loc["stability pruning keeps the most top-1 at 30–50 %"]
+    assert lead["per seed"] == f"0: {np.mean(leads):+.1f}" and lead["verdict"] == ONE_SEED
 
 
 def test_the_seed_is_part_of_a_group_points_cache_key(tmp_path: Path) -> None:
