@@ -86,5 +86,16 @@ splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --a
     --aux-alpha 0,0.1 --lambdas 2,8,32 --warmup-epochs 6 --epochs 3 --out reports/rd/cifar_resnet20-input
 splitbench rd resnet50 --cost-only --channels 128 --out reports/rd/resnet50-conv2_x
 
+# Issue 20: error bars. The same sweeps under seeds 1 and 2 (BASE-seedN beside BASE, seed 0);
+# `splitbench report` shows mean ± std per point and tests the papers' claims against the spread.
+for seed in 1 2; do
+    splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input \
+        --train-data cifar10:train --test-data cifar10:test --train-limit 5000 --test-limit 500 --channels 16 \
+        --aux-alpha 0,0.1 --lambdas 2,8,32 --warmup-epochs 6 --epochs 3 --seed $seed \
+        --out reports/rd/cifar_resnet20-input-seed$seed
+    splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" \
+        --groups 4,8,16 --duplicate-top 0,3 --epochs 1 --seed $seed --out reports/group/cifar_resnet20-seed$seed
+done
+
 # Issue 7: the overview page of everything above (reports/README.md)
 splitbench report

@@ -190,7 +190,8 @@ def _rd(reports: Path) -> str | None:
         first = table.iloc[0]
         summary = table[["variant", "alpha", "lambda", "bpp_actual", "bpp_estimated", "top1", "agreement"]]
         parts += [f"### {path.parent.name}",
-                  (f"{first['model']} at {first['split']}: one model per λ, {int(first['epochs'])} epoch(s) on "
+                  (f"{first['model']} at {first['split']}: one model per λ, "
+                   f"{', '.join(str(e) for e in sorted(table['epochs'].unique()))} epoch(s) on "
                    f"{int(first['train_images'])} images after {int(first['warmup_epochs'])} warm-up epoch(s); "
                    f"top-1 (%) of the decoded bitstreams on {int(first['test_images'])} test images."),
                   markdown_table(summary.round(3))]

@@ -114,6 +114,27 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path) -> None:
     assert all(torch.equal(straight[k], again[k]) for k in straight)
 
 
+def test_a_longer_budget_continues_a_shorter_one_and_a_shorter_one_reads_its_weights_back(tmp_path) -> None:
+    features = _smooth_features(16, 1)
+    settings = RDSettings(epochs=2, warmup_epochs=0, batch_size=8)
+
+    def trained(folder, epochs):
+        torch.manual_seed(0)  # as build_pipeline seeds each point
+        pipeline = _tiny_feature_pipeline()
+        data = TrainingSet(features, pipeline.tail(features).detach(), torch.zeros(16, dtype=torch.long))
+        history = train(pipeline, data, rd_objective(1.0, 0.0, "distill"), epochs, settings, folder,
+                        torch.device("cpu"), description="", progress=False)
+        return pipeline.codec.state_dict(), history
+
+    one, _ = trained(tmp_path / "short", 1)
+    two, history = trained(tmp_path / "short", 2)  # continues the 1-epoch run
+    assert len(history) == 2 and any(not torch.equal(one[k], two[k]) for k in one)
+    straight, _ = trained(tmp_path / "long", 2)
+    assert all(torch.equal(two[k], straight[k]) for k in two)
+    again, history = trained(tmp_path / "long", 1)  # the 2-epoch run's weights after its first epoch
+    assert len(history) == 1 and all(torch.equal(one[k], again[k]) for k in one)
+
+
 def test_rd_loss_is_lambda_times_task_plus_bpp() -> None:
     pipeline = _tiny_feature_pipeline()
     features = _smooth_features(4, 2)

@@ -85,6 +85,19 @@ def test_a_small_feature_run_writes_everything_and_resumes_from_its_cache(tmp_pa
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(out / "rd.csv"), table)
 
+    # A second budget continues every point from its first epoch; the 1-epoch rows are read back.
+    longer = run(*[a if a != "1" or args[i - 1] != "--epochs" else "1,2" for i, a in enumerate(args)])
+    assert longer.returncode == 0, longer.stderr
+    budgets = pd.read_csv(out / "rd.csv")
+    assert list(zip(budgets["variant"], budgets["lambda"], budgets["epochs"])) == [
+        ("none", 0.5, 1), ("none", 0.5, 2), ("none", 4.0, 1), ("none", 4.0, 2),
+        ("attention1", 0.5, 1), ("attention1", 0.5, 2), ("attention1", 4.0, 1), ("attention1", 4.0, 2)]
+    once = budgets[budgets["epochs"] == 1].reset_index(drop=True)
+    pd.testing.assert_frame_equal(once[["bpp_actual", "top1", "train_s"]], table[["bpp_actual", "top1", "train_s"]])
+    assert (budgets[budgets["epochs"] == 2]["train_s"].to_numpy() > once["train_s"].to_numpy()).all()
+    bd = pd.read_csv(out / "bd.csv")
+    assert set(bd["anchor"]) == {"none, 1 ep"} and set(bd["test"]) == {"none, 2 ep", "attention1, 1 ep", "attention1, 2 ep"}
+
 
 @needs_shared_data
 @needs_shared_weights

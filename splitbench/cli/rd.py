@@ -49,7 +49,7 @@ def rd_command(
     test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="N test images, spread evenly over the set.")] = None,
     image_size: Annotated[int | None, typer.Option(
         "--image-size", min=16, help="Image side for --at input (default: the model's input size).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="RD training epochs per λ.")] = 2,
+    epochs: Annotated[str, typer.Option("--epochs", help="RD training epochs per λ; several (2,4,8,16): one curve per training budget.")] = "2",
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", min=0, help="Reconstruction pre-training, shared by every λ.")] = 4,
     warmup_rate_weight: Annotated[float, typer.Option(
         "--warmup-rate-weight", min=0.0, help="Weight of bpp in the warm-up loss (relative MSE + w·bpp).")] = 0.01,
@@ -87,6 +87,7 @@ def rd_command(
     default_variants = "cheng2020_attn" if at == INPUT else "none,attention1,attention2"
     variants = check_variants(split_names(variant if variant is not None else default_variants, "--variant"), at)
     lams = check_lambdas(split_numbers(lambdas, "--lambdas"))
+    budgets = sorted(set(split_numbers(epochs, "--epochs", int, 1)))
     alphas = split_numbers(aux_alpha, "--aux-alpha") if aux_alpha is not None else ([0.0, 0.1] if at == INPUT else [0.0])
     if at != INPUT and any(alphas):
         raise SplitbenchError("--aux-alpha applies to an image codec (--at input) only")
@@ -118,7 +119,7 @@ def rd_command(
         plan.add("weights", zoo_model.describe_weights(weights)).add("device", torch_device)
         plan.add("data", f"train {train_data} ({min(train_limit or train_images, train_images):,} images), "
                          f"test {test_data} ({min(test_limit or test_images, test_images):,} images)")
-        plan.add("training", f"{warmup_epochs} warm-up + {epochs} epochs per λ, batch {batch_size}, "
+        plan.add("training", f"{warmup_epochs} warm-up + {', '.join(map(str, budgets))} epochs per λ, batch {batch_size}, "
                              f"{train_precision} ({precision})").add("cache", cache)
         plan.add("executor", executor_spec)
     ranks = distributed.from_environment(torch_device) if not cost_only else distributed.Group()
@@ -141,7 +142,7 @@ def rd_command(
     arguments = {"model": model, "at": at, "variant": ",".join(variants), "lambdas": lams, "aux_alpha": alphas,
                  "entropy": entropy, "target": target, "channels": channels, "weights": weights,
                  "train_data": train_data, "test_data": test_data, "data": data, "train_limit": train_limit,
-                 "test_limit": test_limit, "image_size": image_size if at == INPUT else None, "epochs": epochs,
+                 "test_limit": test_limit, "image_size": image_size if at == INPUT else None, "epochs": budgets,
                  "warmup_epochs": warmup_epochs, "warmup_rate_weight": warmup_rate_weight,
                  "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "precision_requested": precision,
                  "precision": train_precision if not cost_only else None,
@@ -154,7 +155,7 @@ def rd_command(
             show_written(written)
             return
 
-    settings = RDSettings(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
+    settings = RDSettings(epochs=budgets[-1], warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
                           warmup_rate_weight=warmup_rate_weight, target=target, seed=seed, precision=train_precision)
     size = image_size if at == INPUT else None
     if not ranks.main:
@@ -167,11 +168,12 @@ def rd_command(
         ranks.barrier()
     in_process = executor_spec.kind == "local"  # a Ray worker's bars would interleave in the log: a line per point
     request = RDRequest(zoo_model, at, variants, lams, alphas, channels, entropy, settings, train_set, test_set,
-                        cache, torch_device, progress=in_process and ranks.main, group=ranks)
+                        cache, torch_device, progress=in_process and ranks.main, group=ranks, epochs=tuple(budgets))
 
     def point_done(row: dict) -> None:
         if not in_process:
-            console.print(f"{row['variant']} α={row['alpha']:g} λ={row['lambda']:g}: {row['bpp_actual']:.4f} bpp, "
+            console.print(f"{row['variant']} α={row['alpha']:g} λ={row['lambda']:g}, {row['epochs']} epochs: "
+                          f"{row['bpp_actual']:.4f} bpp, "
                           f"top-1 {row['top1']:.2f} %")
 
     with open_point_executor(executor_spec) as pool:

@@ -27,8 +27,10 @@ def curve_name(variant: str, alpha: float, split: str) -> str:
 
 
 def curves_of(table: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(actual bpp, top-1) per curve, in the table's order."""
+    """(actual bpp, top-1) per curve, in the table's order; one curve per training budget where there are several."""
     names = [curve_name(v, a, s) for v, a, s in zip(table["variant"], table["alpha"], table["split"])]
+    if table["epochs"].nunique() > 1:
+        names = [f"{name}, {epochs} ep" for name, epochs in zip(names, table["epochs"])]
     grouped = table.assign(curve=names).groupby("curve", sort=False)
     return {name: (group["bpp_actual"].to_numpy(), group["top1"].to_numpy()) for name, group in grouped}
 
@@ -133,7 +135,7 @@ def bit_allocation_figure(request: RDRequest, path: Path, images: int = 4) -> Pa
     for alpha in request.alphas:
         pipeline = build_pipeline(request.zoo_model, request.at, variant, request.channels, request.entropy, alpha,
                                   tuple(batch.shape[1:]), request.settings.seed)
-        load_finished(point_folder(root, variant, alpha, lam), pipeline)
+        load_finished(point_folder(root, variant, alpha, lam), pipeline, request.budgets[-1])
         pipeline.eval()
         with torch.inference_mode():
             coded = pipeline.codec(pipeline.codec_input(batch))

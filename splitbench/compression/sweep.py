@@ -51,9 +51,15 @@ class RDRequest:
     device: torch.device
     progress: bool = True
     group: Group = Group()  # the torchrun processes that train each point together (one: this process)
+    epochs: tuple[int, ...] = ()  # the training budgets each point is evaluated after (default: settings.epochs)
+
+    @property
+    def budgets(self) -> list[int]:
+        """Epochs after which every point is evaluated, ascending; training runs to the last."""
+        return sorted(set(self.epochs or (self.settings.epochs,)))
 
     def key(self) -> str:
-        """The cache folder of this configuration: everything but λ, α and the variant."""
+        """The cache folder of this configuration: everything but λ, α, the variant and the budget."""
         weights = self.zoo_model.weights  # published weights without a local file are keyed by name
         return cache_key({"model": self.zoo_model.spec.name, "weights": weights.sha256 or f"{weights.source}:{weights.name}",
                           "at": self.at,
@@ -109,8 +115,9 @@ def run_rd(request: RDRequest, executor: Executor | None = None,
     root = request.cache / "rd" / request.zoo_model.spec.name / request.key()
     keys = [(variant, alpha, lam) for variant in request.variants for alpha in request.alphas for lam in request.lambdas]
 
-    def finished(key: tuple[str, float, float]) -> dict[str, Any] | None:
-        return read_point(point_folder(root, *key), request.test.provenance)
+    def finished(key: tuple[str, float, float]) -> list[dict[str, Any]] | None:
+        rows = [read_point(point_folder(root, *key), epochs, request.test.provenance) for epochs in request.budgets]
+        return None if None in rows else rows
 
     shared_request = shared(executor, request)
     request.group.barrier()  # rank 0 stores nothing before every rank has read the cache: all train the same points
@@ -120,13 +127,20 @@ def run_rd(request: RDRequest, executor: Executor | None = None,
             cached=lambda variant: None,  # a finished warm-up is read back from its checkpoint in no time
             task=lambda variant: Task(warm_up_variant, (shared_request, root, variant)), store=lambda *_: None))
         request.group.barrier()  # rank 0 has written the warm-ups' last checkpoints that every rank reads next
-    rows = run_points(executor, keys, PointSweep(
-        cached=finished, task=lambda key: Task(train_point, (shared_request, root, *key)),
-        store=lambda key, row: write_point(point_folder(root, *key), row, request.test.provenance)
-        if request.group.main else None,
-        on_result=lambda key, row: on_point(row) if on_point is not None else None))
+    def store(key: tuple[str, float, float], rows: list[dict[str, Any]]) -> None:
+        for row in rows if request.group.main else ():
+            write_point(point_folder(root, *key), row, request.test.provenance)
+
+    def report(rows: list[dict[str, Any]]) -> None:
+        for row in rows if on_point is not None else ():
+            on_point(row)
+
+    results = run_points(executor, keys, PointSweep(
+        cached=finished, task=lambda key: Task(train_point, (shared_request, root, *key)), store=store,
+        on_result=lambda key, rows: report(rows)))
     test = request.test.data
     uncompressed = 100 * float((test.teacher.argmax(1) == test.labels).float().mean())
+    rows = [row for point in results for row in point]
     return pd.DataFrame(rows).assign(uncompressed_top1=round(uncompressed, 3))
 
 
@@ -140,21 +154,35 @@ def warm_up_variant(request: RDRequest, root: Path, variant: str) -> float:
     return _warm_up(request, pipeline, root / f"{variant}-warmup")
 
 
-def train_point(request: RDRequest, root: Path, variant: str, alpha: float, lam: float) -> dict[str, Any]:
-    """One (variant, α, λ) point trained from its variant's warm-up and evaluated (a task): its row."""
+def train_point(request: RDRequest, root: Path, variant: str, alpha: float, lam: float) -> list[dict[str, Any]]:
+    """One (variant, α, λ) point trained from its variant's warm-up and evaluated after each budget (a task).
+
+    Its rows, one per budget; a budget evaluated before (an interrupted task) is read back.
+    """
     settings = request.settings
     pipeline = _fresh_pipeline(request, variant, alpha)
     warm_s = _warm_up(request, pipeline, root / f"{variant}-warmup")  # finished before: loads its weights
-    began = time.perf_counter()
-    history = train(pipeline, request.train.data, rd_objective(lam, alpha, settings.target), settings.epochs,
-                    settings, point_folder(root, variant, alpha, lam), request.device,
-                    description=f"{variant} α={alpha:g} λ={lam:g}", progress=request.progress, group=request.group)
-    train_s = time.perf_counter() - began
-    if not request.group.main:  # rank 0 evaluates and keeps the point; the others go on to train the next one
-        return {}
+    folder = point_folder(root, variant, alpha, lam)
+    rows = []
+    for epochs in request.budgets:  # ascending: each budget continues the one before
+        began = time.perf_counter()
+        history = train(pipeline, request.train.data, rd_objective(lam, alpha, settings.target), epochs,
+                        settings, folder, request.device, description=f"{variant} α={alpha:g} λ={lam:g}",
+                        progress=request.progress, group=request.group)
+        wall_train_s = time.perf_counter() - began
+        if not request.group.main:  # rank 0 evaluates and keeps the point; the others go on training
+            continue
+        row = read_point(folder, epochs, request.test.provenance)
+        rows.append(row or _measured_row(request, pipeline, variant, alpha, lam, epochs, history, warm_s, wall_train_s))
+    return rows
+
+
+def _measured_row(request: RDRequest, pipeline: nn.Module, variant: str, alpha: float, lam: float, epochs: int,
+                  history: list[dict[str, float]], warm_s: float, train_s: float) -> dict[str, Any]:
+    settings = request.settings
     measured = evaluate(pipeline, request.test.data, 4 * settings.batch_size, request.device, progress=request.progress)
     return {"model": request.zoo_model.spec.name, "split": request.at, "variant": variant, "alpha": alpha,
-            "lambda": lam, **measured, "epochs": settings.epochs, "warmup_epochs": settings.warmup_epochs,
+            "lambda": lam, **measured, "epochs": epochs, "warmup_epochs": settings.warmup_epochs,
             "train_images": len(request.train.data), "codec_params": count_parameters([pipeline.codec]),
             "aux_params": count_parameters([pipeline.aux]) if pipeline.aux is not None else 0,
             "train_bpp": history[-1]["bpp"], "train_task_loss": history[-1]["task"],

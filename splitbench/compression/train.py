@@ -1,10 +1,13 @@
 """Training one compression model per λ, resumably, and evaluating it with real bitstreams.
 
-A point's folder holds ``last.pt`` (weights, optimisers, epoch, history; rewritten
-atomically after every epoch, loaded with ``weights_only=True``) and, once evaluated,
-``point.json``: a rerun skips finished points and continues an interrupted one from its
-last epoch. Warm-up (reconstruction pre-training, shared by every λ of a variant) is a
-point of its own, so each λ starts from the same weights.
+A point's folder holds ``last.pt`` (weights, optimisers, history; rewritten atomically after
+every epoch, loaded with ``weights_only=True``), the codec's weights after each epoch
+(``epoch-N.pt``) and, once evaluated after N epochs, ``point-epochsN.json``. A rerun skips
+finished points and continues an interrupted one from its last epoch; a longer training
+budget continues a shorter one (the learning rate is constant, so epoch N of a 16-epoch run
+is epoch N of an N-epoch run), and a shorter one reads its weights back. Warm-up
+(reconstruction pre-training, shared by every λ of a variant) is a point of its own, so each
+λ starts from the same weights.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from splitbench.training.distributed import Group
 from splitbench.weights import read_tensor_file
 
 CHECKPOINT = "last.pt"
-RESULT = "point.json"
 
 
 @dataclass(frozen=True)
 class RDSettings:
-    """The training recipe; stored in every checkpoint, and a resumed run must match it."""
+    """The training recipe; stored in every checkpoint, and a resumed run must match it.
+
+    ``epochs`` is the budget, not the recipe: a run of more epochs continues a run of fewer.
+    """
 
     epochs: int = 2
     warmup_epochs: int = 4
@@ -54,8 +59,10 @@ class RDSettings:
     precision: str = "fp32"  # "bf16": the frozen network behind the codec in autocast while training
 
     def recipe(self) -> dict[str, Any]:
-        """The settings as checkpoints and caches record them (fp32, the default, as before precision existed)."""
+        """The settings as checkpoints and caches record them: without the budget (``epochs``), and
+        without the precision where it is fp32, the default, as before precision existed."""
         recorded = asdict(self)
+        recorded.pop("epochs")
         if self.precision == "fp32":
             recorded.pop("precision")
         return recorded
@@ -87,9 +94,10 @@ def warmup_objective(rate_weight: float) -> Objective:
 def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: int, settings: RDSettings,
           folder: Path, device: torch.device, *, description: str, progress: bool = True,
           group: Group = Group()) -> list[dict[str, float]]:
-    """Train the pipeline's codec (and auxiliary branch) for ``epochs``, resuming from ``folder``.
+    """The pipeline's codec (and auxiliary branch) as trained for ``epochs``; the history of those epochs.
 
-    Under torchrun (``group`` of several ranks) every rank takes its share of each batch and
+    Only what ``folder`` lacks is trained: an interrupted or shorter run continues from its
+    last epoch, and a longer one gives back its weights after ``epochs`` epochs. Under torchrun (``group`` of several ranks) every rank takes its share of each batch and
     the gradients are summed over the ranks, so a step follows the whole batch's loss; rank 0
     alone writes the checkpoints.
     """
@@ -97,7 +105,11 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
     quantiles = [p for n, p in pipeline.named_parameters() if n.endswith("quantiles")]
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
     aux_optimizer = torch.optim.Adam(quantiles, lr=settings.aux_lr)
-    history = _resume(folder, pipeline, optimizer, aux_optimizer, settings, epochs)
+    history = _resume(folder, pipeline, optimizer, aux_optimizer, settings, device)
+    if len(history) >= epochs:  # trained this far before (perhaps further): those epochs' weights
+        if len(history) > epochs:
+            load_trainable(pipeline, read_tensor_file(_epoch_file(folder, epochs), "training checkpoint"))
+        return history[:epochs]
     pipeline.train_precision = settings.precision
     generator = torch.Generator().manual_seed(settings.seed)
     for _ in range(len(history)):  # the permutations of the epochs already run
@@ -111,7 +123,7 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
                          group)
             history.append({"epoch": epoch + 1, **row})
             if group.main:
-                _save(folder, pipeline, optimizer, aux_optimizer, settings, epochs, history)
+                _save(folder, pipeline, optimizer, aux_optimizer, settings, history, device)
     return history
 
 
@@ -162,13 +174,20 @@ def _sum_gradients(parameters: list[nn.Parameter], group: Group) -> None:
         parameter.grad.copy_(summed.view_as(parameter.grad))
 
 
-def _save(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings, epochs: int,
-          history: list[dict[str, float]]) -> None:
-    state = {"trainable": _trainable_state(pipeline), "optimizer": optimizer.state_dict(),
-             "aux_optimizer": aux_optimizer.state_dict(), "settings": settings.recipe(), "epochs": epochs,
-             "history": history}
+def _save(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings,
+          history: list[dict[str, float]], device: torch.device) -> None:
+    trainable = _trainable_state(pipeline)
+    with atomic_open(_epoch_file(folder, len(history)), "wb") as handle:  # first: last.pt never runs ahead of it
+        torch.save(trainable, handle)
+    # The quantisation noise comes from the global generator: a continued run resumes its stream.
+    state = {"trainable": trainable, "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
+             "settings": settings.recipe(), "history": history, "rng": _rng_state(device)}
     with atomic_open(folder / CHECKPOINT, "wb") as handle:
         torch.save(state, handle)
+
+
+def _epoch_file(folder: Path, epoch: int) -> Path:
+    return folder / f"epoch-{epoch}.pt"
 
 
 def _trainable_state(pipeline: nn.Module) -> dict[str, torch.Tensor]:
@@ -195,24 +214,33 @@ def _load_codec_state(codec: nn.Module, state: dict[str, torch.Tensor]) -> None:
     codec.load_state_dict(state)
 
 
-def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings, epochs: int) -> list[dict[str, float]]:
+def _rng_state(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings,
+            device: torch.device) -> list[dict[str, float]]:
     path = folder / CHECKPOINT
     if not path.exists():
         return []
     state = read_tensor_file(path, "training checkpoint")
-    if state["settings"] != settings.recipe() or state["epochs"] != epochs:
-        raise SplitbenchError(f"{path} was trained with another recipe ({state['settings']}, {state['epochs']} epochs); "
+    if state["settings"] != settings.recipe():
+        raise SplitbenchError(f"{path} was trained with another recipe ({state['settings']}); "
                               f"delete it or use another --cache")
     load_trainable(pipeline, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
     aux_optimizer.load_state_dict(state["aux_optimizer"])
+    if "rng" in state:
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"], device)
+        else:
+            torch.set_rng_state(state["rng"])
     return list(state["history"])
 
 
-def load_finished(folder: Path, pipeline: nn.Module) -> None:
-    """Load a point's trained weights (its ``last.pt``) into ``pipeline``."""
-    state = read_tensor_file(folder / CHECKPOINT, "training checkpoint")
-    load_trainable(pipeline, state["trainable"])
+def load_finished(folder: Path, pipeline: nn.Module, epochs: int) -> None:
+    """Load a point's weights after ``epochs`` epochs into ``pipeline``."""
+    load_trainable(pipeline, read_tensor_file(_epoch_file(folder, epochs), "training checkpoint"))
 
 
 @torch.inference_mode()
@@ -249,9 +277,9 @@ def evaluate(pipeline: nn.Module, data: TrainingSet, batch_size: int, device: to
             "test_images": count, "eval_s": time.perf_counter() - began}
 
 
-def read_point(folder: Path, test: dict[str, Any]) -> dict[str, Any] | None:
-    """A finished point's row, if it was evaluated on ``test`` (else its weights are tested again)."""
-    path = folder / RESULT
+def read_point(folder: Path, epochs: int, test: dict[str, Any]) -> dict[str, Any] | None:
+    """A point's row after ``epochs``, if it was evaluated on ``test`` (else its weights are tested again)."""
+    path = _result_file(folder, epochs)
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
@@ -259,7 +287,12 @@ def read_point(folder: Path, test: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def write_point(folder: Path, row: dict[str, Any], test: dict[str, Any]) -> None:
-    write_json(folder / RESULT, {"row": row, "test": test})
+    """Keep a point's row (evaluated after ``row["epochs"]`` epochs) for reruns."""
+    write_json(_result_file(folder, row["epochs"]), {"row": row, "test": test})
+
+
+def _result_file(folder: Path, epochs: int) -> Path:
+    return folder / f"point-epochs{epochs}.json"
 
 
 def _progress(enabled: bool) -> Progress:
