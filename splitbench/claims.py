@@ -89,7 +89,9 @@ def claims_table(reports: Path) -> pd.DataFrame:
         runs = seed_runs(found).get(first.parent, {})
         values = {seed: claim.per_run(table) for seed, table in sorted(runs.items())}
         result = verdict(values, claim.sign)
-        shown = ", ".join(f"{seed}: {v:+.1f}" for seed, v in values.items() if v is not None)
+        # n/a: the run has no such figure (e.g. a curve reduced to one point, so no BD-rate exists)
+        shown = ", ".join(f"{seed}: {v:+.1f}" if v is not None and v == v else f"{seed}: n/a"
+                          for seed, v in values.items())
         interval = f"±{result['interval']:.1f}" if result["interval"] is not None else ""
         rows.append({"paper": claim.paper, "claim": claim.text, "measure": claim.measure,
                      "per seed": shown, "mean ± std": mean_std(result["mean"], result["std"], 1),
