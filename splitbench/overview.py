@@ -188,7 +188,7 @@ def _rd(reports: Path) -> str | None:
                       markdown_table(shown)]
     for path, table in _first_seeds(found):
         first = table.iloc[0]
-        summary = table[["variant", "alpha", "lambda", "bpp_actual", "bpp_estimated", "top1", "agreement"]]
+        summary = table[["variant", "alpha", "lambda", "epochs", "bpp_actual", "bpp_estimated", "top1", "agreement"]]
         parts += [f"### {path.parent.name}",
                   (f"{first['model']} at {first['split']}: one model per λ, "
                    f"{', '.join(str(e) for e in sorted(table['epochs'].unique()))} epoch(s) on "
@@ -200,7 +200,7 @@ def _rd(reports: Path) -> str | None:
         if not bd.empty:
             parts += ["BD-rate (%) and BD-top-1 (points) against the first curve:",
                       markdown_table(bd[["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"]].round(2))]
-        parts += _seed_spread(reports, found, path, ["variant", "alpha", "lambda"], ["bpp_actual", "top1"])
+        parts += _seed_spread(reports, found, path, ["variant", "alpha", "lambda", "epochs"], ["bpp_actual", "top1"])
         parts += _plot_and_links(reports, path, "Details")
         bit_map = path.parent / "bit_allocation.png"
         if bit_map.is_file():
@@ -210,14 +210,25 @@ def _rd(reports: Path) -> str | None:
 
 
 def _first_seeds(found: list[tuple[Path, pd.DataFrame]]) -> list[tuple[Path, pd.DataFrame]]:
-    """Each sweep once, by its base folder: its ``-seedN`` runs are shown as a spread beside it."""
-    return [(path, table) for path, table in found if not SEED_FOLDER.match(path.parent.name)]
+    """Each sweep once, by its base folder (its ``-seedN`` runs are shown as a spread beside it);
+    a seed run whose base folder is absent stands for its sweep."""
+    bases = {path.parent for path, _ in found}
+    shown, kept = [], set()
+    for path, table in found:
+        match = SEED_FOLDER.match(path.parent.name)
+        base = path.parent.with_name(match["base"]) if match else path.parent
+        if base not in kept and (not match or base not in bases):
+            shown.append((path, table))
+            kept.add(base)
+    return shown
 
 
 def _seed_spread(reports: Path, found: list[tuple[Path, pd.DataFrame]], path: Path, keys: list[str],
                  values: list[str]) -> list[str]:
     """Mean ± std over the sweep's seed runs, where it has more than one."""
-    runs = seed_runs(found).get(path.parent, {})
+    match = SEED_FOLDER.match(path.parent.name)
+    base = path.parent.with_name(match["base"]) if match else path.parent
+    runs = seed_runs(found).get(base, {})
     if len(runs) < 2:
         return []
     spread = point_spread(runs, keys, values)
@@ -225,10 +236,9 @@ def _seed_spread(reports: Path, found: list[tuple[Path, pd.DataFrame]], path: Pa
     for value in values:
         shown[value] = [mean_std(m, s, 3 if value.startswith("bpp") else 2)
                         for m, s in zip(spread[f"{value}_mean"], spread[f"{value}_std"])]
-    folders = ", ".join(_link(reports, p.parent) for p, _ in found
-                        if p.parent != path.parent and SEED_FOLDER.match(p.parent.name)
-                        and p.parent.name.startswith(path.parent.name + "-seed"))
-    return [f"Over seeds {', '.join(map(str, sorted(runs)))} (the runs: this folder, {folders}), mean ± std:",
+    folders = [_link(reports, p.parent) for p, _ in found if p.parent != path.parent
+               and (m := SEED_FOLDER.match(p.parent.name)) and p.parent.with_name(m["base"]) == base]
+    return [f"Over seeds {', '.join(map(str, sorted(runs)))} (the runs: this folder, {', '.join(folders)}), mean ± std:",
             markdown_table(shown)]
 
 

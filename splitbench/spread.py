@@ -20,23 +20,34 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from splitbench.errors import SplitbenchError
+
 SEED_FOLDER = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
 CONFIDENCE = 0.95
 
-HOLDS, DOES_NOT_HOLD, WITHIN_NOISE, ONE_SEED = "holds", "does not hold", "within noise", "one run: no verdict"
+HOLDS, DOES_NOT_HOLD, WITHIN_NOISE = "holds", "does not hold", "within noise"
+ONE_SEED, NO_VALUE = "one run: no verdict", "no run measures it"
 
 
 def seed_runs(tables: Iterable[tuple[Path, pd.DataFrame]]) -> dict[Path, dict[int, pd.DataFrame]]:
     """Result tables (``(path, table)``) grouped by sweep: base folder -> {seed: table}.
 
-    The seed is the table's own ``seed`` column where it has one, else the ``-seedN`` suffix of
-    its folder (no suffix: seed 0, every sweep's default).
+    The seed is the ``-seedN`` suffix of its folder (no suffix: seed 0, every sweep's default);
+    a table that records another seed in its ``seed`` column, or two folders of one seed, fail.
     """
     runs: dict[Path, dict[int, pd.DataFrame]] = {}
+    folders: dict[tuple[Path, int], Path] = {}
     for path, table in tables:
         match = SEED_FOLDER.match(path.parent.name)
         base = path.parent.with_name(match["base"]) if match else path.parent
-        seed = int(table["seed"].iloc[0]) if "seed" in table.columns else int(match["seed"]) if match else 0
+        seed = int(match["seed"]) if match else 0
+        recorded = set(table["seed"].dropna().astype(int)) if "seed" in table.columns else set()
+        if recorded - {seed}:
+            raise SplitbenchError(f"{path} records seed {', '.join(map(str, sorted(recorded)))} but its folder says "
+                                  f"seed {seed}; name a seed run's folder BASE-seedN after its --seed N")
+        if (base, seed) in folders:
+            raise SplitbenchError(f"{folders[base, seed]} and {path.parent} are both seed {seed} of {base}")
+        folders[base, seed] = path.parent
         runs.setdefault(base, {})[seed] = table
     return runs
 
@@ -57,7 +68,7 @@ def verdict(per_seed: dict[int, float], claimed_sign: int) -> dict[str, Any]:
     values = [v for v in per_seed.values() if v is not None and not math.isnan(v)]
     row: dict[str, Any] = {"seeds": len(values), "mean": None, "std": None, "interval": None, "verdict": ONE_SEED}
     if not values:
-        return row
+        return {**row, "verdict": NO_VALUE}
     mean = sum(values) / len(values)
     row["mean"] = mean
     if len(values) < 2:

@@ -134,6 +134,19 @@ def test_a_longer_budget_continues_a_shorter_one_and_a_shorter_one_reads_its_wei
     again, history = trained(tmp_path / "long", 1)  # the 2-epoch run's weights after its first epoch
     assert len(history) == 1 and all(torch.equal(one[k], again[k]) for k in one)
 
+    # As a sweep does it: one pipeline evaluated after the first budget (entropy tables built in
+    # inference mode), then trained on to the second.
+    torch.manual_seed(0)
+    pipeline = _tiny_feature_pipeline()
+    data = TrainingSet(features, pipeline.tail(features).detach(), torch.zeros(16, dtype=torch.long))
+    objective = rd_objective(1.0, 0.0, "distill")
+    for epochs in (1, 2):
+        train(pipeline, data, objective, epochs, settings, tmp_path / "swept", torch.device("cpu"), description="",
+              progress=False)
+        evaluate(pipeline, data, 8, torch.device("cpu"), progress=False)
+    swept = pipeline.codec.state_dict()
+    assert all(torch.equal(swept[k], straight[k]) for k in straight if "quantiles" in k or "weight" in k)
+
 
 def test_rd_loss_is_lambda_times_task_plus_bpp() -> None:
     pipeline = _tiny_feature_pipeline()

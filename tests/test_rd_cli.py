@@ -96,7 +96,7 @@ def test_a_small_feature_run_writes_everything_and_resumes_from_its_cache(tmp_pa
     pd.testing.assert_frame_equal(once[["bpp_actual", "top1", "train_s"]], table[["bpp_actual", "top1", "train_s"]])
     assert (budgets[budgets["epochs"] == 2]["train_s"].to_numpy() > once["train_s"].to_numpy()).all()
     bd = pd.read_csv(out / "bd.csv")
-    assert set(bd["anchor"]) == {"none, 1 ep"} and set(bd["test"]) == {"none, 2 ep", "attention1, 1 ep", "attention1, 2 ep"}
+    assert list(zip(bd["anchor"], bd["test"]))[::2] == [("none, 1 ep", "attention1, 1 ep"), ("none, 2 ep", "attention1, 2 ep")]
 
 
 @needs_shared_data

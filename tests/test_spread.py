@@ -14,7 +14,9 @@ from scipy import stats
 
 from splitbench.claims import CLAIMS, claims_table
 from splitbench.grouping.sweep import GroupCache, GroupSettings
-from splitbench.spread import DOES_NOT_HOLD, HOLDS, ONE_SEED, WITHIN_NOISE, mean_std, point_spread, seed_runs, verdict
+from splitbench.errors import SplitbenchError
+from splitbench.spread import (DOES_NOT_HOLD, HOLDS, NO_VALUE, ONE_SEED, WITHIN_NOISE, mean_std, point_spread, seed_runs,
+                               verdict)
 
 REPORTS = REPO / "reports"
 
@@ -34,20 +36,26 @@ def test_verdict_is_a_student_t_interval_over_the_seeds() -> None:
     # Missing runs (None, NaN: curves that do not overlap) are left out, and one run gives no verdict.
     one = verdict({0: -34.5, 1: None, 2: float("nan")}, claimed_sign=-1)
     assert one["seeds"] == 1 and one["mean"] == -34.5 and one["std"] is None and one["verdict"] == ONE_SEED
+    assert verdict({0: None}, claimed_sign=-1)["verdict"] == NO_VALUE
 
 
 def test_seed_runs_group_a_sweep_with_its_seed_folders() -> None:
     base = pd.DataFrame({"variant": ["none"], "top1": [50.0]})
     found = [(Path("rd/a/rd.csv"), base), (Path("rd/a-seed1/rd.csv"), base.assign(top1=46.0)),
-             (Path("rd/a-seed2/rd.csv"), base.assign(top1=48.0, seed=7)),  # the table's own seed column wins
+             (Path("rd/a-seed2/rd.csv"), base.assign(top1=48.0, seed=2)),  # a seed column must agree
              (Path("rd/ab/rd.csv"), base)]
     runs = seed_runs(found)
     assert set(runs) == {Path("rd/a"), Path("rd/ab")}
-    assert sorted(runs[Path("rd/a")]) == [0, 1, 7] and list(runs[Path("rd/ab")]) == [0]
+    assert sorted(runs[Path("rd/a")]) == [0, 1, 2] and list(runs[Path("rd/ab")]) == [0]
     spread = point_spread(runs[Path("rd/a")], ["variant"], ["top1"])
     assert spread.loc[0, "seeds"] == 3 and spread.loc[0, "top1_mean"] == pytest.approx(48.0)
     assert spread.loc[0, "top1_std"] == pytest.approx(2.0)
     assert mean_std(48.0, 2.0) == "48.00 ± 2.00" and mean_std(48.0, float("nan")) == "48.00"
+    # A run in the wrong folder would be counted as another seed: refused, naming it.
+    with pytest.raises(SplitbenchError, match="rd/a-seed3/rd.csv records seed 1 but its folder says seed 3"):
+        seed_runs([(Path("rd/a-seed3/rd.csv"), base.assign(seed=1))])
+    with pytest.raises(SplitbenchError, match="are both seed 0 of rd/a"):
+        seed_runs([(Path("rd/a/rd.csv"), base), (Path("rd/a/x.csv"), base)])
 
 
 def test_each_claim_measures_what_the_committed_tables_say() -> None:
@@ -58,6 +66,10 @@ def test_each_claim_measures_what_the_committed_tables_say() -> None:
     committed = bd[(bd["test"] == "cheng2020_attn α=0.1") & (bd["method"] == "pchip")]["bd_rate_percent"].iloc[0]
     aux = table.loc["the auxiliary loss (α = 0.1) saves bits at equal top-1"]
     assert aux["per seed"].startswith(f"0: {committed:+.1f}")
+    rd = pd.read_csv(REPORTS / "rd" / "cifar_resnet20-input" / "rd.csv")
+    gain = np.mean([rd[(rd["alpha"] == 0.1) & (rd["lambda"] == lam)]["top1"].iloc[0]
+                    - rd[(rd["alpha"] == 0.0) & (rd["lambda"] == lam)]["top1"].iloc[0] for lam in (2, 8, 32)])
+    assert table.loc["the auxiliary loss (α = 0.1) raises top-1 at the same λ", "per seed"].startswith(f"0: {gain:+.1f}")
     # Seed 004, seed 0's run: top-1 with duplication minus without, at 8 groups.
     group = pd.read_csv(REPORTS / "group" / "cifar_resnet20" / "group.csv")
     at8 = group[(group["groups"] == 8)].set_index("duplicate_top")["top1"]

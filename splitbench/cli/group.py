@@ -84,7 +84,7 @@ def group_command(
         raise SplitbenchError("under torchrun every point trains in the ranks' own processes: use --executor local")
     train_images = len(open_dataset(dense.spec.dataset, split="train", root=data, limit=None))
     test_images = len(open_dataset(dense.spec.dataset, split="test", root=data, limit=None))
-    out = writable_folder(out or default_out("group", model), "--out")
+    out = writable_folder(out or default_out("group", model + (f"-seed{seed}" if seed else "")), "--out")
     writable_folder(cache, "--cache")
     plan = Plan("group").add("model", model).add("weights", dense.describe_weights(weights))
     plan.add("points", f"{1 + len(list(settings.points()))}: the dense model, groups {groups} × duplicate top {duplicate_top}")
@@ -121,7 +121,7 @@ def group_command(
     if not ranks.main:  # rank 0 writes the results
         return
 
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).assign(seed=seed)
     meta = provenance.collect(
         "group",
         {"model": model, "weights": weights, "settings": settings.__dict__, "device": str(chosen_device),

@@ -25,7 +25,7 @@ from splitbench.zoo import get_spec, load_model
 # The seeds' split points: ResNet50 after conv2_x, and the MobileNetV2 cut at the same 56×56.
 DEFAULT_SPLITS = {"resnet50": "conv2_x", "mobilenet_v2": "bottleneck3"}
 SEED000_FEATURE_SHAPE = (256, 56, 56)
-_SHOWN = ["variant", "alpha", "lambda", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement", "step_s"]
+_SHOWN = ["variant", "alpha", "lambda", "epochs", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement", "step_s"]
 
 
 @app.command("rd")
@@ -103,7 +103,8 @@ def rd_command(
             raise SplitbenchError(f"the tensor at {at} is not C×H×W feature maps that a feature codec can take")
     elif cost_only:
         raise SplitbenchError("--cost-only applies to feature codecs (a split point), not --at input")
-    out = writable_folder(out or default_out("rd", f"{spec.name}-{at}"), "--out")
+    seed_suffix = f"-seed{seed}" if seed else ""  # a seed run goes beside the seed-0 sweep, not over it
+    out = writable_folder(out or default_out("rd", f"{spec.name}-{at}{seed_suffix}"), "--out")
     plan = Plan("rd").add("model", f"{model} ({spec.source})").add("at", at).add("variants", ", ".join(variants))
     plan.add("λ", ", ".join(f"{lam:g}" for lam in lams)).add("α", ", ".join(f"{a:g}" for a in alphas))
     if not cost_only:

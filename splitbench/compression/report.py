@@ -26,19 +26,24 @@ def curve_name(variant: str, alpha: float, split: str) -> str:
     return f"{variant} α={alpha:g}" if split == INPUT else variant
 
 
-def curves_of(table: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(actual bpp, top-1) per curve, in the table's order; one curve per training budget where there are several."""
+def curves_of(table: pd.DataFrame, budgets: pd.Series | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(actual bpp, top-1) per curve, in the table's order; one curve per training budget where
+    ``budgets`` (default: the table's ``epochs``) holds several."""
     names = [curve_name(v, a, s) for v, a, s in zip(table["variant"], table["alpha"], table["split"])]
-    if table["epochs"].nunique() > 1:
+    budgets = table["epochs"] if budgets is None and "epochs" in table else budgets
+    if budgets is not None and budgets.nunique() > 1:
         names = [f"{name}, {epochs} ep" for name, epochs in zip(names, table["epochs"])]
     grouped = table.assign(curve=names).groupby("curve", sort=False)
     return {name: (group["bpp_actual"].to_numpy(), group["top1"].to_numpy()) for name, group in grouped}
 
 
 def bd_for_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Each curve against the first one (``none``; or the codec without the auxiliary loss)."""
-    curves = curves_of(table)
-    return bd_table(curves, next(iter(curves)))
+    """Each curve against the first one (``none``; or the codec without the auxiliary loss), per training budget."""
+    tables = []
+    for _, budget in table.groupby("epochs", sort=True):
+        curves = curves_of(budget, budgets=table["epochs"])
+        tables.append(bd_table(curves, next(iter(curves))))
+    return pd.concat(tables, ignore_index=True)
 
 
 def bd_against_baseline(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 A point's folder holds ``last.pt`` (weights, optimisers, history; rewritten atomically after
 every epoch, loaded with ``weights_only=True``), the codec's weights after each epoch
-(``epoch-N.pt``) and, once evaluated after N epochs, ``point-epochsN.json``. A rerun skips
+(``epoch-N.pt``), each rank's random generator (``rng-R.pt``) and, once evaluated after N epochs, ``point-epochsN.json``. A rerun skips
 finished points and continues an interrupted one from its last epoch; a longer training
 budget continues a shorter one (the learning rate is constant, so epoch N of a 16-epoch run
 is epoch N of an N-epoch run), and a shorter one reads its weights back. Warm-up
@@ -105,7 +105,8 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
     quantiles = [p for n, p in pipeline.named_parameters() if n.endswith("quantiles")]
     optimizer = torch.optim.Adam(trainable, lr=settings.lr)
     aux_optimizer = torch.optim.Adam(quantiles, lr=settings.aux_lr)
-    history = _resume(folder, pipeline, optimizer, aux_optimizer, settings, device)
+    history = _resume(folder, pipeline, optimizer, aux_optimizer, settings)
+    _restore_rng(folder, group.rank, len(history), device)
     if len(history) >= epochs:  # trained this far before (perhaps further): those epochs' weights
         if len(history) > epochs:
             load_trainable(pipeline, read_tensor_file(_epoch_file(folder, epochs), "training checkpoint"))
@@ -122,8 +123,10 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
                          torch.randperm(len(data), generator=generator), lambda info: bar.update(task, advance=1, info=info),
                          group)
             history.append({"epoch": epoch + 1, **row})
+            _save_rng(folder, group.rank, len(history), device)
             if group.main:
-                _save(folder, pipeline, optimizer, aux_optimizer, settings, history, device)
+                _save(folder, pipeline, optimizer, aux_optimizer, settings, history)
+    group.barrier()  # rank 0 has written last.pt: a next budget resumes from it on every rank
     return history
 
 
@@ -175,13 +178,12 @@ def _sum_gradients(parameters: list[nn.Parameter], group: Group) -> None:
 
 
 def _save(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings,
-          history: list[dict[str, float]], device: torch.device) -> None:
+          history: list[dict[str, float]]) -> None:
     trainable = _trainable_state(pipeline)
     with atomic_open(_epoch_file(folder, len(history)), "wb") as handle:  # first: last.pt never runs ahead of it
         torch.save(trainable, handle)
-    # The quantisation noise comes from the global generator: a continued run resumes its stream.
     state = {"trainable": trainable, "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
-             "settings": settings.recipe(), "history": history, "rng": _rng_state(device)}
+             "settings": settings.recipe(), "history": history}
     with atomic_open(folder / CHECKPOINT, "wb") as handle:
         torch.save(state, handle)
 
@@ -205,21 +207,39 @@ def load_trainable(pipeline: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def _load_codec_state(codec: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    # The entropy models' CDF tables change size once built; size them from the state first.
+    # The entropy models' CDF tables change size once built; size them from the state first, as
+    # new tensors (tables built by an evaluation are inference tensors, which cannot be resized).
     for name, value in state.items():
         if name.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table")):
             owner, _, buffer = name.rpartition(".")
             module = codec.get_submodule(owner)
-            getattr(module, buffer).resize_(value.shape)
+            current = getattr(module, buffer)
+            module.register_buffer(buffer, torch.empty(value.shape, dtype=current.dtype, device=current.device))
     codec.load_state_dict(state)
 
 
-def _rng_state(device: torch.device) -> torch.Tensor:
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+def _save_rng(folder: Path, rank: int, epochs: int, device: torch.device) -> None:
+    """This rank's generator after ``epochs``: the quantisation noise comes from the global
+    generator, and a continued run resumes each rank's own stream."""
+    state = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+    with atomic_open(folder / f"rng-{rank}.pt", "wb") as handle:
+        torch.save({"epochs": epochs, "device": device.type, "state": state}, handle)
 
 
-def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings,
-            device: torch.device) -> list[dict[str, float]]:
+def _restore_rng(folder: Path, rank: int, epochs: int, device: torch.device) -> None:
+    path = folder / f"rng-{rank}.pt"
+    if not epochs or not path.exists():
+        return
+    saved = read_tensor_file(path, "training checkpoint")
+    # Another epoch (a stop between the two files) or another device's generator: a fresh stream.
+    if saved["epochs"] == epochs and saved["device"] == device.type:
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(saved["state"], device)
+        else:
+            torch.set_rng_state(saved["state"])
+
+
+def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings) -> list[dict[str, float]]:
     path = folder / CHECKPOINT
     if not path.exists():
         return []
@@ -230,11 +250,6 @@ def _resume(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettin
     load_trainable(pipeline, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
     aux_optimizer.load_state_dict(state["aux_optimizer"])
-    if "rng" in state:
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"], device)
-        else:
-            torch.set_rng_state(state["rng"])
     return list(state["history"])
 
 

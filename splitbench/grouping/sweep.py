@@ -47,7 +47,8 @@ from splitbench.training.trainer import recalibrate_batchnorm
 from splitbench.zoo import ModelSpec, ZooModel
 
 GROUP_COLUMNS = ["model", "groups", "duplicate_top", "duplicated_maps", "params", "macs", "macs_executed", "top1",
-                 "cpu_ms_1000", "cpu_ms_1000_masked", "epochs", "train_top1", "train_s", "train_images", "test_images"]
+                 "cpu_ms_1000", "cpu_ms_1000_masked", "epochs", "train_top1", "train_s", "train_images", "test_images",
+                 "seed"]
 
 CACHE_VERSION = 1  # part of the cache folder's key: bump it when a point's training changes
 MEASURE_VERSION = 4  # part of every point's file name: bump it when what is measured changes (keeps training)
