@@ -63,9 +63,11 @@ def point_spread(runs: dict[int, pd.DataFrame], keys: list[str], values: list[st
     return spread.reset_index()
 
 
-def verdict(per_seed: dict[int, float], claimed_sign: int) -> dict[str, Any]:
-    """Mean, std and the 95 % interval of per-seed differences; whether the claimed sign holds beyond it."""
-    values = [v for v in per_seed.values() if v is not None and not math.isnan(v)]
+def verdict(per_seed: dict[int, float | list[float] | None], claimed_sign: int) -> dict[str, Any]:
+    """Mean, std and the 95 % interval of per-seed differences (a list: several paired differences
+    from one run, each a replicate); whether the claimed sign holds beyond it."""
+    flat = [v for value in per_seed.values() for v in (value if isinstance(value, list) else [value])]
+    values = [v for v in flat if v is not None and not math.isnan(v)]
     row: dict[str, Any] = {"seeds": len(values), "mean": None, "std": None, "interval": None, "verdict": ONE_SEED}
     if not values:
         return {**row, "verdict": NO_VALUE}

@@ -95,6 +95,10 @@ def test_a_small_feature_run_writes_everything_and_resumes_from_its_cache(tmp_pa
     once = budgets[budgets["epochs"] == 1].reset_index(drop=True)
     pd.testing.assert_frame_equal(once[["bpp_actual", "top1", "train_s"]], table[["bpp_actual", "top1", "train_s"]])
     assert (budgets[budgets["epochs"] == 2]["train_s"].to_numpy() > once["train_s"].to_numpy()).all()
+    # Compute counted once: a variant's shared warm-up, the longest budget's (cumulative) training.
+    spent = json.loads((out / "rd.json").read_text())["points_compute_s"]
+    assert spent["train_s"] == pytest.approx(budgets[budgets["epochs"] == 2]["train_s"].sum(), abs=0.06)
+    assert spent["warmup_s"] == pytest.approx(budgets.groupby("variant")["warmup_s"].first().sum(), abs=0.06)
     bd = pd.read_csv(out / "bd.csv")
     assert list(zip(bd["anchor"], bd["test"]))[::2] == [("none, 1 ep", "attention1, 1 ep"), ("none, 2 ep", "attention1, 2 ep")]
 

@@ -37,6 +37,11 @@ def test_verdict_is_a_student_t_interval_over_the_seeds() -> None:
     one = verdict({0: -34.5, 1: None, 2: float("nan")}, claimed_sign=-1)
     assert one["seeds"] == 1 and one["mean"] == -34.5 and one["std"] is None and one["verdict"] == ONE_SEED
     assert verdict({0: None}, claimed_sign=-1)["verdict"] == NO_VALUE
+    # Several paired differences from one run (one per group count) are replicates of one effect.
+    pooled = verdict({0: [1.3, 4.7, 1.3], 1: [1.0, -0.1, 2.7], 2: [-0.7, 1.5, 1.3]}, claimed_sign=+1)
+    assert pooled["seeds"] == 9 and pooled["interval"] == pytest.approx(
+        stats.t.ppf(0.975, 8) * np.std([1.3, 4.7, 1.3, 1.0, -0.1, 2.7, -0.7, 1.5, 1.3], ddof=1) / 3)
+    assert pooled["verdict"] == HOLDS
 
 
 def test_seed_runs_group_a_sweep_with_its_seed_folders() -> None:

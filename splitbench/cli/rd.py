@@ -186,8 +186,12 @@ def rd_command(
                               data={"train": train_set.provenance, "test": test_set.provenance},
                               wall_s=time.perf_counter() - start)
     # The sidecar's wall time is this command's; the points' own compute (perhaps from earlier
-    # runs, read from the cache) is summed here and itemised per point in rd.csv.
-    meta["points_compute_s"] = {key: round(float(table[key].sum()), 1) for key in ("warmup_s", "train_s", "eval_s")}
+    # runs, read from the cache) is summed here and itemised per point in rd.csv. Each row
+    # repeats its variant's shared warm-up, and a budget's train_s includes the shorter ones'.
+    longest = table[table["epochs"] == table["epochs"].max()]
+    compute = {"warmup_s": table.groupby("variant")["warmup_s"].first().sum(), "train_s": longest["train_s"].sum(),
+               "eval_s": table["eval_s"].sum()}
+    meta["points_compute_s"] = {key: round(float(value), 1) for key, value in compute.items()}
     plotting.join()
     bd = bd_for_table(table)
     bd_bpg = bd_against_baseline(table, baseline_table) if baseline_table is not None else None
