@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from splitbench.compression.bd import bd_pair
-from splitbench.compression.report import curves_of
 from splitbench.spread import mean_std, seed_runs, verdict
 
 BD_METHOD = "pchip"  # the interpolator of every per-seed BD-rate below (akima's are in each run's bd.csv)
@@ -34,6 +32,10 @@ class Claim:
 def bd_rate(anchor: str, test: str) -> Callable[[pd.DataFrame], float | None]:
     """One run's BD-rate (%) of curve ``test`` against curve ``anchor``; None where a curve is missing."""
     def measure(table: pd.DataFrame) -> float | None:
+        # Here, not at the top: bjontegaard loads sympy and matplotlib, 2 s that every command would pay.
+        from splitbench.compression.bd import bd_pair
+        from splitbench.compression.report import curves_of
+
         if "epochs" in table:  # a run with several training budgets: its longest
             table = table[table["epochs"] == table["epochs"].max()]
         curves = curves_of(table)

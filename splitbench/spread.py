@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from splitbench.errors import SplitbenchError
 
@@ -75,6 +74,8 @@ def verdict(per_seed: dict[int, float | list[float] | None], claimed_sign: int) 
     row["mean"] = mean
     if len(values) < 2:
         return row
+    from scipy import stats  # here: only `report` needs it, and it costs every command's start-up
+
     std = float(pd.Series(values).std(ddof=1))
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1)) * std / math.sqrt(len(values))
     row.update(std=std, interval=half)

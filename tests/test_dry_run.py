@@ -96,7 +96,8 @@ def test_a_read_only_out_fails_before_training() -> None:
     read_only = tmp_path / "read-only"
     read_only.mkdir(mode=0o555)
     home = tmp_path / "home"
-    home.mkdir(mode=0o777)
+    home.mkdir()
+    home.chmod(0o777)  # mkdir's mode is masked by the umask; nobody must be able to write here
     weights = SHARED / "weights" / "cifar-resnet20-12fca82f.th"
     done = _cli("group", "cifar_resnet20", "--weights", str(weights), "--groups", "2", "--out", str(read_only / "run"),
                 env={"SPLITBENCH_DATA": str(SHARED_DATA), "HOME": str(home)}, user="nobody")
