@@ -22,7 +22,7 @@ from splitbench.pruning.report import comparison_table
 from splitbench.references import load_reference
 from splitbench.reporting import split_comparison
 from splitbench.results import markdown_table
-from splitbench.spread import SEED_FOLDER, mean_std, point_spread, seed_runs
+from splitbench.spread import mean_std, point_spread, seed_runs, sweep_of
 
 TITLE = "# splitbench reproductions"
 
@@ -215,9 +215,8 @@ def _first_seeds(found: list[tuple[Path, pd.DataFrame]]) -> list[tuple[Path, pd.
     bases = {path.parent for path, _ in found}
     shown, kept = [], set()
     for path, table in found:
-        match = SEED_FOLDER.match(path.parent.name)
-        base = path.parent.with_name(match["base"]) if match else path.parent
-        if base not in kept and (not match or base not in bases):
+        base, seed = sweep_of(path.parent)
+        if base not in kept and (seed is None or base not in bases):
             shown.append((path, table))
             kept.add(base)
     return shown
@@ -226,8 +225,7 @@ def _first_seeds(found: list[tuple[Path, pd.DataFrame]]) -> list[tuple[Path, pd.
 def _seed_spread(reports: Path, found: list[tuple[Path, pd.DataFrame]], path: Path, keys: list[str],
                  values: list[str]) -> list[str]:
     """Mean ± std over the sweep's seed runs, where it has more than one."""
-    match = SEED_FOLDER.match(path.parent.name)
-    base = path.parent.with_name(match["base"]) if match else path.parent
+    base, _ = sweep_of(path.parent)
     runs = seed_runs(found).get(base, {})
     if len(runs) < 2:
         return []
@@ -236,8 +234,7 @@ def _seed_spread(reports: Path, found: list[tuple[Path, pd.DataFrame]], path: Pa
     for value in values:
         shown[value] = [mean_std(m, s, 3 if value.startswith("bpp") else 2)
                         for m, s in zip(spread[f"{value}_mean"], spread[f"{value}_std"])]
-    folders = [_link(reports, p.parent) for p, _ in found if p.parent != path.parent
-               and (m := SEED_FOLDER.match(p.parent.name)) and p.parent.with_name(m["base"]) == base]
+    folders = [_link(reports, p.parent) for p, _ in found if p.parent != path.parent and sweep_of(p.parent)[0] == base]
     return [f"Over seeds {', '.join(map(str, sorted(runs)))} (the runs: this folder, {', '.join(folders)}), mean ± std:",
             markdown_table(shown)]
 

@@ -28,6 +28,12 @@ HOLDS, DOES_NOT_HOLD, WITHIN_NOISE = "holds", "does not hold", "within noise"
 ONE_SEED, NO_VALUE = "one run: no verdict", "no run measures it"
 
 
+def sweep_of(folder: Path) -> tuple[Path, int | None]:
+    """The base folder of the sweep that ``folder`` holds a run of, and its ``-seedN`` (None: the base itself)."""
+    match = SEED_FOLDER.match(folder.name)
+    return (folder.with_name(match["base"]), int(match["seed"])) if match else (folder, None)
+
+
 def seed_runs(tables: Iterable[tuple[Path, pd.DataFrame]]) -> dict[Path, dict[int, pd.DataFrame]]:
     """Result tables (``(path, table)``) grouped by sweep: base folder -> {seed: table}.
 
@@ -37,9 +43,8 @@ def seed_runs(tables: Iterable[tuple[Path, pd.DataFrame]]) -> dict[Path, dict[in
     runs: dict[Path, dict[int, pd.DataFrame]] = {}
     folders: dict[tuple[Path, int], Path] = {}
     for path, table in tables:
-        match = SEED_FOLDER.match(path.parent.name)
-        base = path.parent.with_name(match["base"]) if match else path.parent
-        seed = int(match["seed"]) if match else 0
+        base, suffix = sweep_of(path.parent)
+        seed = suffix or 0
         recorded = set(table["seed"].dropna().astype(int)) if "seed" in table.columns else set()
         if recorded - {seed}:
             raise SplitbenchError(f"{path} records seed {', '.join(map(str, sorted(recorded)))} but its folder says "
