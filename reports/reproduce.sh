@@ -64,9 +64,11 @@ splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequ
 
 # Issue 6 / seed 004: FLGC on CIFAR ResNet-20 at 1..16 groups, plain and with duplication
 # (one CPU epoch of fine-tuning per point, from the shared weights; the CIFAR ResNet-50 needs a GPU)
-splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" \
+splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --precision fp32 \
     --groups 1,2,4,8,16 --duplicate-top 0,3 --epochs 1 --out reports/group/cifar_resnet20
 
+# The rd and group tables were trained in fp32 (on an AVX2-only CPU, where `--precision auto`
+# means fp32); `--precision fp32` keeps them so on a GPU or an AMX CPU, where auto means bf16.
 # Issue 5 / seeds 000 and 001: learned compression. BPG on the same bottleneck3 features first
 # (the RD plot's handcrafted curve), then one feature codec per variant and λ (MobileNetV2 at
 # bottleneck3, the 56×56 cut of ResNet50's conv2_x; 4 warm-up + 2 RD epochs on 1000 images),
@@ -74,14 +76,14 @@ splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" 
 # auxiliary loss (seed 001), and seed 000 Table 1 at ResNet50's conv2_x (shapes only).
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --at bottleneck3 \
     --codec none,bpg --qp 30,36,40,44,48 --layout gray --preprocess model --workers 1 --out reports/codec/bottleneck3
-splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --lambdas 0.05,0.2,1,4 \
+splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --lambdas 0.05,0.2,1,4 --precision fp32 \
     --baseline reports/codec/bottleneck3/codec.csv --out reports/rd/mobilenet_v2-bottleneck3
-splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --variant none \
+splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --variant none --precision fp32 \
     --lambdas 0.05,0.2,1,4 --seed 1 --baseline reports/codec/bottleneck3/codec.csv \
     --out reports/rd/mobilenet_v2-bottleneck3-seed1
 # Seed 001 at a size two cores can train: the CIFAR-10 ResNet-20 behind the image codec (on
 # ImageNet at 128 px the codec never got past uniform predictions here; see reports/rd/NOTES.md).
-splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input \
+splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input --precision fp32 \
     --train-data cifar10:train --test-data cifar10:test --train-limit 5000 --test-limit 500 --channels 16 \
     --aux-alpha 0,0.1 --lambdas 2,8,32 --warmup-epochs 6 --epochs 3 --out reports/rd/cifar_resnet20-input
 splitbench rd resnet50 --cost-only --channels 128 --out reports/rd/resnet50-conv2_x
@@ -89,11 +91,11 @@ splitbench rd resnet50 --cost-only --channels 128 --out reports/rd/resnet50-conv
 # Issue 20: error bars. The same sweeps under seeds 1 and 2 (BASE-seedN beside BASE, seed 0);
 # `splitbench report` shows mean ± std per point and tests the papers' claims against the spread.
 for seed in 1 2; do
-    splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input \
+    splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input --precision fp32 \
         --train-data cifar10:train --test-data cifar10:test --train-limit 5000 --test-limit 500 --channels 16 \
         --aux-alpha 0,0.1 --lambdas 2,8,32 --warmup-epochs 6 --epochs 3 --seed $seed \
         --out reports/rd/cifar_resnet20-input-seed$seed
-    splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" \
+    splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --precision fp32 \
         --groups 4,8,16 --duplicate-top 0,3 --epochs 1 --seed $seed --out reports/group/cifar_resnet20-seed$seed
 done
 
