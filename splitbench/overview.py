@@ -302,7 +302,7 @@ def _provenance(reports: Path) -> str:
 
 def _notes(reports: Path) -> str | None:
     notes = {"RELIABILITY.md": "Reliability: every bad input tried, and what splitbench does with it",
-             "train/bench/README.md": "Training throughput on this machine: fp32 against bf16 autocast",
+             "train/bench/README.md": "Training throughput: fp32, bf16 autocast and bf16 + torch.compile",
              "link/README.md": "Split inference over a shaped link, and the planner checked against it",
              "executors/bench_executor.md": "Codec sweep on a Ray cluster against local processes: overhead, rows",
              "executors/point_sweeps.md": "Prune, rd and group sweeps on a Ray cluster against local: the rows",
