@@ -47,6 +47,9 @@ PY
 # CPU-only schedule in reports/train/vit-cifar10/train.md) and the pruning sweep.
 # splitbench train vit --epochs 1 --batch-size 128 --randaugment 0 --device cpu \
 #     --out reports/train/vit-cifar10 --export reports/checkpoints/vit-cifar10-fp16.safetensors
+# The 12-epoch bf16 model beside it (reports/train/NOTES.md; at nice -n 19, about 2 h on 2 AMX cores):
+# splitbench train vit --weights none --epochs 12 --batch-size 64 --lr 1e-4 --randaugment 0 --seed 0 \
+#     --out reports/train/vit-cifar10-12ep --export reports/checkpoints/vit-cifar10-12ep-fp16.safetensors
 # Top-1 on 1000 test images spread over the classes and one timed pass per point keep the
 # 31-point sweep to about 40 minutes on 2 cores (the full test set: --test-limit 10000).
 VIT=reports/checkpoints/vit-cifar10-fp16.safetensors

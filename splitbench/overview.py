@@ -270,7 +270,7 @@ def _training(reports: Path) -> str | None:
 
 def _recipe(meta: dict[str, Any]) -> str:
     recipe = meta.get("arguments", {}).get("recipe") or meta.get("arguments", {})
-    keys = ("epochs", "batch_size", "lr", "randaugment", "device")
+    keys = ("epochs", "batch_size", "lr", "randaugment", "precision", "device")
     return ", ".join(f"{k} {recipe[k]}" for k in keys if k in recipe)
 
 
@@ -302,6 +302,7 @@ def _provenance(reports: Path) -> str:
 
 def _notes(reports: Path) -> str | None:
     notes = {"RELIABILITY.md": "Reliability: every bad input tried, and what splitbench does with it",
+             "train/NOTES.md": "The seed 002 ViT: what two CPU cores trained, and the path to 75 %",
              "train/bench/README.md": "Training throughput: fp32, bf16 autocast and bf16 + torch.compile",
              "link/README.md": "Split inference over a shaped link, and the planner checked against it",
              "executors/bench_executor.md": "Codec sweep on a Ray cluster against local processes: overhead, rows",
