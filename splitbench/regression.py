@@ -214,8 +214,10 @@ def group_slice(inputs: Inputs) -> list[Figure]:
         figures += [Figure(f"{name}.params", params), Figure(f"{name}.macs", macs),
                     Figure(f"{name}.duplicated_maps", duplicated),
                     Figure(f"{name}.top1", round(top1(grouped, data.test_images, data.test_labels), 2), "abs", 1.0),
+                    # ×2: grouped against masked convolution depends on the CPU's kernels (g8d3: 0.98 on
+                    # an AVX2 EPYC, 0.63 on an AMX Xeon), more than the pruning speed-ups do
                     Figure(f"{name}.speedup_vs_masked", round(masked_ms / dataset_ms(grouped, data.test_images[:200], 100, 3), 3),
-                           "ratio", 1.5)]
+                           "ratio", 2.0)]
     return figures
 
 
