@@ -65,13 +65,13 @@ splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequ
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
     --codec none,bpg --qp 20,30,35,40 --layout paper --chroma 444 --limit 260 --out reports/codec/bpg444
 
+# The rd and group tables were trained in fp32 (on an AVX2-only CPU, where `--precision auto`
+# means fp32); `--precision fp32` keeps them so on a GPU or an AMX CPU, where auto means bf16.
 # Issue 6 / seed 004: FLGC on CIFAR ResNet-20 at 1..16 groups, plain and with duplication
 # (one CPU epoch of fine-tuning per point, from the shared weights; the CIFAR ResNet-50 needs a GPU)
 splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --precision fp32 \
     --groups 1,2,4,8,16 --duplicate-top 0,3 --epochs 1 --out reports/group/cifar_resnet20
 
-# The rd and group tables were trained in fp32 (on an AVX2-only CPU, where `--precision auto`
-# means fp32); `--precision fp32` keeps them so on a GPU or an AMX CPU, where auto means bf16.
 # Issue 5 / seeds 000 and 001: learned compression. BPG on the same bottleneck3 features first
 # (the RD plot's handcrafted curve), then one feature codec per variant and λ (MobileNetV2 at
 # bottleneck3, the 56×56 cut of ResNet50's conv2_x; 4 warm-up + 2 RD epochs on 1000 images),
