@@ -123,13 +123,15 @@ def training_markdown(model: str, history: pd.DataFrame, recipe: dict[str, Any],
     """Final figures, the recipe, and the history every 10 epochs (the CSV has all)."""
     last = history.iloc[-1]
     every = history[(history["epoch"] % 10 == 0) | (history["epoch"] == last["epoch"])]
+    # the learning rate keeps 3 significant digits: rounded to 4 decimals, a late-cosine lr reads 0
+    shown = every.round(4).assign(lr=every["lr"].map("{:.3g}".format))
     recipe_lines = "\n".join(f"- {key}: {value}" for key, value in recipe.items())
     test = f"{last['test_top1']:.2f} %" if "test_top1" in history and pd.notna(last.get("test_top1")) else "n/a"
     return (
         f"# Training {model}\n\n"
         f"{int(last['epoch'])} epochs; final test top-1 **{test}**, train loss {last['train_loss']:.4f}; "
         f"median {history['images_per_s'].median():,.0f} training images/s.\n\n"
-        f"## Recipe\n\n{recipe_lines}\n\n## History\n\n{markdown_table(every.round(4))}\n\n"
+        f"## Recipe\n\n{recipe_lines}\n\n## History\n\n{markdown_table(shown)}\n\n"
         f"{provenance_line(provenance)}\n"
     )
 
