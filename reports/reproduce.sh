@@ -43,19 +43,22 @@ write_text(
 )
 PY
 
-# Seed 002: the reference ViT checkpoint (on a GPU: --device cuda --epochs 200; here the
-# CPU-only schedule in reports/train/vit-cifar10/train.md) and the pruning sweep.
-# splitbench train vit --epochs 1 --batch-size 128 --randaugment 0 --device cpu \
-#     --out reports/train/vit-cifar10 --export reports/checkpoints/vit-cifar10-fp16.safetensors
-# The 12-epoch bf16 model beside it (reports/train/NOTES.md; at nice -n 19, about 2 h on 2 AMX cores):
-# splitbench train vit --weights none --epochs 12 --batch-size 64 --lr 1e-4 --randaugment 0 --seed 0 \
-#     --out reports/train/vit-cifar10-12ep --export reports/checkpoints/vit-cifar10-12ep-fp16.safetensors
-# Top-1 on 1000 test images spread over the classes and one timed pass per point keep the
-# 31-point sweep to about 40 minutes on 2 cores (the full test set: --test-limit 10000).
+# Seed 002: the reference ViT checkpoint and the pruning sweep (reports/train/NOTES.md).
+# The reference (72.37 %) was trained on a lent H200 with examples/gpu/train_vit.sh: 18 epochs from
+# scratch, then a 12-epoch warm restart from that export (EPOCHS=12 INIT=...). The same command,
+# where a GPU is at hand:
+# splitbench train vit --weights none --epochs 18 --batch-size 64 --lr 1e-4 --randaugment 0 --seed 0 \
+#     --out reports/train/vit-cifar10-h200-18ep --export 18ep.safetensors
+# splitbench train vit --weights 18ep.safetensors --epochs 12 --batch-size 64 --lr 1e-4 --randaugment 0 \
+#     --seed 0 --out reports/train/vit-cifar10-h200-30ep --export reports/checkpoints/vit-cifar10-fp16.safetensors
+# The sweep: top-1 on the full test set, no timing (about 30 minutes on 2 cores). CPU times are in
+# the earlier sweep of the 1-epoch model (prune/vit-attention-1ep: the same command with
+# --test-limit 1000 --timing-repeats 1 on `git show ed6ddd6:$VIT`); at uniform scope they depend
+# only on the pruned shapes, which are the same for every checkpoint.
 VIT=reports/checkpoints/vit-cifar10-fp16.safetensors
 splitbench prune vit --checkpoint "$VIT" --ratio 0.3,0.4,0.5,0.6,0.7 \
-    --method weight,importance,stability --scope uniform,global --proxy 1000 --test-limit 1000 \
-    --timing-repeats 1 --out reports/prune/vit-attention
+    --method weight,importance,stability --scope uniform,global --proxy 1000 \
+    --timing-repeats 0 --out reports/prune/vit-attention
 # Issue 3 / seed 003 Tables 3, 5-7: split features through image codecs (both layouts, beside
 # the paper's rows). Finished points are cached under cache/, so a rerun only redoes what changed.
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \

@@ -262,7 +262,9 @@ def _training(reports: Path) -> str | None:
         sidecar = path.with_suffix(".json")
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         last = history.iloc[-1]
+        init = (meta.get("weights") or {}).get("sha256")
         rows.append({"run": path.parent.name, "epochs": int(last["epoch"]),
+                     "start": f"weights {init[:8]}" if init else "scratch",
                      "test top-1": last.get("test_top1"), "recipe": _recipe(meta),
                      "table": _link(reports, path.with_suffix(".md"))})
     return "\n\n".join(["## Trained checkpoints (`splitbench train`)", markdown_table(pd.DataFrame(rows))])

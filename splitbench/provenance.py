@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from splitbench import __version__
+
 # Packages whose versions can move a figure; absent optional ones are recorded as null.
 _PACKAGES = [
     "splitbench",
@@ -36,6 +38,8 @@ def package_versions() -> dict[str, str | None]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    # a checkout used through PYTHONPATH (the GPU example) has no installed metadata
+    versions["splitbench"] = versions["splitbench"] or __version__
     return versions
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from conftest import SHARED_DATA, needs_shared_data, needs_shared_weights, share
 from splitbench.errors import SplitbenchError
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
 from splitbench.training.augment import normalize, random_crop
-from splitbench.weights import read_state_dict, save_safetensors
+from splitbench.weights import read_state_dict, save_safetensors, sha256_of
 from test_cli import run
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -180,6 +181,8 @@ def test_train_command_fine_tunes_exports_and_resumes(tmp_path) -> None:
     with safe_open(str(export), framework="pt") as handle:
         assert float(handle.metadata()["test_top1"]) == pytest.approx(history["test_top1"].iloc[0], abs=0.01)
         assert json.loads(handle.metadata()["recipe"])["lr"] == 1e-5
+        # a warm start names the weights it started from
+        assert json.loads(handle.metadata()["init_weights"])["sha256"] == sha256_of(Path(args[3]))
     sidecar = json.loads((tmp_path / "out" / "train.json").read_text())
     assert sidecar["data"]["train"]["images"] == 256 and sidecar["arguments"]["epochs_run_now"] == 1
     again = run(*args)  # finished: resumes at the end and trains nothing

@@ -3,6 +3,8 @@
 # the cosine schedule finishes inside BUDGET_S; what is left of it goes to bench_train.py.
 # Pack first (examples/gpu/pack.sh), carry .devcarry/, then from the repository root there:
 #   bash .devcarry/run.sh OUTDIR BUDGET_S [MAX_EPOCHS] [TRAIN_LIMIT]
+# EPOCHS=N skips the probe and trains N epochs; INIT=file.safetensors warm-starts from those weights
+# (a second cosine cycle, as in SGDR) instead of from scratch.
 # OUTDIR receives train.tar (train.csv/json/md/png), the fp16 export in 15 MB parts
 # (cat export.part* > vit-cifar10-fp16.safetensors), probe.jsonl and bench.jsonl.
 # A run cut short brings back the last checkpoint's weights (partial.part*) and its history.
@@ -23,6 +25,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 $PY -c "import torch, torchvision; print('torch', torch.__version__, torchvision.__version__, torch.cuda.is_available())"
 echo "setup $(( $(date +%s) - T0 )) s"
 
+if [ -z "${EPOCHS:-}" ]; then
 # Probe: bf16 training throughput of this exact model and batch, to size the epoch count to the budget.
 $PY benchmarks/bench_train.py --modes ${PROBE_MODE:-bf16} --steps ${PROBE_STEPS:-300} --parity-steps 0 --batch-size 64 | tee "$OUTDIR/probe.jsonl"
 IPS=$($PY -c "import json,sys; rows=[json.loads(l) for l in open('$OUTDIR/probe.jsonl')]; print(rows[-1]['${PROBE_MODE:-bf16}']['images_per_s'])")
@@ -30,9 +33,10 @@ NTRAIN=${LIMIT:-50000}
 LEFT=$(( BUDGET - ($(date +%s) - T0) - 60 ))   # 60 s: decode, start-up, export, copies
 EPOCHS=$($PY -c "e=int($LEFT/($NTRAIN/$IPS*1.25+1.5)); print(max(1,min($MAXEP,e)))")
 echo "probe: $IPS images/s bf16; $LEFT s left -> $EPOCHS epochs"
+fi
 
 EXTRA=""; [ -n "$LIMIT" ] && EXTRA="--limit $LIMIT --test-limit 1000"
-timeout $(( BUDGET - ($(date +%s) - T0) - 10 )) $PY -m splitbench train vit --weights none --epochs "$EPOCHS" \
+timeout $(( BUDGET - ($(date +%s) - T0) - 10 )) $PY -m splitbench train vit --weights ${INIT:-none} --epochs "$EPOCHS" \
   --batch-size 64 --lr 1e-4 --randaugment 0 --seed 0 --precision auto --workers 8 \
   --checkpoint-dir /tmp/ckpt --out /tmp/out $EXTRA
 echo "train rc $? at $(( $(date +%s) - T0 )) s"

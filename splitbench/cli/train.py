@@ -109,6 +109,8 @@ def train_command(
     save_safetensors(zoo_model.model, export, dtype=torch.float16, metadata={
         "model": spec.name, "dataset": spec.dataset, "recipe": json.dumps(recipe),
         "test_top1": f"{result.test_top1:.2f}" if result.test_top1 is not None else "",
+        # a warm restart's weights carry where they started from (source and sha256)
+        "init_weights": json.dumps(zoo_model.weights.describe()),
     })
     meta = provenance.collect(
         "train",
