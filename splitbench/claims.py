@@ -76,15 +76,16 @@ def duplication_gain(groups: int, top: int = 3) -> Callable[[pd.DataFrame], floa
     return measure
 
 
-def stability_lead(ratios: tuple[float, ...] = (0.3, 0.4, 0.5)) -> Callable[[pd.DataFrame], float | None]:
+def stability_lead(ratios: tuple[float, ...] = (0.3, 0.4, 0.5)) -> Callable[[pd.DataFrame], list[float] | None]:
     """One run's top-1 (points) of stability pruning minus the better of weight and importance,
-    averaged over ``ratios`` and both scopes."""
-    def measure(table: pd.DataFrame) -> float | None:
+    at each of ``ratios`` and scopes: paired replicates (the same checkpoint and test images),
+    as the seed claims stability first at every one of them."""
+    def measure(table: pd.DataFrame) -> list[float] | None:
         pruned = table[table["ratio"].isin(ratios) & (table["finetune_epochs"] == 0)]
         top1 = pruned.pivot_table(index=["scope", "ratio"], columns="method", values="top1")
         if not {"stability", "weight", "importance"} <= set(top1.columns):
             return None
-        return float((top1["stability"] - top1[["weight", "importance"]].max(axis=1)).mean())
+        return [float(v) for v in top1["stability"] - top1[["weight", "importance"]].max(axis=1)]
     return measure
 
 

@@ -56,6 +56,8 @@ def test_prune_sweep_writes_tables_with_smaller_models(tmp_path: Path) -> None:
     assert (pruned["macs"] < original["macs"]).all()
     markdown = (out / "prune.md").read_text()
     assert "(56.79)" in markdown and "(63.11)" in markdown  # the paper's weight rows at 50 %
+    # untimed: no CPU-time table of the paper's figures alone, and the header says why
+    assert "## Table 2" not in markdown and "CPU time not measured" in markdown
     assert (out / "prune.png").read_bytes()[:4] == b"\x89PNG"
     scores = pd.read_csv(out / "channel_scores.csv")
     assert len(scores) == 6 * 512 and {"weight", "importance", "stability", "l_ce", "l_kl"} <= set(scores.columns)

@@ -59,21 +59,25 @@ def prune_markdown(
     rows = rows.assign(param_mb=rows["param_bytes"] / 1e6)
     original_mb = original["param_bytes"] / 1e6
 
-    def ms(value: Any) -> str:
-        return "not timed" if pd.isna(value) else f"{value:.0f} ms"
-
+    timed = rows["cpu_ms_1000_b100"].notna().any()
+    cpu = (f"CPU {original['cpu_ms_1000_b100']:.0f} ms per 1000 images at batch 100 and "
+           f"{original['cpu_ms_1000_b1']:.0f} ms at batch 1" if timed else "CPU time not measured (`--timing-repeats 0`)")
     parts = [
         "# ViT channel pruning on CIFAR-10 (seed 002)\n",
         (f"Unpruned: top-1 {original['top1']:.2f} % on {int(original['test_images'])} test images, "
         f"{int(original['params']):,} parameters ({original_mb:.3f} MB fp32), {original['macs'] / 1e6:.1f} M MACs, "
-        f"CPU {ms(original['cpu_ms_1000_b100'])} per 1000 images at batch 100 and {ms(original['cpu_ms_1000_b1'])} "
-        f"at batch 1 (paper: 35.368 MB, 8257.53 ms). Cells are `ours (paper)`.\n"),
+        f"{cpu} (paper: 35.368 MB, 8257.53 ms). Cells are `ours (paper)`.\n"),
         "## Table 1: top-1 (%)\n",
         markdown_table(comparison_table(rows, "top1", "top1", ".2f")),
-        "\n## Table 2: CPU time for 1000 test images (ms; batch 100, change vs unpruned)\n",
-        markdown_table(comparison_table(rows, "cpu_ms_1000_b100", "cpu_ms_1000_images", ".0f", relative=True)),
-        "\n### Batch 1\n",
-        markdown_table(comparison_table(rows, "cpu_ms_1000_b1", "cpu_ms_1000_images", ".0f", relative=True)),
+    ]
+    if timed:
+        parts += [
+            "\n## Table 2: CPU time for 1000 test images (ms; batch 100, change vs unpruned)\n",
+            markdown_table(comparison_table(rows, "cpu_ms_1000_b100", "cpu_ms_1000_images", ".0f", relative=True)),
+            "\n### Batch 1\n",
+            markdown_table(comparison_table(rows, "cpu_ms_1000_b1", "cpu_ms_1000_images", ".0f", relative=True)),
+        ]
+    parts += [
         "\n## Table 3: parameter size (MB fp32, change vs unpruned)\n",
         markdown_table(comparison_table(rows, "param_mb", "params_mb", ".3f", relative=True)),
     ]
