@@ -96,7 +96,7 @@ done
 # whose 2-epoch points and warm-up the loop above has cached), two more λ for higher rates.
 splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --variant none --precision fp32 \
     --lambdas 0.05,0.2,1,4,16,64 --epochs 2,4,8 --seed 1 --baseline reports/codec/bottleneck3/codec.csv \
-    --out reports/rd/mobilenet_v2-bottleneck3-budgets
+    --out reports/rd/mobilenet_v2-bottleneck3-budgets-seed1
 # Seed 001 at a size two cores can train: the CIFAR-10 ResNet-20 behind the image codec (on
 # ImageNet at 128 px the codec never got past uniform predictions here; see reports/rd/NOTES.md).
 splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input --precision fp32 \
