@@ -59,9 +59,12 @@ def prune_markdown(
     rows = rows.assign(param_mb=rows["param_bytes"] / 1e6)
     original_mb = original["param_bytes"] / 1e6
 
+    def ms(value: Any) -> str:
+        return "not timed" if pd.isna(value) else f"{value:.0f} ms"
+
     timed = rows["cpu_ms_1000_b100"].notna().any()
-    cpu = (f"CPU {original['cpu_ms_1000_b100']:.0f} ms per 1000 images at batch 100 and "
-           f"{original['cpu_ms_1000_b1']:.0f} ms at batch 1" if timed else "CPU time not measured (`--timing-repeats 0`)")
+    cpu = (f"CPU {ms(original['cpu_ms_1000_b100'])} per 1000 images at batch 100 and {ms(original['cpu_ms_1000_b1'])} "
+           "at batch 1" if timed else "CPU time not measured (`--timing-repeats 0`)")
     parts = [
         "# ViT channel pruning on CIFAR-10 (seed 002)\n",
         (f"Unpruned: top-1 {original['top1']:.2f} % on {int(original['test_images'])} test images, "
