@@ -29,6 +29,7 @@ last cut's cumulative count equals fvcore's count of the whole model.
 from __future__ import annotations
 
 import difflib
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ def trace_graph(model: nn.Module, leaf_modules: Iterable[str] = ()) -> tuple[fx.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args=_defaulted_arguments(model))
     except Exception as error:
         if _is_plain_chain(model) and not set(leaf_modules) >= {name for name, _ in model.named_children()}:
             children = [name for name, _ in model.named_children()]
@@ -171,6 +172,19 @@ def trace_graph(model: nn.Module, leaf_modules: Iterable[str] = ()) -> tuple[fx.
         raise SplitbenchError(_untraceable_message(model, tracer.failed_in, error)) from None
     reused = {path for path, calls in tracer.calls.items() if calls > 1}
     return fx.GraphModule(tracer.root, graph, type(model).__name__), tracer.scope_of, reused
+
+
+def _defaulted_arguments(model: nn.Module) -> dict[str, Any]:
+    """The top-level forward's optional arguments, bound to their defaults for tracing.
+
+    A split runs the model on one input, so an optional argument (timm's ``attn_mask=None``,
+    ``is_causal=False``) is a constant. Left symbolic, it becomes a graph input that every
+    block reads, and no cut could lie between blocks: it would cross with the activations.
+    """
+    parameters = list(inspect.signature(model.forward).parameters.values())[1:]
+    return {p.name: p.default for p in parameters
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
 
 
 def _is_plain_chain(model: nn.Module) -> bool:

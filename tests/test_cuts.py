@@ -193,3 +193,20 @@ def test_segmentation_and_detection_models_are_cut_in_their_backbone() -> None:
     head, tail = graph.split("layer2")
     with torch.inference_mode():
         torch.testing.assert_close(tail(head(x))["out"], backbone(x)["out"])
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "deit_tiny_patch16_224"])
+def test_timm_vits_are_cut_after_every_block(name: str) -> None:
+    # timm's forward takes optional attn_mask / is_causal arguments; bound to their defaults
+    # for tracing, they no longer cross every cut, so each block's output is a cut.
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    x = torch.randn(1, 3, 224, 224)
+    graph = CutGraph.trace(model, x)
+    with torch.no_grad():
+        expected = model(x)
+        for block in range(len(model.blocks)):
+            head, tail = graph.split(f"blocks.{block}")
+            assert graph.resolve(f"blocks.{block}").shape == (197, 192)  # tokens × width
+            torch.testing.assert_close(tail(head(x)), expected, rtol=0, atol=0)
