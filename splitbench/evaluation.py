@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
@@ -58,12 +60,32 @@ def evaluate_topk(
         task = bar.add_task("evaluating", total=total)
         for images, labels in loader:
             images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-            logits = model(images)
+            logits = class_scores(model(images), type(model).__name__)
             hits1, hits5 = _topk_hits(logits, labels.to(device))
             top1, top5, seen = top1 + hits1, top5 + hits5, seen + len(labels)
             bar.update(task, advance=len(labels))
     wall_s = time.perf_counter() - start
     return EvalResult(top1=100.0 * top1 / seen, top5=100.0 * top5 / seen, images=seen, wall_s=wall_s)
+
+
+def class_scores(output: Any, model: str) -> torch.Tensor:
+    """``output`` of ``model`` as batch × classes scores, or one line saying what it returned instead.
+
+    A user's model may return a dict, a tuple (main and auxiliary outputs) or feature maps;
+    top-k over any of them is an AttributeError or, for feature maps, a silently wrong count.
+    """
+    if isinstance(output, torch.Tensor) and output.dim() == 2:
+        return output
+    if isinstance(output, torch.Tensor):
+        got = f"a tensor of shape {'x'.join(map(str, output.shape))}"
+    elif isinstance(output, Mapping):
+        got = f"a dict (keys {', '.join(map(repr, output))})"
+    elif isinstance(output, (tuple, list)):
+        got = f"a {type(output).__name__} of {len(output)}"
+    else:
+        got = type(output).__name__
+    raise SplitbenchError(f"{model} returned {got}, not a tensor of class scores (batch x classes); "
+                          "top-1/top-5 score a classifier's logits")
 
 
 def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:

@@ -3,11 +3,14 @@
 Rendered only from files under ``reports/`` (CSV tables and JSON sidecars) and the papers'
 tables shipped in :mod:`splitbench.references`, never from the machine it runs on, so the
 same commit always renders the same bytes (a test keeps the committed page current).
+
+Committed tables are checked before anything is rendered: every table a sidecar records must
+have its recorded columns, rows and sha256, and every table read must consist of whole rows
+(:func:`splitbench.results.read_table`); a damaged one is refused in one line.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,13 +18,14 @@ from typing import Any
 import pandas as pd
 
 from splitbench.claims import claims_table
+from splitbench.codecs.detection_report import beside_paper, load_paper_detection
 from splitbench.codecs.report import load_paper_rows, paper_rows, side_by_side
 from splitbench.errors import SplitbenchError
 from splitbench.grouping.report import comparison, split_rows
 from splitbench.pruning.report import comparison_table
 from splitbench.references import load_reference
 from splitbench.reporting import split_comparison
-from splitbench.results import markdown_table
+from splitbench.results import markdown_table, read_sidecar, read_table, verify_tables
 from splitbench.spread import mean_std, point_spread, seed_runs, sweep_of
 
 TITLE = "# splitbench reproductions"
@@ -31,6 +35,7 @@ def render_overview(reports: Path) -> str:
     """The Markdown page for the results under ``reports`` (links relative to that folder)."""
     if not reports.is_dir():
         raise SplitbenchError(f"--reports {reports}: no such folder; run from the repository root or pass --reports")
+    verify_tables(reports)  # every recorded table, also those that claims and spreads read
     sections = [section(reports) for section in SECTIONS]
     if not any(sections):  # an overview of nothing would overwrite a real one with a near-empty page
         raise SplitbenchError(f"--reports {reports} holds no committed results (profile/, codec/, prune/, …); "
@@ -48,7 +53,7 @@ def render_overview(reports: Path) -> str:
 
 
 def _read(reports: Path, pattern: str) -> list[tuple[Path, pd.DataFrame]]:
-    return [(path, pd.read_csv(path)) for path in sorted(reports.glob(pattern))]
+    return [(path, read_table(path)) for path in sorted(reports.glob(pattern))]
 
 
 def _relative(reports: Path, path: Path) -> str:
@@ -98,7 +103,7 @@ def _codec(reports: Path) -> str | None:
     path = reports / "codec" / "codec.csv"
     if not path.is_file():
         return None
-    table = pd.read_csv(path)
+    table = read_table(path)
     paper = paper_rows(table, load_paper_rows())
     if paper is None:
         return None
@@ -119,6 +124,29 @@ def _codec(reports: Path) -> str | None:
         (f"All rows and codecs: {_link(reports, path.with_suffix('.md'))}; analysis: "
         f"{_link(reports, reports / 'codec' / 'NOTES.md')}."),
     ]
+    return "\n\n".join(parts)
+
+
+def _codec_detection(reports: Path) -> str | None:
+    """Each detector's sweep in seed 003's Tables 8–9 form, the paper's SSD224 columns beside it."""
+    found = _read(reports, "codec-detection/*/codec.csv")
+    if not found:
+        return None
+    parts = ["## Seed 003, Tables 8–9: a detector's split features through image codecs (`splitbench codec`)"]
+    for path, table in found:
+        first = table.iloc[0]
+        merged = beside_paper(table, load_paper_detection())
+        merged = merged[merged["codec"].isin(["none", "bpg", "webp"])]
+        parts += [
+            f"### {path.parent.name}",
+            (f"{first['model']} at {first['split']} ({int(first['images'])} COCO images, COCOeval; `map` = AP@[.5:.95], "
+             "`map50` = AP@.5, percent) beside seed 003's SSD224 on PASCAL VOC2007 (VOC mAP@0.5). Absolute mAPs "
+             "are not comparable (other detector, data and metric); `*_kept` = each side's mAP as a percentage of "
+             "its own uncompressed mAP (ours: `map50`). `gray` = one 4:0:0 plane, `paper` = the plane as R of an "
+             "RGB picture."),
+            markdown_table(merged.round(2).astype(object).where(merged.notna(), "")),
+        ]
+        parts += _plot_and_links(reports, path, "All rows")
     return "\n\n".join(parts)
 
 
@@ -196,7 +224,7 @@ def _rd(reports: Path) -> str | None:
                    f"top-1 (%) of the decoded bitstreams on {int(first['test_images'])} test images."),
                   markdown_table(summary.round(3))]
         bd_path = path.parent / "bd.csv"
-        bd = pd.read_csv(bd_path) if bd_path.is_file() else pd.DataFrame()
+        bd = read_table(bd_path) if bd_path.is_file() else pd.DataFrame()
         if not bd.empty:
             parts += ["BD-rate (%) and BD-top-1 (points) against the first curve:",
                       markdown_table(bd[["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"]].round(2))]
@@ -260,7 +288,7 @@ def _training(reports: Path) -> str | None:
     rows = []
     for path, history in found:
         sidecar = path.with_suffix(".json")
-        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        meta = read_sidecar(sidecar) if sidecar.is_file() else {}
         last = history.iloc[-1]
         init = (meta.get("weights") or {}).get("sha256")
         rows.append({"run": path.parent.name, "epochs": int(last["epoch"]),
@@ -280,15 +308,16 @@ def _eval(reports: Path) -> str | None:
     found = _read(reports, "eval/*/eval.csv")
     if not found:
         return None
-    table = pd.concat([t for _, t in found], ignore_index=True)
+    table = pd.concat([t for _, t in found], ignore_index=True).drop(columns=["wall_s"], errors="ignore")
+    # classifiers (top1, top5) and detectors (detections, map, map50) share the table: blank, not nan
     return "\n\n".join(["## Baseline accuracies of the shared weights (`splitbench eval`)",
-                        markdown_table(table.drop(columns=["wall_s"], errors="ignore"))])
+                        markdown_table(table.astype(object).where(table.notna(), "") if table.isna().any().any() else table)])
 
 
 def _provenance(reports: Path) -> str:
     rows = []
     for path in sorted(reports.rglob("*.json")):
-        meta = json.loads(path.read_text())
+        meta = read_sidecar(path)
         if "git" not in meta:
             continue
         versions, hardware = meta.get("versions", {}), meta.get("hardware", {})
@@ -314,5 +343,5 @@ def _notes(reports: Path) -> str | None:
     return "\n\n".join(["## Notes", "\n".join(found)]) if found else None
 
 
-SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _prune, _group, _rd, _claims, _training,
+SECTIONS: list[Callable[[Path], str | None]] = [_profiles, _split, _codec, _codec_detection, _prune, _group, _rd, _claims, _training,
                                                 _eval, _notes]

@@ -1,7 +1,8 @@
 """``splitbench report --check``: a small, deterministic slice of every reproduction, against baselines.
 
 Each slice re-measures a few figures of one committed reproduction in seconds to a minute
-(profile totals, the shared-head accounting, a 50-image codec sweep, pruning the reference
+(profile totals, the shared-head accounting, a 50-image codec sweep, an 8-image detection codec
+sweep, pruning the reference
 ViT, baseline accuracies, one small learned-compression point) from scratch (fresh caches), and every figure carries its
 tolerance: ``exact`` for counts and bytes, which are deterministic; ``abs`` points for
 accuracies (BLAS and thread counts may flip an image between machines); ``ratio`` for
@@ -10,6 +11,7 @@ timings, compared as now / baseline. Baselines live in ``reports/baselines/regre
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -151,6 +153,32 @@ def codec_slice(inputs: Inputs) -> list[Figure]:
     return figures
 
 
+def codec_detection_slice(inputs: Inputs) -> list[Figure]:
+    """YOLOv4-tiny (the package's weights) at pool2 on the first 8 images of coco-val2017-mini:
+    input JPEG bytes, mAP uncompressed, and BPG 4:0:0 at QP 35 and WebP (paper layout) at
+    quality 30: bytes and mAP after the codec."""
+    from splitbench.codecs import CodecSpec
+    from splitbench.codecs.pipeline import baseline_point, layout_points
+    from splitbench.codecs.sweep import SweepRequest, run_sweep
+    from splitbench.zoo import load_model
+
+    model = load_model("yolov4_tiny", "default")
+    points = [baseline_point("none"), *layout_points([CodecSpec("bpg", 35)], ["gray"]),
+              *layout_points([CodecSpec("webp", 30)], ["paper"])]
+    request = SweepRequest(model, "pool2", "coco-val2017-mini", data_root=inputs.data_root, limit=8,
+                           cache_root=inputs.scratch / "codec-detection", workers=2, progress=False)
+    table = run_sweep(request, points).table
+    figures = [Figure("codec_detection.jpeg_bytes", int(table["jpeg_bytes"].iloc[0]))]
+    for _, row in table.iterrows():
+        name = row["codec"] if pd.isna(row["param"]) else f"{row['codec']}{int(row['param'])}"
+        if row["codec"] != "none":
+            figures.append(Figure(f"codec_detection.{name}.feature_bytes", int(row["feature_bytes"])))
+        # 8 images: a detection whose score a different BLAS nudges across a rank moves AP a little
+        figures += [Figure(f"codec_detection.{name}.map", round(float(row["map"]), 3), "abs", 1.0 if name == "none" else 2.0),
+                    Figure(f"codec_detection.{name}.map50", round(float(row["map50"]), 3), "abs", 1.0 if name == "none" else 2.0)]
+    return figures
+
+
 def prune_slice(inputs: Inputs) -> list[Figure]:
     """The reference CIFAR-10 ViT pruned by half (weight and stability, uniform): top-1 on 500 test
     images, the batch-100 speed-up over 200 (median of 3)."""
@@ -257,6 +285,7 @@ SLICES: dict[str, Callable[[Inputs], list[Figure]]] = {
     "split": split_slice,
     "eval": eval_slice,
     "codec": codec_slice,
+    "codec_detection": codec_detection_slice,
     "prune": prune_slice,
     "group": group_slice,
     "rd": rd_slice,
@@ -320,8 +349,20 @@ def load_baselines(path: Path) -> dict[str, Baseline]:
     unknown = sorted(set(table["kind"]) - set(KINDS))
     if unknown:
         raise SplitbenchError(f"{path}: unknown tolerance kind {unknown[0]!r}; valid: {', '.join(KINDS)}")
-    return {m: Baseline(float(v), str(k), float(tol))
-            for m, v, k, tol in zip(table["metric"], table["value"], table["kind"], table["tolerance"], strict=True)}
+    values, tolerances = _finite_column(path, table, "value"), _finite_column(path, table, "tolerance")
+    return {m: Baseline(v, str(k), tol)
+            for m, v, k, tol in zip(table["metric"], values, table["kind"], tolerances, strict=True)}
+
+
+def _finite_column(path: Path, table: pd.DataFrame, column: str) -> list[float]:
+    """``column`` as finite numbers; the first cell that is not one is named by its line."""
+    numbers = pd.to_numeric(table[column], errors="coerce")
+    bad = [i for i, number in enumerate(numbers) if not math.isfinite(number)]
+    if bad:
+        line, metric, cell = bad[0] + 2, table["metric"].iloc[bad[0]], table[column].iloc[bad[0]]
+        shown = "empty" if pd.isna(cell) else repr(str(cell))
+        raise SplitbenchError(f"{path}, line {line}: the {column} of {metric} is {shown}, not a finite number")
+    return [float(number) for number in numbers]
 
 
 def compare(figures: list[Figure], baselines: dict[str, Baseline], slices: Iterable[str]) -> list[Drift]:

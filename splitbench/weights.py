@@ -2,7 +2,9 @@
 
 Files are read with ``torch.load(weights_only=True)`` (or safetensors), so a checkpoint
 can never run code on the reader's machine. Keys must match the model exactly; a file
-made for another model is refused with a one-line summary of what does not fit.
+made for another model is refused with a one-line summary of what does not fit, and so are
+weights holding NaN or ±Inf (every output they touch would be NaN, and a codec compresses NaN
+features to almost nothing, which reads as a perfect codec).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 from torchvision import models as tv_models
 
 from splitbench.errors import SplitbenchError
+from splitbench.finite import describe, non_finite_tensors
 from splitbench.results import atomic_open
 
 # Containers that training scripts commonly wrap a state_dict in.
@@ -52,17 +55,21 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def load_weights(model: nn.Module, model_name: str, weights: str, torchvision_name: str | None,
-                 default_loader: Callable[[nn.Module], str] | None = None) -> WeightsInfo:
+                 default_loader: Callable[[nn.Module], str | WeightsInfo] | None = None) -> WeightsInfo:
     """Load ``weights`` (``none``, ``default`` or a path) into ``model`` in place.
 
     ``default`` means torchvision's weights for ``torchvision_name``, or else what
-    ``default_loader`` (a source's own published weights, e.g. timm's) loads.
+    ``default_loader`` (a source's own published weights, e.g. timm's, or a package's files)
+    loads; it returns their name, or a ``WeightsInfo`` where it knows their sha256.
     """
     if weights == "none":
         return WeightsInfo("none")
     if weights == "default":
         if torchvision_name is None and default_loader is not None:
-            return WeightsInfo("default", None, default_loader(model))
+            loaded = default_loader(model)  # a source's own loader fills the model directly
+            info = loaded if isinstance(loaded, WeightsInfo) else WeightsInfo("default", None, loaded)
+            check_finite(model.state_dict(), f"{model_name}'s default weights ({info.name}) are not finite")
+            return info
         return _load_torchvision_default(model, model_name, torchvision_name)
     path = Path(weights).expanduser()
     state = read_state_dict(path)
@@ -77,6 +84,7 @@ def save_safetensors(
 
     Only floating-point tensors are cast; ``metadata`` (strings only, as the format wants)
     travels inside the file, so a checkpoint carries its own recipe and measured accuracy.
+    Non-finite weights are refused, also those that only the cast makes infinite.
     """
     from safetensors.torch import save
 
@@ -84,10 +92,43 @@ def save_safetensors(
         key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value).detach().cpu().contiguous()
         for key, value in model.state_dict().items()
     }
-    payload = save(state, metadata=dict(metadata or {}))
-    with atomic_open(path, "wb") as handle:
-        handle.write(payload)
+    cast = f" after the cast to {str(dtype).removeprefix('torch.')}" if dtype is not None else ""
+    check_finite(state, f"not exporting {path}, its weights are not finite", cast)
+    _write_atomically(path, save(state, metadata=dict(metadata or {})), "weights")
     return path
+
+
+def write_tensor_file(path: Path, payload: Any, what: str = "checkpoint") -> Path:
+    """``torch.save`` to ``path`` atomically: the one way this project writes a torch file.
+
+    Serialised in memory first, so that a full disk fails in the plain write below (as
+    ``OSError``) rather than somewhere inside torch's zip writer.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    _write_atomically(path, buffer.getbuffer(), what)
+    return path
+
+
+def _write_atomically(path: Path, payload: bytes | memoryview, what: str) -> None:
+    """A temporary sibling, flushed to disk, then renamed over ``path``: a stop or a full disk
+    at any moment leaves the previous file whole (``atomic_open`` removes the temporary one and
+    reports a full disk itself); any other failing write ends in one line naming ``path``."""
+    try:
+        with atomic_open(path, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())  # the rename must not reach the disk before the bytes
+    except OSError as error:
+        raise SplitbenchError(f"cannot write {what} {path}: {error.strerror or error}; "
+                              f"the previous file there, if any, is kept") from None
+
+
+def check_finite(state: Mapping[str, torch.Tensor], problem: str, detail: str = "") -> None:
+    """Refuse a state_dict holding NaN or ±Inf: ``problem``, then how many there are and where."""
+    counts = non_finite_tensors(state)
+    if counts:
+        raise SplitbenchError(f"{problem}: {describe(counts, len(state))}{detail}")
 
 
 def read_tensor_file(path: Path, what: str = "checkpoint") -> Any:
@@ -167,7 +208,12 @@ def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], model_name: str, origin: str) -> None:
-    """Strict load (torch's rules) with a one-line explanation of any mismatch."""
+    """Strict load (torch's rules) with a one-line explanation of any mismatch; non-finite weights are refused.
+
+    Every weight load passes through here (a file, torchvision's defaults, a pruned ViT), so
+    this is where NaN and ±Inf are caught, before the model is touched.
+    """
+    check_finite(state, f"weights in {origin} are not finite", "; replace the file")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import csv
+import hashlib
+import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from splitbench.data import (
     resolve_data_root,
     verify_manifest,
 )
+from splitbench.data import hashes
 from splitbench.data.manifests import class_folder_names, dataset_directory
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import evaluate_topk
@@ -37,6 +40,7 @@ SHIPPED_SPLITS = {
     ("imagenet-sample-1000", "train"): (1000, 1000),
     ("cifar10", "train"): (50000, 10),
     ("cifar10", "test"): (10000, 10),
+    ("coco-val2017-mini", "val"): (158, 80),
 }
 
 
@@ -50,7 +54,8 @@ def _no_data_root_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_list_manifests_names_the_shipped_datasets() -> None:
-    assert list_manifests() == ["cifar10", "ilsvrc2012-val", "imagenet-sample-1000", "imagenet-val-1300"]
+    assert list_manifests() == ["cifar10", "coco-val2017-mini", "ilsvrc2012-val", "imagenet-sample-1000",
+                                "imagenet-val-1300"]
 
 
 @pytest.mark.parametrize(("name", "split"), sorted(SHIPPED_SPLITS))
@@ -79,6 +84,10 @@ def test_manifest_matches_shared_data(name: str, split: str) -> None:
     assert len(verify_manifest(manifest, SHARED_DATA, split)) == info.files
     if manifest.layout == "class_folders":
         assert len(class_folder_names(dataset_dir / info.path)) == info.classes
+    elif manifest.layout == "coco":  # detection: the annotations are checked by their sha256 as well
+        document = json.loads((dataset_dir / info.annotations).read_bytes())
+        assert hashlib.sha256((dataset_dir / info.annotations).read_bytes()).hexdigest() == info.annotations_sha256
+        assert len(document["categories"]) == info.classes and len(document["images"]) == info.files
     else:
         with (dataset_dir / info.labels).open(newline="") as handle:
             assert len({row["label"] for row in csv.DictReader(handle)}) == info.classes
@@ -103,7 +112,7 @@ def test_open_shared_datasets_gives_sorted_labelled_samples() -> None:
 
 
 def test_unknown_manifest_lists_valid_names() -> None:
-    with pytest.raises(SplitbenchError, match="unknown dataset 'imagenet'; did you mean imagenet-val-1300.*cifar10, ilsvrc2012-val"):
+    with pytest.raises(SplitbenchError, match="unknown dataset 'imagenet'; did you mean imagenet-val-1300.*cifar10, coco-val2017-mini, ilsvrc2012-val"):
         load_manifest("imagenet")
 
 
@@ -173,8 +182,55 @@ def test_samples_are_sorted_and_limit_takes_a_prefix(tmp_path: Path) -> None:
         "images": 2,
         "content_sha256": first_two.fingerprint(),
     }
-    # the content fingerprint covers what the names do not: sizes, times and labels
+    # the content fingerprint covers what the names do not: the bytes and the labels
     assert first_two.fingerprint() != everything.fingerprint()
+
+
+def _swap_in_place(path: Path, other: Path) -> None:
+    """Overwrite ``path`` with ``other``'s bytes (the same size) and give it back its mtime, as ``cp -p`` would."""
+    before = path.stat()
+    assert other.stat().st_size == before.st_size
+    path.write_bytes(other.read_bytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def test_an_image_replaced_in_place_with_its_mtime_restored_changes_the_fingerprint(tmp_path: Path) -> None:
+    manifest = write_tiny_dataset(tmp_path)
+    images = tmp_path / "tiny" / "images"
+    time.sleep(hashes._SETTLE_S + 0.1)  # old enough to be remembered: the warm case is the one that failed
+    store = tmp_path / "file-hashes"
+    before = open_dataset("tiny", root=tmp_path, manifest=manifest).fingerprint(store)
+    assert len(next(store.iterdir()).read_text().splitlines()) == 4  # every digest remembered
+    # the metadata key saw nothing here: same name, inode, size and mtime, other pixels
+    _swap_in_place(images / "a.jpg", images / "b.jpg")
+    after = open_dataset("tiny", root=tmp_path, manifest=manifest).fingerprint(store)
+    assert after != before
+    assert after == open_dataset("tiny", root=tmp_path, manifest=manifest).fingerprint(tmp_path / "empty-store")
+
+
+def test_a_rerun_takes_unchanged_files_digests_from_the_store(tmp_path: Path) -> None:
+    manifest = write_tiny_dataset(tmp_path)
+    time.sleep(hashes._SETTLE_S + 0.1)
+    store = tmp_path / "file-hashes"
+    honest = open_dataset("tiny", root=tmp_path, manifest=manifest).fingerprint(store)
+    # proof that the store is read, not the files: a digest forged in the store is believed ...
+    (stored,) = store.iterdir()
+    lines = stored.read_text().splitlines()
+    forged = [line[:-64] + "0" * 64 if line.split("\0")[0].endswith("a.jpg") else line for line in lines]
+    stored.write_text("\n".join(forged) + "\n")
+    assert open_dataset("tiny", root=tmp_path, manifest=manifest).fingerprint(store) != honest
+    # ... until the file's ctime moves (a chmod is enough), when it is read again
+    (tmp_path / "tiny" / "images" / "a.jpg").chmod(0o644)
+    assert open_dataset("tiny", root=tmp_path, manifest=manifest).fingerprint(store) == honest
+
+
+def test_files_changed_a_moment_ago_are_hashed_but_not_remembered(tmp_path: Path) -> None:
+    manifest = write_tiny_dataset(tmp_path)  # just written: within a timestamp tick of a rewrite
+    store = tmp_path / "file-hashes"
+    open_dataset("tiny", root=tmp_path, manifest=manifest).fingerprint(store)
+    assert not store.exists()
 
 
 def test_images_decode_to_their_colour_and_label(tmp_path: Path) -> None:

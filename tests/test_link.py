@@ -329,3 +329,64 @@ def test_link_with_plan_predicts_the_app_shaped_transfer(tmp_path: Path) -> None
     assert row["measured_transfer_ms"] == pytest.approx(row["predicted_transfer_ms"], rel=0.2)
     assert set(pd.read_csv(tmp_path / "times.csv")["setup"]) == {"layer2:minmax8", "edge"}
     assert (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"  # Neurosurgeon's figure with the measurements
+
+
+# -- edge, which sends nothing, at every bandwidth and RTT ----------------------------------------
+
+def _costs() -> pd.DataFrame:
+    """edge: 30 ms on the device; layer: 6 ms of compute and 2.3 kB to send."""
+    common = {"payload_bytes": 2000.0, "framing_bytes": 120.0, "reply_bytes": 200, "elements": 0}
+    return pd.DataFrame([
+        {"setup": "edge", "at": "edge", "codec": "none", "head_ms": 30.0, "encode_ms": 0.0, "decode_ms": 0.0,
+         "tail_ms": 0.0, **common, "payload_bytes": 0.0, "framing_bytes": 0.0, "reply_bytes": 0},
+        {"setup": "layer:minmax8", "at": "layer", "codec": "minmax8", "head_ms": 2.0, "encode_ms": 1.0,
+         "decode_ms": 1.0, "tail_ms": 2.0, **common},
+    ])
+
+
+def test_plan_puts_edge_at_every_rtt_and_picks_it_where_the_rtt_makes_it_best() -> None:
+    from splitbench.link.plan import best_cuts, predict
+
+    predictions = predict(_costs(), [100.0], [0.0, 50.0])
+    edge = predictions[predictions["setup"] == "edge"]
+    assert list(edge["rtt_ms"]) == [0.0, 50.0] and set(edge["total_ms"]) == {30.0}
+    best = best_cuts(predictions).set_index("rtt_ms")["best"]
+    assert best[0.0] == "layer:minmax8" and best[50.0] == "edge"
+
+
+@pytest.mark.parametrize("edge_rows", ["one unshaped row (link before the fix)", "a row per condition"])
+def test_the_measured_best_setup_counts_edge_at_every_rtt(edge_rows: str) -> None:
+    from splitbench.link.plan import best_agreement
+
+    def row(setup: str, bandwidth: float, rtt: float, predicted: float, measured: float) -> dict:
+        return {"setup": setup, "bandwidth_mbit": bandwidth, "rtt_ms": rtt, "predicted_ms": predicted,
+                "measured_ms": measured}
+
+    rows = [row("layer:minmax8", 100.0, 0.0, 6.2, 7.0), row("layer:minmax8", 100.0, 50.0, 56.2, 58.0)]
+    if edge_rows.startswith("one"):
+        rows.append(row("edge", float("nan"), 0.0, 30.0, 31.0))
+    else:
+        rows += [row("edge", 100.0, 0.0, 30.0, 31.0), row("edge", 100.0, 50.0, 30.0, 31.0)]
+    agree = best_agreement(pd.DataFrame(rows)).set_index("rtt_ms")
+    assert len(agree) == 2
+    assert (agree.loc[0.0, "predicted_best"], agree.loc[0.0, "measured_best"]) == ("layer:minmax8", "layer:minmax8")
+    assert (agree.loc[50.0, "predicted_best"], agree.loc[50.0, "measured_best"]) == ("edge", "edge")
+    assert (agree["regret_percent"] == 0).all()
+
+
+@needs_shared_data
+def test_link_reports_edge_under_every_condition_and_the_best_per_rtt(tmp_path: Path) -> None:
+    done = run_in_process("link", "cifar_resnet20", "--weights", "none", "--data", str(SHARED_DATA), "--at",
+                          "layer2,edge", "--codec", "minmax8", "--shaper", "app", "--bandwidth", "4", "--rtt", "0,20",
+                          "--limit", "2", "--plan", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    summary = pd.read_csv(tmp_path / "link.csv")
+    edge = summary[summary["setup"] == "edge"]
+    assert sorted(zip(edge["bandwidth_mbit"], edge["rtt_ms"])) == [(4.0, 0.0), (4.0, 20.0)]
+    assert edge["total_ms"].nunique() == 1 and (edge["transfer_ms"] == 0).all()  # timed once, no network
+    images = pd.read_csv(tmp_path / "link_images.csv")
+    assert len(images[images["setup"] == "edge"]) == 2 * 2  # each image under each condition
+    best = pd.read_csv(tmp_path / "validation_best.csv").set_index("rtt_ms")
+    # on one machine edge computes what layer2 computes, without 2 x 2 kB at 4 Mbit/s and the RTT
+    assert list(best.index) == [0.0, 20.0] and (best["measured_best"] == "edge").all()
+    assert (best["predicted_best"] == "edge").all()

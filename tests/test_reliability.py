@@ -94,7 +94,8 @@ def test_a_truncated_image_changes_the_fingerprint(tmp_path: Path) -> None:
         (["profile", "vit", "--input-size", "10"], "error: SplittableViT cannot run on a 3x10x10 input"),
         (["profile", "cifar_resnet20", "--input-size", "10000"],
          "error: --input-size 10000: cifar_resnet20 would need about 541 GiB for its activations; this machine has"),
-        (["eval", "ssd_vgg16", "--weights", "none"], "error: eval scores classifiers by top-1/top-5; ssd_vgg16 is a detection model"),
+        (["eval", "ssd_vgg16", "--weights", "none"],
+         "error: ssd_vgg16 is a detection model whose outputs splitbench cannot score"),
         (["report", "--check", "--baselines", "{text}.csv"], "error: {text}.csv is not a baselines CSV: no column metric"),
     ],
 )

@@ -16,21 +16,28 @@ from splitbench.cli.render import console, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
 from splitbench.codecs.features import LAYOUTS, check_layout
 from splitbench.codecs.pipeline import Point, baseline_point, layout_points
+from splitbench.codecs.detection_report import detection_markdown, load_paper_detection, plot_detection
 from splitbench.codecs.report import codec_markdown, display_table, load_paper_rows, plot_codec
-from splitbench.codecs.sweep import PAPER_SPLITS, PREPROCESS, SweepRequest, run_sweep
+from splitbench.codecs.sweep import DEFAULT_SPLITS, PREPROCESS, SweepRequest, check_scored_tail, run_sweep
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec
 from splitbench.data import open_dataset
 from splitbench.preflight import Plan, worker_count, writable_folder
-from splitbench.results import warm_up_plotting, write_result
+from splitbench.results import result_set, warm_up_plotting, write_result
 from splitbench.zoo import get_spec, load_model
 
 _SHOWN = ["codec", "param", "layout", "bits", "chroma", "ratio_percent", "bpp", "top1", "top5", "top1_drop",
           "encode_ms", "decode_ms"]
+_SHOWN_DETECTION = [*_SHOWN[:7], "map", "map50", "map50_drop", "encode_ms", "decode_ms"]
 
 
-def _codec_entry(entry: str, values: dict[str, list[int]], used: set[str]) -> tuple[str, list[int | None]]:
-    """``name`` or ``name:v1/v2/…``: the codec and the parameter values it runs at."""
+def _codec_entry(entry: str, values: dict[str, list[int]], used: dict[str, list[list[int]]]) -> tuple[str, list[int | None]]:
+    """``name`` or ``name:v1/v2/…``: the codec and the parameter values it runs at.
+
+    Its own values win; ``--qp``/``--quality`` are for the codecs without their own. ``used``
+    collects, per parameter, the values each codec that takes it chose of its own (an empty
+    list: it took the option's).
+    """
     name, _, own = entry.partition(":")
     if not name:
         raise SplitbenchError(f"--codec entry '{entry}' names no codec")
@@ -42,8 +49,10 @@ def _codec_entry(entry: str, values: dict[str, list[int]], used: set[str]) -> tu
     if own:
         if not split_names(own.replace("/", ",")):
             raise SplitbenchError(f"--codec {entry} names no {cls.parameter} values")
-        return name, split_numbers(own.replace("/", ","), f"--codec {entry}", int)
-    used.add(cls.parameter)
+        params = split_numbers(own.replace("/", ","), f"--codec {entry}", int)
+        used.setdefault(cls.parameter, []).append(params)
+        return name, params
+    used.setdefault(cls.parameter, []).append([])
     params = values[cls.parameter] or list(cls.default_params)
     if not params:
         raise SplitbenchError(f"{name} needs --{cls.parameter} (or --codec {name}:V1/V2/…)")
@@ -55,7 +64,7 @@ def build_points(codecs: list[str], qps: list[int], qualities: list[int], layout
     """The sweep's rows: ``none`` first (the drops' reference), baselines, then each codec setting."""
     for layout in layouts:
         check_layout(layout)
-    values, used = {"qp": qps, "quality": qualities}, set()
+    values, used = {"qp": qps, "quality": qualities}, {}
     points = [baseline_point("none")]
     for entry in codecs:
         if entry == "none" or entry.startswith("minmax"):
@@ -66,17 +75,29 @@ def build_points(codecs: list[str], qps: list[int], qualities: list[int], layout
         options = (("chroma", chroma), ("backend", bpg_backend)) if name == "bpg" else ()
         chosen = [check_layout(layout) for layout in own_layouts.split("/")] if own_layouts else layouts
         points += layout_points([CodecSpec(name, p, bits, 1, options) for p in params], chosen)
-    unused = [option for option, given in values.items() if given and option not in used]
-    if unused:
-        raise SplitbenchError(f"--{unused[0]} was given but no codec in --codec takes it")
+    for option, given in values.items():
+        _check_option_used(option, given, used.get(option))
     return points
+
+
+def _check_option_used(option: str, given: list[int], takers: list[list[int]] | None) -> None:
+    """``--qp``/``--quality``: an error where no codec in --codec takes it; a warning where every
+    codec that takes it set other values of its own (the option then changes nothing)."""
+    if not given:
+        return
+    if not takers:
+        raise SplitbenchError(f"--{option} was given but no codec in --codec takes it")
+    if all(own for own in takers) and any(own != given for own in takers):
+        provenance.warn(f"--{option} {','.join(map(str, given))} is not used: every codec that takes it "
+                        f"has its own values (NAME:V1/V2), which win")
 
 
 @app.command("codec")
 def codec_command(
     model: ModelArgument = None,
     at: Annotated[str | None, typer.Option(
-        "--at", help="Cut (default: the seed's, pool4 / bottleneck6; `splitbench profile MODEL` lists them).")] = None,
+        "--at", help="Cut (default: the seed's, pool4 / bottleneck6, or yolov4_tiny's analogue pool2; "
+        "`splitbench profile MODEL` lists them).")] = None,
     model_option: ModelOption = None,
     leaf: Leaf = None,
     weights: Weights = "default",
@@ -108,26 +129,28 @@ def codec_command(
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5."""
+    """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5 or mAP."""
     start = time.perf_counter()
     model = pick_model(model, model_option, "vgg16")
     points = build_points(split_names(codec, "--codec"), split_numbers(qp, "--qp", int),
                           split_numbers(quality, "--quality", int), split_names(layout, "--layout"), bits,
                           chroma, bpg_backend)
-    at = at or PAPER_SPLITS.get(get_spec(model).name)
+    at = at or DEFAULT_SPLITS.get(get_spec(model).name)
     if at is None:
         raise SplitbenchError(f"{model} has no seed split point; pass --at")
     if preprocess not in PREPROCESS:
         raise SplitbenchError(f"unknown --preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
     zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else (),
                            mean=normalisation(mean, "--mean"), std=normalisation(std, "--std"))
+    check_scored_tail(zoo_model)
+    detection = zoo_model.spec.task == "detection"
     cut = zoo_model.cuts().resolve(at)  # an unknown cut fails before any data is read
     if len(cut.shape) != 3:
         raise SplitbenchError(f"the tensor at {at} is {'x'.join(map(str, cut.shape))}, "
                               f"not C×H×W planes an image codec can carry; pick a convolutional cut")
     name = dataset_name(model, dataset, zoo_model.spec.dataset)
-    images = open_dataset(name, split=split, root=data, limit=limit)
-    paper = load_paper_rows(reference)  # a bad --reference fails before the sweep
+    images = zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit))
+    paper = (load_paper_detection if detection else load_paper_rows)(reference)  # a bad --reference fails now
     out = writable_folder(out or default_out("codec", f"{zoo_model.spec.name}-{at}-{name}"), "--out")
     writable_folder(cache, "--cache")
     if keep_bitstreams is not None:
@@ -156,9 +179,11 @@ def codec_command(
         wall_s=time.perf_counter() - start,
     )
     plotting.join()
-    written = write_result(out, "codec", result.table, meta, codec_markdown(result.table, paper, meta))
-    written.append(plot_codec(result.table, paper, out / "codec.png"))
+    with result_set(out):
+        markdown = (detection_markdown if detection else codec_markdown)(result.table, paper, meta)
+        written = write_result(out, "codec", result.table, meta, markdown, optional=["param"])  # baselines have none
+        written.append((plot_detection if detection else plot_codec)(result.table, paper, out / "codec.png"))
     title = f"{zoo_model.spec.name} at {at}: features through image codecs"
-    show_table(display_table(result.table), title=title, columns=_SHOWN)
+    show_table(display_table(result.table), title=title, columns=_SHOWN_DETECTION if detection else _SHOWN)
     console.print(f"{result.data['images']} images; input JPEG (q75) {int(result.table['jpeg_bytes'].iloc[0]):,} B")
     show_written(written)

@@ -1,4 +1,4 @@
-"""``splitbench eval``: top-1/top-5 of a zoo model on a data set."""
+"""``splitbench eval``: top-1/top-5 of a classifier, or COCO mAP of a detector, on a data set."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ from splitbench.cli.options import (DataRoot, Dataset, DryRun, Mean, ModelArgume
                                     dataset_name, default_out, normalisation, pick_model)
 from splitbench.cli.render import show_table, show_written
 from splitbench.data import open_dataset
-from splitbench.data.datasets import check_label_space
-from splitbench.errors import SplitbenchError
+from splitbench.detection.evaluate import detection_transform, evaluate_detection
+from splitbench.errors import SplitbenchError, unknown_name
 from splitbench.evaluation import evaluate_topk
+from splitbench.scoring import scorer_for
 from splitbench.preflight import Plan, worker_count, writable_folder
-from splitbench.results import markdown_table, write_result
-from splitbench.zoo import load_model
+from splitbench.results import markdown_table, result_set, write_result
+from splitbench.zoo import ZooModel, load_model
+
+TASKS = ("classification", "detection")
 
 
 @app.command("eval")
@@ -33,43 +36,69 @@ def eval_command(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate the first N images only.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes.")] = 2,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", help="classification (top-1/top-5) or detection (COCO mAP@[.5:.95] and mAP@.5); "
+        "default: the model's.")] = None,
     mean: Mean = None,
     std: Std = None,
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Top-1 and top-5 accuracy of MODEL with WEIGHTS on a data set."""
+    """Top-1 and top-5 accuracy of a classifier, or COCO mAP of a detector, with WEIGHTS on a data set."""
     start = time.perf_counter()
     model = pick_model(model, model_option)
     zoo_model = load_model(model, mean=normalisation(mean, "--mean"), std=normalisation(std, "--std"))
-    if zoo_model.spec.task != "classification":
-        raise SplitbenchError(f"eval scores classifiers by top-1/top-5; {model} is a {zoo_model.spec.task} model")
+    task = check_task(zoo_model, task)
+    scorer_for(zoo_model, None)  # a model whose outputs cannot be scored fails before any data is read
     name = dataset_name(model, dataset, zoo_model.spec.dataset)
-    images = open_dataset(name, split=split, root=data, limit=limit,
-                          transform=zoo_model.spec.preprocessing.transform())
-    check_label_space(zoo_model.output_classes(), images, model)
+    transform = detection_transform(zoo_model.spec) if task == "detection" else zoo_model.spec.preprocessing.transform()
+    images = zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit, transform=transform))
     workers = worker_count(workers, len(images))
     out = writable_folder(out or default_out("eval", f"{zoo_model.spec.name}-{name}"), "--out")
     plan = Plan("eval").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
-    plan.add("data", f"{name}: {len(images):,} images").add("preprocessing", zoo_model.spec.preprocessing.describe())
+    plan.add("task", task).add("data", f"{name}: {len(images):,} images").add("preprocessing", _preprocessing(zoo_model))
     if plan.add("out", out).finish(dry_run):
         return
     zoo_model.load_weights(weights)
-    result = evaluate_topk(zoo_model.model, images, batch_size=batch_size, workers=workers)
-    table = pd.DataFrame([{
-        "model": model, "dataset": name, "split": images.provenance()["split"], "images": result.images,
-        "top1": round(result.top1, 3), "top5": round(result.top5, 3), "wall_s": round(result.wall_s, 2),
-    }])
+    row = {"model": model, "dataset": name, "split": images.provenance()["split"]}
+    if task == "detection":
+        found = evaluate_detection(zoo_model, images, batch_size=batch_size, workers=workers)
+        row |= {"images": found.images, "detections": found.detections, "map": round(found.figures["map"], 3),
+                "map50": round(found.figures["map50"], 3), "wall_s": round(found.wall_s, 2)}
+    else:
+        result = evaluate_topk(zoo_model.model, images, batch_size=batch_size, workers=workers)
+        row |= {"images": result.images, "top1": round(result.top1, 3), "top5": round(result.top5, 3),
+                "wall_s": round(result.wall_s, 2)}
+    table = pd.DataFrame([row])
     meta = provenance.collect(
         "eval",
-        {"model": model, "weights": weights, "dataset": name, "split": split, "limit": limit,
+        {"model": model, "weights": weights, "task": task, "dataset": name, "split": split, "limit": limit,
          "batch_size": batch_size, "workers": workers, "out": out,
-         "preprocessing": zoo_model.spec.preprocessing.describe()},
+         "preprocessing": _preprocessing(zoo_model)},
         weights=zoo_model.weights.describe(),
         data=images.provenance(),
         wall_s=time.perf_counter() - start,
     )
     markdown = f"# {model} on {name}\n\n{markdown_table(table)}\n"
-    written = write_result(out, "eval", table, meta, markdown)
+    with result_set(out):
+        written = write_result(out, "eval", table, meta, markdown)
     show_table(table, title=f"{model} on {name}")
     show_written(written)
+
+
+def check_task(zoo_model: ZooModel, task: str | None) -> str:
+    """``--task``, which must be the model's own (default); one line otherwise."""
+    if task is not None and task not in TASKS:
+        raise unknown_name("task", task, TASKS)
+    own = zoo_model.spec.task
+    if task is not None and task != own:
+        raise SplitbenchError(f"--task {task}: {zoo_model.spec.name} is a {own} model")
+    if own not in TASKS:
+        raise SplitbenchError(f"eval scores classifiers and detectors; {zoo_model.spec.name} is a {own} model")
+    return own
+
+
+def _preprocessing(zoo_model: ZooModel) -> dict | str:
+    if zoo_model.spec.image_list_input:
+        return "the image at its own size, [0, 1]; the model resizes and normalises it"
+    return zoo_model.spec.preprocessing.describe()

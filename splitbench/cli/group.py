@@ -14,7 +14,7 @@ import typer
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, OutDir, Precision, Weights,
-                                    alone_timing_repeats, default_out, split_numbers)
+                                    alone_timing_repeats, default_out, float_option, split_numbers)
 from splitbench.data import open_dataset
 from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.cli.render import console, show_table, show_written
@@ -29,7 +29,7 @@ from splitbench.grouping.sweep import (
     load_group_data,
     run_group_sweep,
 )
-from splitbench.results import write_csv, write_result
+from splitbench.results import result_set, write_csv, write_result
 from splitbench.training import distributed
 from splitbench.training.trainer import pick_device, resolve_precision
 from splitbench.zoo import load_model
@@ -47,7 +47,7 @@ def group_command(
     groups: Annotated[str, typer.Option("--groups", help="Group counts, e.g. 2,4,8,16 (1 = FLGC that keeps every connection).")] = "2,4,8",
     duplicate_top: Annotated[str, typer.Option("--duplicate-top", help="Seed 004's duplication: top-K maps set each group's threshold; 0 = plain FLGC.")] = "0,3",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Fine-tuning epochs per point (Adam, cosine, crop+flip).")] = 1,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate for weights and assignments.")] = 1e-3,
+    lr: Annotated[float, float_option("--lr", minimum=0.0, help_text="Adam learning rate for weights and assignments.")] = 1e-3,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     device: Annotated[str, typer.Option("--device", help="Training device: auto, cpu or cuda[:N].")] = "auto",
     precision: Precision = "auto",
@@ -83,7 +83,7 @@ def group_command(
         distributed.leave(ranks)
         raise SplitbenchError("under torchrun every point trains in the ranks' own processes: use --executor local")
     train_images = len(open_dataset(dense.spec.dataset, split="train", root=data, limit=None))
-    test_images = len(open_dataset(dense.spec.dataset, split="test", root=data, limit=None))
+    test_images = len(dense.check_data(open_dataset(dense.spec.dataset, split="test", root=data, limit=None)))
     out = writable_folder(out or default_out("group", model + (f"-seed{seed}" if seed else "")), "--out")
     writable_folder(cache, "--cache")
     plan = Plan("group").add("model", model).add("weights", dense.describe_weights(weights))
@@ -128,9 +128,11 @@ def group_command(
          "train_limit": train_limit, "test_limit": test_limit, "executor": str(executor_spec), "processes": ranks.world, "out": out, "cache": point_cache.directory},
         weights=dense.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
     )
-    written = write_result(out, "group", table[GROUP_COLUMNS], meta, group_markdown(table, meta))
-    written.append(write_csv(out / "duplication.csv", duplication_table(rows)))
-    written.append(plot_group(out / "group.png", table))
+    with result_set(out):
+        written = write_result(out, "group", table[GROUP_COLUMNS], meta, group_markdown(table, meta),
+                               optional=["cpu_ms_1000_masked", "train_top1"])  # the dense row's
+        written.append(write_csv(out / "duplication.csv", duplication_table(rows)))
+        written.append(plot_group(out / "group.png", table))
     show_table(table, title=f"FLGC on {model}", columns=["groups", "duplicate_top", "duplicated_maps", "params", "macs",
                                                            "top1", "cpu_ms_1000", "cpu_ms_1000_masked"])
     show_written(written)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import pandas as pd
 import torch
@@ -13,7 +13,7 @@ import typer
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, Dataset, DryRun, ModelArgument, ModelOption, OutDir, Weights,
-                                    dataset_name, default_out, pick_model, split_names, split_numbers)
+                                    dataset_name, default_out, float_option, pick_model, split_names, split_numbers)
 from splitbench.cli.render import show_table, show_written
 from splitbench.codecs.base import codec_class, codec_names
 from splitbench.data import open_dataset
@@ -21,8 +21,11 @@ from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
 from splitbench.link.endpoints import BASELINES, EDGE, INPUT, Receiver, Sender, SplitSetup, model_pictures
 from splitbench.preflight import Plan, physical_cores, writable_folder
-from splitbench.results import write_csv, write_result
+from splitbench.results import result_set, write_csv, write_result
 from splitbench.zoo import ZooModel, load_model
+
+if TYPE_CHECKING:  # zmq is imported where a socket is made, not at every command's start
+    from splitbench.link.security import ClientKeys
 
 CodecOption = Annotated[str, typer.Option(
     "--codec", help=f"How the tensor at a cut travels: none (float32), minmax8, or an image codec "
@@ -67,25 +70,45 @@ def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback unless told otherwise).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port; 0 picks a free one.")] = 5555,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Threads answering requests.")] = 1,
-    max_message_mb: Annotated[float, typer.Option("--max-message-mb", min=0.001, max=1024,
-                                                  help="Largest frame taken; a peer sending more is dropped.")] = 16.0,
+    max_message_mb: Annotated[float, float_option("--max-message-mb", minimum=0.001, maximum=1024,
+                                                  help_text="Largest frame taken; a peer sending more is dropped.")] = 16.0,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads (default: physical cores).")] = None,
+    auth: Annotated[Optional[Path], typer.Option("--auth", help="CURVE keys: a folder from --make-keys (only the "
+                                                 "clients in its clients/ folder are served) or a server secret key "
+                                                 "file (any client with the server's public key).")] = None,
+    insecure_bind: Annotated[bool, typer.Option("--insecure-bind", help="Allow a non-loopback --host without "
+                                                "--auth (with a warning).")] = False,
+    make_keys: Annotated[Optional[Path], typer.Option("--make-keys", help="Write a server and a client key pair "
+                                                      "into this folder (files 0600) and stop.")] = None,
     dry_run: DryRun = False,
 ) -> None:
     """Serve the tail of MODEL at a cut (and the codec's decoder): coded features in, top-5 out."""
+    from splitbench.link import security
     from splitbench.link.server import SplitServer
 
+    if make_keys is not None:
+        security.check_key_folder(make_keys)
+        if Plan("serve").add("make keys", f"{make_keys}/{{{', '.join(security.KEY_FILES)}}} (0600)").finish(dry_run):
+            return
+        for path in security.make_keys(make_keys):
+            print(path)
+        return
+    keys = security.server_keys(auth) if auth is not None else None
+    security.check_bind(host, keys is not None, insecure_bind)
     model = pick_model(model, model_option, "mobilenet_v2")
-    zoo_model = load_model(model)
+    zoo_model = load_model(model).require_classifier("serve")
     setup = setup_for(zoo_model, at, codec, qp, quality, layout, bits)
     plan = Plan("serve").add("model", model).add("weights", zoo_model.describe_weights(weights))
     plan.add("setup", setup.label).add("listen", f"tcp://{host}:{port or '*'}")
+    plan.add("auth", f"CURVE, {'clients in ' + str(keys.clients) if keys.clients else 'any client with the server key'}"
+             if keys else "none")
     if plan.finish(dry_run):
         return
     zoo_model.load_weights(weights)
     torch.set_num_threads(threads or physical_cores())
     server = SplitServer(Receiver(zoo_model, setup, preprocess), zoo_model.weights.describe()["sha256"],
-                         host=host, port=port, workers=workers, max_message_bytes=int(max_message_mb * (1 << 20)))
+                         host=host, port=port, workers=workers, max_message_bytes=int(max_message_mb * (1 << 20)),
+                         keys=keys)
     print(f"listening on {server.endpoint} ({model} {setup.label})", flush=True)
     stats = server.serve()
     print(f"stopped: answered {stats.answered}, refused {stats.refused}, failed {stats.failed}", flush=True)
@@ -111,6 +134,11 @@ def link_command(
                                         "none (unshaped; no --bandwidth).")] = "auto",
     server: Annotated[Optional[str], typer.Option("--server", help="A running `splitbench serve` (HOST:PORT) "
                                                   "instead of starting one per cut; one cut only.")] = None,
+    server_key: Annotated[Optional[Path], typer.Option("--server-key", help="The --server's CURVE public key "
+                                                       "(server.key from serve --make-keys).")] = None,
+    client_key: Annotated[Optional[Path], typer.Option("--client-key", help="This client's CURVE key pair "
+                                                       "(client.key_secret), for a server that lists its clients; "
+                                                       "default: a fresh one.")] = None,
     dataset: Dataset = None,
     split: Annotated[Optional[str], typer.Option("--split")] = None,
     data: DataRoot = None,
@@ -128,10 +156,10 @@ def link_command(
     from splitbench.link.shaping import EndDelay, netns_possible
 
     start = time.perf_counter()
+    bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=True)  # bad numbers fail before any work
     model = pick_model(model, model_option, "mobilenet_v2")
-    zoo_model = load_model(model)
+    zoo_model = load_model(model).require_classifier("link")
     setups = [setup_for(zoo_model, cut, codec, qp, quality, layout, bits) for cut in split_names(at, "--at")]
-    bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=True)
     if shaper not in SHAPERS:
         raise SplitbenchError(f"unknown --shaper '{shaper}'; valid: {', '.join(SHAPERS)}")
     if shaper == "auto":
@@ -140,6 +168,7 @@ def link_command(
         raise SplitbenchError(f"--shaper netns: {reason}; use --shaper app")
     if server is not None and (len(setups) != 1 or shaper == "netns"):
         raise SplitbenchError("--server takes one --at and --shaper app or none")
+    keys = _client_keys(server, server_key, client_key)
     name, images = _images(zoo_model, dataset, split, data, limit)
     out = writable_folder(out or default_out("link", model), "--out")
     conditions = [Condition(b, r) for b in bandwidths for r in rtts]
@@ -166,7 +195,7 @@ def link_command(
             tables.append(_cross(zoo_model, setup, sender, pictures, conditions, link, server, weights_info,
                                  [model, "--weights", weights, *_setup_arguments(setup), "--preprocess", preprocess],
                                  server_cpus, lambda task=task: bar.update(task, advance=1),
-                                 timer.time if timer is not None else None))
+                                 timer.time if timer is not None else None, keys))
             if timer is not None:
                 costs.append(pd.DataFrame([timer.row()]))
     per_image = pd.concat(tables, ignore_index=True)
@@ -194,15 +223,17 @@ def link_command(
         markdown += "\n" + plan_markdown(model, pd.concat(costs, ignore_index=True), planning.best_cuts(
             planning.predict(pd.concat(costs, ignore_index=True), [b for b in bandwidths if b], rtts, link_model)),
             link_model, validation)
-    written = write_result(out, "link", summary, meta, markdown)
-    written.append(write_csv(out / "link_images.csv", per_image))
-    if validation is not None:
-        written += [write_csv(out / "times.csv", pd.concat(costs, ignore_index=True)),
-                    write_csv(out / "validation.csv", validation),
-                    write_csv(out / "validation_best.csv", validation.attrs["best"])]
-        written.append(planning.plot_plan(out / "plan.png", pd.concat(costs, ignore_index=True), rtts[0], link_model,
-                                          model, summary))
-    written.append(plot_stages(out / "link.png", summary, model))
+    with result_set(out):
+        unshaped = ["bandwidth_mbit", "wire_up_bytes", "wire_down_bytes"]  # no shaper, no wire count
+        written = write_result(out, "link", summary, meta, markdown, optional=unshaped)
+        written.append(write_csv(out / "link_images.csv", per_image, optional=unshaped))
+        if validation is not None:
+            written += [write_csv(out / "times.csv", pd.concat(costs, ignore_index=True)),
+                        write_csv(out / "validation.csv", validation, optional=["bandwidth_mbit"]),
+                        write_csv(out / "validation_best.csv", validation.attrs["best"])]
+            written.append(planning.plot_plan(out / "plan.png", pd.concat(costs, ignore_index=True), rtts[0], link_model,
+                                              model, summary))
+        written.append(plot_stages(out / "link.png", summary, model))
     show_table(summary, title=f"{model} over a {link.name} link",
                columns=["setup", "bandwidth_mbit", "rtt_ms", "top1", "payload_bytes", "total_ms"])
     show_written(written)
@@ -210,23 +241,36 @@ def link_command(
 
 def _cross(zoo_model: ZooModel, setup: SplitSetup, sender: Sender, pictures, conditions, link, server: str | None,
            weights_info: dict, server_arguments: list[str], server_cpus: set[int], advance,
-           before_image=None) -> pd.DataFrame:
+           before_image=None, keys: ClientKeys | None = None) -> pd.DataFrame:
     """One cut's per-image measurements over ``link``: edge alone, a running server, or one started for it."""
     from splitbench.link.client import LinkClient
-    from splitbench.link.measure import Condition, measure, running_server
+    from splitbench.link.measure import measure, running_server
 
-    if setup.at == EDGE:
-        return measure(sender, None, pictures, [Condition(None)], link, advance, before_image)
+    if setup.at == EDGE:  # no network: one timing per image, reported under every condition
+        return measure(sender, None, pictures, conditions, link, advance, before_image)
     expected = {"model": zoo_model.spec.name, "weights_sha256": weights_info["sha256"], **setup.describe(),
                 "shape": list(sender.shape)}
     if server is not None:
-        with LinkClient(server) as client:
+        with LinkClient(server, keys=keys) as client:
             client.check(expected)
             return measure(sender, client, pictures, conditions, link, advance, before_image)
     with running_server(server_arguments, link.server_prefix, link.server_host, server_cpus) as (_, endpoint), \
             LinkClient(endpoint) as client:
         client.check(expected)
         return measure(sender, client, pictures, conditions, link, advance, before_image)
+
+
+def _client_keys(server: str | None, server_key: Path | None, client_key: Path | None) -> ClientKeys | None:
+    """CURVE keys for ``--server``; a server that ``link`` starts itself listens on loopback or in its namespace."""
+    from splitbench.link.security import client_keys
+
+    if server_key is None:
+        if client_key is not None:
+            raise SplitbenchError("--client-key needs --server-key (the server's public key)")
+        return None
+    if server is None:
+        raise SplitbenchError("--server-key is for a running server: give --server HOST:PORT too")
+    return client_keys(server_key, client_key)
 
 
 def _link_settings(bandwidth: str, rtt: str, unshaped_allowed: bool) -> tuple[list, list[float]]:
@@ -243,7 +287,7 @@ def _link_settings(bandwidth: str, rtt: str, unshaped_allowed: bool) -> tuple[li
 def _images(zoo_model: ZooModel, dataset: str | None, split: str | None, data: Path | None, limit: int):
     """The data set's name and its first ``limit`` images (the model's own set by default)."""
     name = dataset_name(zoo_model.spec.name, dataset, zoo_model.spec.dataset)
-    return name, open_dataset(name, split=split, root=data, limit=limit)
+    return name, zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit))
 
 
 def _setup_arguments(setup: SplitSetup) -> list[str]:
@@ -271,8 +315,8 @@ def plan_command(
     preprocess: Preprocess = "seed",
     bandwidth: Annotated[str, typer.Option("--bandwidth", help="Comma-separated Mbit/s to tabulate.")] = "1,10,100",
     rtt: Annotated[str, typer.Option("--rtt", help="Comma-separated round-trip times in ms.")] = "0",
-    edge_slowdown: Annotated[float, typer.Option("--edge-slowdown", min=0.01, max=1000,
-                                                 help="The edge is this many times slower than this machine.")] = 1.0,
+    edge_slowdown: Annotated[float, float_option("--edge-slowdown", minimum=0.01, maximum=1000,
+                                                 help_text="The edge is this many times slower than this machine.")] = 1.0,
     edge_times: Annotated[Optional[Path], typer.Option("--edge-times", help="times.csv that plan wrote on the "
                                                        "edge device: its head_ms and encode_ms replace this machine's.")] = None,
     head_start: Annotated[str, typer.Option("--head-start", help="Bytes the shaper passes at once: tbf (one "
@@ -293,11 +337,11 @@ def plan_command(
     from splitbench.link.shaping import MTU_FRAME
 
     start = time.perf_counter()
+    bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=False)  # bad numbers fail before any work
     model = pick_model(model, model_option, "mobilenet_v2")
-    zoo_model = load_model(model)
+    zoo_model = load_model(model).require_classifier("plan")
     cuts = _plan_cuts(zoo_model, at, codec)
     setups = [setup_for(zoo_model, cut, codec, qp, quality, layout, bits) for cut in cuts]
-    bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=False)
     try:
         head = {"tbf": MTU_FRAME, "wire": 0}[head_start] if head_start in ("tbf", "wire") else int(head_start)
         if head < 0:
@@ -338,12 +382,13 @@ def plan_command(
     from splitbench.link.report import plan_markdown
 
     validation = planning.validate(costs, measured, link_model) if measured is not None else None
-    written = write_result(out, "plan", best, meta, plan_markdown(model, costs, best, link_model, validation))
-    written += [write_csv(out / "times.csv", costs), write_csv(out / "predictions.csv", predictions)]
-    if validation is not None:
-        written += [write_csv(out / "validation.csv", validation),
-                    write_csv(out / "validation_best.csv", validation.attrs["best"])]
-    written.append(planning.plot_plan(out / "plan.png", costs, rtts[0], link_model, model, measured))
+    with result_set(out):
+        written = write_result(out, "plan", best, meta, plan_markdown(model, costs, best, link_model, validation))
+        written += [write_csv(out / "times.csv", costs), write_csv(out / "predictions.csv", predictions)]
+        if validation is not None:
+            written += [write_csv(out / "validation.csv", validation, optional=["bandwidth_mbit"]),
+                        write_csv(out / "validation_best.csv", validation.attrs["best"])]
+        written.append(planning.plot_plan(out / "plan.png", costs, rtts[0], link_model, model, measured))
     show_table(best, title=f"{model}: best cut per bandwidth")
     if validation is not None:
         show_table(validation, title="plan against link",

@@ -1,4 +1,9 @@
-"""Options shared by several commands, so that they read and behave the same everywhere."""
+"""Options shared by several commands, so that they read and behave the same everywhere.
+
+Numbers from the command line go through two parsers only: :func:`float_option` for a single
+float (every float option of every command), :func:`split_numbers` for a comma-separated list.
+Both refuse NaN and ±Inf, which every range check lets through (``nan <= 0`` is false).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from splitbench.errors import SplitbenchError
+from splitbench.finite import count_non_finite
 
 ModelArgument = Annotated[
     Optional[str],
@@ -31,7 +37,8 @@ Leaf = Annotated[
 Dataset = Annotated[
     Optional[str],
     typer.Option("--dataset", help="Data manifest (default: the model's), or your own images: imagefolder:DIR "
-                 "(class folders; ImageNet wnid names map to the 1000 classes) or csv:FILE (path,label)."),
+                 "(class folders; ImageNet wnid names map to the 1000 classes) or csv:FILE (path,label); for a "
+                 "detector, coco:DIR (instances.json + images/) or voc:DIR (Annotations/ + JPEGImages/)."),
 ]
 Mean = Annotated[
     Optional[str],
@@ -78,6 +85,39 @@ InputSize = Annotated[
 ]
 
 
+class FiniteFloat:
+    """Typer's ``parser`` for a float option: a finite number within ``[minimum, maximum]``.
+
+    Raises :class:`SplitbenchError` naming the option (typer's own range check, which
+    ``parser`` replaces, would let NaN through and accept Inf).
+    """
+
+    def __init__(self, option: str, minimum: float | None = None, maximum: float | None = None) -> None:
+        self.option, self.minimum, self.maximum = option, minimum, maximum
+
+    def __call__(self, value: str | float) -> float:
+        number = _number(value, float)
+        if number is None or count_non_finite(number) or not self._in_range(number):
+            raise SplitbenchError(f"{self.option} takes a finite number{self._range()}, got {value!r}")
+        return number
+
+    def _in_range(self, number: float) -> bool:
+        return (self.minimum is None or number >= self.minimum) and (self.maximum is None or number <= self.maximum)
+
+    def _range(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f" from {self.minimum:g} to {self.maximum:g}"
+        if self.minimum is not None:
+            return f" ≥ {self.minimum:g}"
+        return f" ≤ {self.maximum:g}" if self.maximum is not None else ""
+
+
+def float_option(option: str, *, minimum: float | None = None, maximum: float | None = None,
+                 help_text: str | None = None) -> typer.models.OptionInfo:
+    """``typer.Option`` for a float: every float option is declared with this (tests/test_option_parsers.py checks)."""
+    return typer.Option(option, parser=FiniteFloat(option, minimum, maximum), metavar="FLOAT", help=help_text)
+
+
 def pick_model(argument: str | None, option: str | None, default: str | None = None) -> str:
     """The model named by the argument or by ``--model`` (not both), else ``default``."""
     if argument and option and argument != option:
@@ -94,9 +134,9 @@ def normalisation(text: str | None, option: str) -> tuple[float, ...] | None:
         return None
     values = tuple(split_numbers(text, option))
     if len(values) != 3:
-        raise SplitbenchError(f"{option} takes 3 numbers (one per channel), got '{text}'")
+        raise SplitbenchError(f"{option} takes 3 numbers (one per channel), got {text!r}")
     if option == "--std" and min(values) <= 0:
-        raise SplitbenchError(f"--std must be positive, got '{text}'")
+        raise SplitbenchError(f"--std must be positive, got {text!r}")
     return values
 
 
@@ -124,24 +164,31 @@ def split_names(text: str, option: str | None = None) -> list[str]:
     """
     names = [part.strip() for part in text.split(",") if part.strip()]
     if option is not None and not names:
-        raise SplitbenchError(f"{option} names nothing: got '{text}'")
+        raise SplitbenchError(f"{option} names nothing: got {text!r}")
     return names
 
 
 def split_numbers(text: str | None, option: str, kind: type = float, minimum: float | None = None) -> list:
-    """Comma-separated numbers of one ``kind`` (≥ ``minimum``); a bad one, or none, fails naming the option."""
+    """Comma-separated finite numbers of one ``kind`` (≥ ``minimum``); a bad one, or none, fails naming the option."""
     if text is None:
         return []
     noun = "integers" if kind is int else "numbers"
-    try:
-        numbers = [kind(part) for part in split_names(text)]
-    except ValueError:
-        raise SplitbenchError(f"{option} takes comma-separated {noun}, got '{text}'") from None
-    if not numbers:
-        raise SplitbenchError(f"{option} takes comma-separated {noun}, got '{text}'")
+    numbers = [_number(part, kind) for part in split_names(text)]
+    if not numbers or None in numbers:
+        raise SplitbenchError(f"{option} takes comma-separated {noun}, got {text!r}")
+    if count_non_finite(numbers):
+        raise SplitbenchError(f"{option} takes finite {noun} (no NaN or infinity), got {text!r}")
     if minimum is not None and min(numbers) < minimum:
-        raise SplitbenchError(f"{option} takes comma-separated {noun} ≥ {minimum:g}, got '{text}'")
+        raise SplitbenchError(f"{option} takes comma-separated {noun} ≥ {minimum:g}, got {text!r}")
     return numbers
+
+
+def _number(text: str | float, kind: type) -> float | int | None:
+    """``kind(text)``, or None where ``text`` is not one (``int('1e3')``, ``float('x')``)."""
+    try:
+        return kind(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def alone_timing_repeats(requested: int, executor: str, processes: int = 1) -> int:

@@ -16,7 +16,7 @@ from splitbench.cli.render import console, show_table, show_written
 from splitbench.profiling import profile_model
 from splitbench.reporting import giga, plot_profile, profile_markdown
 from splitbench.preflight import Plan, writable_folder
-from splitbench.results import warm_up_plotting, write_result
+from splitbench.results import result_set, warm_up_plotting, write_result
 from splitbench.zoo import load_model
 
 
@@ -59,8 +59,9 @@ def profile_command(
         weights=zoo_model.weights.describe(),
         wall_s=time.perf_counter() - start,
     )
-    written = write_result(out, "profile", profile.table, meta, profile_markdown(profile, meta))
-    written.append(plot_profile(profile, out / "profile.png"))
+    with result_set(out):
+        written = write_result(out, "profile", profile.table, meta, profile_markdown(profile, meta))
+        written.append(plot_profile(profile, out / "profile.png"))
 
     # The terminal gets a narrower view (the files keep exact counts).
     table = profile.table

@@ -12,13 +12,13 @@ import typer
 from splitbench import provenance
 from splitbench.cli import app
 from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, ModelArgument, ModelOption, OutDir, Precision,
-                                    Weights, default_out, pick_model, split_names, split_numbers)
+                                    Weights, default_out, float_option, pick_model, split_names, split_numbers)
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.data.datasets import check_training_data
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
 from splitbench.preflight import Plan, physical_cores, writable_folder
-from splitbench.results import warm_up_plotting, write_csv, write_result
+from splitbench.results import result_set, warm_up_plotting, write_csv, write_result
 from splitbench.training import distributed
 from splitbench.zoo import get_spec, load_model
 
@@ -51,10 +51,10 @@ def rd_command(
         "--image-size", min=16, help="Image side for --at input (default: the model's input size).")] = None,
     epochs: Annotated[str, typer.Option("--epochs", help="RD training epochs per λ; several (2,4,8,16): one curve per training budget.")] = "2",
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", min=0, help="Reconstruction pre-training, shared by every λ.")] = 4,
-    warmup_rate_weight: Annotated[float, typer.Option(
-        "--warmup-rate-weight", min=0.0, help="Weight of bpp in the warm-up loss (relative MSE + w·bpp).")] = 0.01,
+    warmup_rate_weight: Annotated[float, float_option(
+        "--warmup-rate-weight", minimum=0.0, help_text="Weight of bpp in the warm-up loss (relative MSE + w·bpp).")] = 0.01,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
-    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
+    lr: Annotated[float, float_option("--lr", minimum=0.0, help_text="Adam learning rate of the codec.")] = 1e-3,
     seed: Annotated[int, typer.Option("--seed", help="Initialisation and batch order.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
     precision: Precision = "auto",
@@ -66,6 +66,10 @@ def rd_command(
     dry_run: DryRun = False,
 ) -> None:
     """Train a compression model per λ at a split point (or in front of the model); RD curves, BD-rate, cost."""
+    # The number lists first: a bad one fails before the seconds of imports below.
+    lambda_values = split_numbers(lambdas, "--lambdas")
+    budgets = sorted(set(split_numbers(epochs, "--epochs", int, 1)))
+    alpha_values = split_numbers(aux_alpha, "--aux-alpha") if aux_alpha is not None else None
     # Imported here: CompressAI, SciPy and the BD tools take seconds to import, which every
     # other command would otherwise pay at start-up.
     from splitbench.compression.data import INPUT, open_named, prepare
@@ -86,9 +90,8 @@ def rd_command(
         raise SplitbenchError(f"{model} has no seed split point; pass --at")
     default_variants = "cheng2020_attn" if at == INPUT else "none,attention1,attention2"
     variants = check_variants(split_names(variant if variant is not None else default_variants, "--variant"), at)
-    lams = check_lambdas(split_numbers(lambdas, "--lambdas"))
-    budgets = sorted(set(split_numbers(epochs, "--epochs", int, 1)))
-    alphas = split_numbers(aux_alpha, "--aux-alpha") if aux_alpha is not None else ([0.0, 0.1] if at == INPUT else [0.0])
+    lams = check_lambdas(lambda_values)
+    alphas = alpha_values if alpha_values is not None else ([0.0, 0.1] if at == INPUT else [0.0])
     if at != INPUT and any(alphas):
         raise SplitbenchError("--aux-alpha applies to an image codec (--at input) only")
     if entropy not in ENTROPY_MODELS:
@@ -108,6 +111,7 @@ def rd_command(
     plan = Plan("rd").add("model", f"{model} ({spec.source})").add("at", at).add("variants", ", ".join(variants))
     plan.add("λ", ", ".join(f"{lam:g}" for lam in lams)).add("α", ", ".join(f"{a:g}" for a in alphas))
     if not cost_only:
+        zoo_model.require_classifier("rd")  # its cost table is shapes only, for any model
         writable_folder(cache, "--cache")
         torch_device = pick_device(device)
         if executor_spec.kind == "ray" and torch_device.type == "cuda":
@@ -116,6 +120,8 @@ def rd_command(
         train_precision = resolve_precision(precision, torch_device)
         train_set, test_set = open_named(train_data, data), open_named(test_data, data)
         check_training_data(train_set, test_set)
+        for images in (train_set, test_set) if target == "labels" else (test_set,):  # distill: no training labels
+            zoo_model.check_data(images)
         train_images, test_images = len(train_set), len(test_set)
         plan.add("weights", zoo_model.describe_weights(weights)).add("device", torch_device)
         plan.add("data", f"train {train_data} ({min(train_limit or train_images, train_images):,} images), "
@@ -195,13 +201,14 @@ def rd_command(
     plotting.join()
     bd = bd_for_table(table)
     bd_bpg = bd_against_baseline(table, baseline_table) if baseline_table is not None else None
-    written += write_result(out, "rd", table, meta, rd_markdown(table, bd, baseline_table, bd_bpg, meta))
-    written.append(write_csv(out / "bd.csv", bd))
-    if bd_bpg is not None:
-        written.append(write_csv(out / "bd_vs_bpg.csv", bd_bpg))
-    written.append(plot_rd(table, baseline_table, out / "rd.png"))
-    if at == INPUT:
-        written.append(bit_allocation_figure(request, out / "bit_allocation.png"))
+    with result_set(out):
+        written += write_result(out, "rd", table, meta, rd_markdown(table, bd, baseline_table, bd_bpg, meta))
+        written.append(write_csv(out / "bd.csv", bd, optional=["bd_rate_percent", "bd_top1"]))  # curves too short
+        if bd_bpg is not None:
+            written.append(write_csv(out / "bd_vs_bpg.csv", bd_bpg))
+        written.append(plot_rd(table, baseline_table, out / "rd.png"))
+        if at == INPUT:
+            written.append(bit_allocation_figure(request, out / "bit_allocation.png"))
     show_table(table, title=f"{spec.name} at {at}: learned compression", columns=_SHOWN)
     show_table(bd, title="BD-rate and BD-accuracy", columns=["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"])
     show_written(written)

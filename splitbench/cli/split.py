@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -15,7 +15,7 @@ from splitbench.errors import SplitbenchError
 from splitbench.cli.render import console, show_table, show_written
 from splitbench.reporting import split_markdown
 from splitbench.preflight import Plan, writable_folder
-from splitbench.results import write_csv, write_result
+from splitbench.results import result_set, write_csv, write_result
 from splitbench.split import account_split, task_models
 from splitbench.zoo import load_model
 
@@ -27,8 +27,9 @@ def split_command(
     model_option: ModelOption = None,
     leaf: Leaf = None,
     tasks: Annotated[
-        str, typer.Option("--tasks", help="Comma-separated tasks sharing the head: classification,detection.")
-    ] = "classification",
+        Optional[str], typer.Option("--tasks", help="Comma-separated tasks sharing the head: classification,detection "
+                                    "(default: the model's own task).")
+    ] = None,
     weights: Weights = "none",
     input_size: InputSize = None,
     repeats: Annotated[int, typer.Option("--repeats", min=0, help="Timed runs per latency (median); 0 skips timing.")] = 5,
@@ -40,8 +41,8 @@ def split_command(
     model = pick_model(model, model_option)
     if not at:
         raise SplitbenchError("--at is required: the cut to split at (splitbench profile MODEL lists them)")
-    task_list = split_names(tasks, "--tasks")
     zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else ())
+    task_list = split_names(tasks, "--tasks") if tasks is not None else [zoo_model.spec.task]
     cut = zoo_model.cuts(input_size).resolve(at)
     task_models(zoo_model, task_list)  # a task without a model fails before any timing
     out = writable_folder(out or default_out("split", f"{zoo_model.spec.name}-{at}"), "--out")
@@ -58,8 +59,9 @@ def split_command(
         weights=zoo_model.weights.describe(),
         wall_s=time.perf_counter() - start,
     )
-    written = write_result(out, "split", account.summary(), meta, split_markdown(account, meta))
-    written.append(write_csv(out / "split_tasks.csv", account.per_task()))
+    with result_set(out):
+        written = write_result(out, "split", account.summary(), meta, split_markdown(account, meta))
+        written.append(write_csv(out / "split_tasks.csv", account.per_task()))
 
     show_table(account.per_task(), title=f"{account.model} split at {account.split} ({account.module})")
     summary = account.summary().iloc[0]

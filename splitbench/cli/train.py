@@ -13,14 +13,14 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out
+from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out, float_option
 from splitbench.preflight import Plan, physical_cores, worker_count, writable_file, writable_folder
 from splitbench.cli.render import console, show_written
 from splitbench.data import open_dataset
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.reporting import plot_training, training_markdown
-from splitbench.results import write_result
+from splitbench.results import result_set, write_result
 from splitbench.training import CifarAugment, TrainConfig, distributed, train_classifier
 from splitbench.training.trainer import pick_device, resolve_precision
 from splitbench.weights import save_safetensors
@@ -34,7 +34,7 @@ def train_command(
     data: DataRoot = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 200,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 512,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine-annealed to 0).")] = 1e-4,
+    lr: Annotated[float, float_option("--lr", minimum=0.0, help_text="Adam learning rate (cosine-annealed to 0).")] = 1e-4,
     randaugment: Annotated[int, typer.Option("--randaugment", min=0, help="RandAugment ops per image; 0 disables.")] = 2,
     magnitude: Annotated[int, typer.Option("--magnitude", min=0, max=30, help="RandAugment magnitude.")] = 14,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -45,8 +45,8 @@ def train_command(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Train on N images spread over all classes.")] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Test on N images spread over all classes.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding the images once.")] = 2,
-    checkpoint_minutes: Annotated[float, typer.Option(
-        "--checkpoint-minutes", min=0.0, help="Minutes between checkpoints inside an epoch (0: every step).")] = 10.0,
+    checkpoint_minutes: Annotated[float, float_option(
+        "--checkpoint-minutes", minimum=0.0, help_text="Minutes between checkpoints inside an epoch (0: every step).")] = 10.0,
     checkpoint_dir: Annotated[
         Path | None, typer.Option("--checkpoint-dir", help="Resumable state (default: cache/train/<run>).")
     ] = None,
@@ -122,8 +122,10 @@ def train_command(
         wall_s=time.perf_counter() - start,
     )
     history = pd.DataFrame(result.history)
-    written = write_result(out, "train", history, meta, training_markdown(spec.name, history, recipe, meta))
-    written.append(plot_training(out / "train.png", history, title=f"{spec.name} on {spec.dataset}"))
+    with result_set(out):
+        written = write_result(out, "train", history, meta, training_markdown(spec.name, history, recipe, meta),
+                               optional=["test_top1"])  # epochs not tested
+        written.append(plot_training(out / "train.png", history, title=f"{spec.name} on {spec.dataset}"))
     written.append(export)
     top1 = "n/a" if result.test_top1 is None else f"{result.test_top1:.2f} %"
     console.print(f"{spec.name}: {len(history)} epochs, test top-1 {top1}")

@@ -5,6 +5,10 @@ A codec turns a picture of ``bits``-bit samples (H×W gray for ``channels=1`` or
 is called and which values it takes, which sample depths it codes, which library does the
 work, and, in :meth:`Codec.settings`, everything a result row must record to be reproducible
 (chroma format, bit depth, preset …). Bad values fail with one line naming the valid ones.
+
+Each codec also reads the size a bitstream declares from its header (:meth:`Codec.declared_size`),
+so that bytes from a peer are checked against the expected picture before any decoder
+allocates what they ask for (:meth:`Codec.check_declared`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,25 @@ from typing import Any, ClassVar
 import numpy as np
 
 from splitbench.errors import SplitbenchError, unknown_name
+
+
+# Bytes per pixel of the largest picture a decoder here returns: RGBA (an alpha plane) at 16 bits.
+# A header that implies more for the expected height and width asks for memory no codec needs.
+MAX_PIXEL_BYTES = 4 * 2
+
+
+@dataclass(frozen=True)
+class DeclaredSize:
+    """What a coded picture's header says its decoder will produce."""
+
+    height: int
+    width: int
+    channels: int  # samples per pixel the decoder may allocate, alpha and extra channels included
+    sample_bytes: int  # 1 up to 8 bits, 2 up to 16, 4 above
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.height * self.width * self.channels * self.sample_bytes
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,29 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, data: bytes) -> np.ndarray:
         """The decoded picture, with the shape and dtype that :meth:`encode` was given."""
+
+    @abstractmethod
+    def declared_size(self, data: bytes) -> DeclaredSize:
+        """The picture ``data``'s header declares, read without decoding (:class:`SplitbenchError` if unreadable)."""
+
+    def check_declared(self, data: bytes, height: int, width: int) -> DeclaredSize:
+        """Refuse ``data`` unless its header declares a ``height``×``width`` picture whose decoding needs no
+        more memory than such a picture can (:data:`MAX_PIXEL_BYTES` per pixel); call before :meth:`decode`."""
+        try:
+            declared = self.declared_size(data)
+        except SplitbenchError:
+            raise
+        except Exception as error:  # a parser's slip on hostile bytes is still "unreadable", never a crash
+            raise SplitbenchError(f"cannot read the {self.name} header: {type(error).__name__}") from None
+        if (declared.height, declared.width) != (height, width):
+            raise SplitbenchError(f"the {self.name} picture declares {declared.width}x{declared.height} pixels; "
+                                  f"expected {width}x{height}")
+        limit = height * width * MAX_PIXEL_BYTES
+        if declared.decoded_bytes > limit:
+            raise SplitbenchError(f"the {self.name} picture declares {declared.channels} channels of "
+                                  f"{declared.sample_bytes}-byte samples: {declared.decoded_bytes} bytes decoded, "
+                                  f"more than the {limit} a {width}x{height} picture may take")
+        return declared
 
     def settings(self) -> dict[str, Any]:
         """Backend and settings that a result row records."""

@@ -1,9 +1,10 @@
-"""Bit-level reading and writing for HEVC parameter sets and the BPG header.
+"""Bit-level reading and writing for HEVC parameter sets, the BPG header and other codecs' headers.
 
-HEVC syntax is MSB-first with 0-th order Exp-Golomb codes (``ue(v)``); NAL units travel in an
+HEVC (and AV1) syntax is MSB-first with 0-th order Exp-Golomb codes (``ue(v)``); NAL units travel in an
 Annex-B byte stream (start codes ``00 00 01`` / ``00 00 00 01``) with emulation prevention
 bytes (``00 00 03``) inserted wherever the payload would otherwise contain a start code. BPG
-adds ``ue7``, a big-endian base-128 integer (bpg_spec.txt §2).
+adds ``ue7``, a big-endian base-128 integer (bpg_spec.txt §2). JPEG XL reads its bits
+LSB-first (:class:`LsbBitReader`).
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from splitbench.errors import SplitbenchError
 
 
 class BitReader:
-    """Reads an RBSP (a NAL payload with emulation prevention bytes already removed)."""
+    """Reads MSB-first bits: an RBSP (a NAL payload with emulation prevention bytes already removed),
+    or another header that ``what`` names in errors."""
 
-    def __init__(self, data: bytes, position: int = 0) -> None:
+    def __init__(self, data: bytes, position: int = 0, what: str = "HEVC parameter set") -> None:
         self.data = data
         self.position = position  # in bits
+        self.what = what
 
     def u(self, n: int) -> int:
         """An unsigned integer of ``n`` bits; reading past the end is an error, not zeros."""
         if self.position + n > 8 * len(self.data):
-            raise SplitbenchError("truncated HEVC parameter set")
+            raise SplitbenchError(f"truncated {self.what}")
         value = 0
         for _ in range(n):
             byte = self.data[self.position >> 3]
@@ -39,13 +42,38 @@ class BitReader:
         while self.u(1) == 0:
             zeros += 1
             if zeros > 31:
-                raise SplitbenchError("invalid Exp-Golomb code in HEVC parameter set")
+                raise SplitbenchError(f"invalid Exp-Golomb code in {self.what}")
         return (1 << zeros) - 1 + (self.u(zeros) if zeros else 0)
 
     def skip(self, n: int) -> None:
         while n > 0:
             self.u(min(n, 32))
             n -= 32
+
+
+class LsbBitReader:
+    """Reads LSB-first bits, as JPEG XL's headers are written (ISO/IEC 18181-1 §B)."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.value = int.from_bytes(data, "little")
+        self.size = 8 * len(data)
+        self.position = 0
+        self.what = what
+
+    def u(self, n: int) -> int:
+        if self.position + n > self.size:
+            raise SplitbenchError(f"truncated {self.what}")
+        value = (self.value >> self.position) & ((1 << n) - 1)
+        self.position += n
+        return value
+
+    def flag(self) -> bool:
+        return bool(self.u(1))
+
+    def u32(self, *distributions: tuple[int, int]) -> int:
+        """JPEG XL's ``U32``: a 2-bit selector picks one of four (offset, bits) distributions."""
+        offset, bits = distributions[self.u(2)]
+        return offset + (self.u(bits) if bits else 0)
 
 
 class BitWriter:

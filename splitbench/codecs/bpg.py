@@ -31,7 +31,7 @@ import imagecodecs
 import numpy as np
 
 from splitbench.codecs import hevc
-from splitbench.codecs.base import Codec, register
+from splitbench.codecs.base import Codec, DeclaredSize, register
 from splitbench.codecs.bitstream import nal_unit_type, read_ue7, split_annexb, write_ue7
 from splitbench.codecs.bpg_color import decimate_420, rgb_to_ycbcr, upsample_420, ycbcr_to_rgb
 from splitbench.errors import SplitbenchError
@@ -121,20 +121,37 @@ def write_bpg(annexb: bytes, width: int, height: int, pixel_format: int, bit_dep
 
 
 def read_bpg(data: bytes) -> tuple[BpgHeader, bytes]:
-    """The header and a standard Annex-B HEVC stream (VPS and SPS rebuilt) of a BPG file."""
+    """The header and a standard Annex-B HEVC stream (VPS and SPS rebuilt) of a BPG file.
+
+    The picture data may not hold parameter sets of its own (spec §3.2): a later SPS would
+    replace the one the header stands for, and with it the picture size the decoder allocates.
+    """
     header = parse_header(data)
     if header.alpha1 or header.alpha2 or header.animation:
         raise SplitbenchError("BPG files with alpha planes or animations are not supported here")
     end = header.header_length + header.picture_data_length if header.picture_data_length else len(data)
     core_length, offset = read_ue7(data, header.header_length)
+    if offset + core_length > end:
+        raise SplitbenchError("truncated BPG file: the HEVC header runs past the picture data")
     core = hevc.read_core(data[offset : offset + core_length])
+    hevc.check_core(core)
+    pictures = b"\x00\x00\x00\x01" + data[offset + core_length : end]
+    if any(nal_unit_type(pictures[s:e]) in (hevc.VPS_NUT, hevc.SPS_NUT) for s, e in split_annexb(pictures) if e > s):
+        raise SplitbenchError("invalid BPG file: its picture data holds a VPS or SPS (the header stands for them)")
     idc = header.chroma_format_idc
     stream = (
         hevc.vps_nal(idc, header.bit_depth)
         + hevc.sps_nal(core, header.width, header.height, idc, header.bit_depth)
-        + b"\x00\x00\x00\x01" + data[offset + core_length : end]
+        + pictures
     )
     return header, stream
+
+
+def declared_size(data: bytes) -> DeclaredSize:
+    """The picture a BPG file declares, its header and parameter sets checked as decoding would check them."""
+    header, _ = read_bpg(data)
+    return DeclaredSize(header.height, header.width, 1 if header.pixel_format == GRAY else 3,
+                        1 if header.bit_depth == 8 else 2)
 
 
 # --- x265 through PyAV ------------------------------------------------------------------------
@@ -291,6 +308,9 @@ class BpgCodec(Codec):
         if self.external:
             return self.external.decode(data, self.bits, self.channels)
         return decode_bpg(data)
+
+    def declared_size(self, data: bytes) -> DeclaredSize:
+        return declared_size(data)
 
     def settings(self) -> dict[str, Any]:
         chroma = "4:0:0" if self.gray else {"420": "4:2:0", "444": "4:4:4"}[self.chroma]

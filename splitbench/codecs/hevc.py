@@ -16,6 +16,7 @@ from splitbench.codecs.bitstream import BitReader, BitWriter, add_emulation_prev
 from splitbench.errors import SplitbenchError
 
 VPS_NUT, SPS_NUT, PPS_NUT = 32, 33, 34
+MAX_CTB_LOG2 = 6  # HEVC's largest coding tree block is 64x64 (H.265 §7.4.3.2.1)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,17 @@ def check_bpg_assumptions(sps: Sps, width: int, height: int, chroma_format_idc: 
     for field, (actual, wanted) in expected.items():
         if actual != wanted:
             raise SplitbenchError(f"x265 wrote an SPS that BPG cannot imply: {field} is {actual}, BPG assumes {wanted}")
+
+
+def check_core(core: SpsCore) -> None:
+    """Refuse block sizes no HEVC stream may have, before anything is computed from them: a
+    hostile ``log2_min_luma_coding_block_size_minus3`` near 2³² would make ``cb_size`` an
+    integer of billions of bits, and :func:`sps_nal` a list of as many."""
+    ctb_log2 = core.log2_min_luma_cb_minus3 + 3 + core.log2_diff_max_min_luma_cb
+    if ctb_log2 > MAX_CTB_LOG2:
+        raise SplitbenchError(f"invalid HEVC header: coding tree blocks of 2^{ctb_log2} pixels (at most 64)")
+    if core.log2_min_tb_minus2 + 2 + core.log2_diff_max_min_tb > 5:
+        raise SplitbenchError("invalid HEVC header: transform blocks larger than 32 pixels")
 
 
 def write_core(core: SpsCore) -> bytes:

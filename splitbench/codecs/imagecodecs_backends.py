@@ -4,6 +4,7 @@ Each class maps the one parameter to the library's own quality knob and records 
 settings that decide the result. A gray picture goes to each library as the plane itself
 where the format codes one channel (PNG, JPEG XL, JPEG 2000), as R = G = B for WebP (lossy
 WebP is always YUV 4:2:0) and for AVIF (whose monochrome 4:0:0 mode libavif derives from RGB).
+Each reads its header's declared size with :mod:`splitbench.codecs.headers`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import imagecodecs
 import numpy as np
 
-from splitbench.codecs.base import Codec, register
+from splitbench.codecs import headers
+from splitbench.codecs.base import Codec, DeclaredSize, register
 
 
 def _library_version(name: str) -> str:
@@ -49,6 +51,9 @@ class PngCodec(Codec):
     def decode(self, data: bytes) -> np.ndarray:
         return _like(imagecodecs.png_decode(data), self.channels, self.sample_dtype)
 
+    def declared_size(self, data: bytes) -> DeclaredSize:
+        return headers.png_size(data)
+
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "library": _library_version("libpng"),
                 "chroma": "gray" if self.gray else "RGB", "zlib_level": self.level}
@@ -70,6 +75,9 @@ class WebpCodec(Codec):
 
     def decode(self, data: bytes) -> np.ndarray:
         return _like(imagecodecs.webp_decode(data), self.channels, np.uint8)
+
+    def declared_size(self, data: bytes) -> DeclaredSize:
+        return headers.webp_size(data)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "library": _library_version("libwebp"),
@@ -98,6 +106,9 @@ class AvifCodec(Codec):
     def decode(self, data: bytes) -> np.ndarray:
         return _like(imagecodecs.avif_decode(data), self.channels, self.sample_dtype)
 
+    def declared_size(self, data: bytes) -> DeclaredSize:
+        return headers.avif_size(data)
+
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "library": _library_version("libavif"),
                 "chroma": "4:0:0" if self.gray else "4:2:0", "speed": self.speed, "av1_encoder": "aom"}
@@ -118,6 +129,9 @@ class JpegxlCodec(Codec):
 
     def decode(self, data: bytes) -> np.ndarray:
         return _like(imagecodecs.jpegxl_decode(data), self.channels, self.sample_dtype)
+
+    def declared_size(self, data: bytes) -> DeclaredSize:
+        return headers.jpegxl_size(data)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "library": _library_version("libjxl"),
@@ -141,6 +155,9 @@ class Jpeg2000Codec(Codec):
 
     def decode(self, data: bytes) -> np.ndarray:
         return _like(imagecodecs.jpeg2k_decode(data), self.channels, self.sample_dtype)
+
+    def declared_size(self, data: bytes) -> DeclaredSize:
+        return headers.jpeg2000_size(data)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "library": _library_version("openjpeg"),

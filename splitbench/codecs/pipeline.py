@@ -3,7 +3,8 @@
 ``run_sweep`` takes a zoo model cut at a split point, a data set and a list of
 :class:`Point` (a codec at one parameter and layout, or a baseline), and measures for each:
 bytes per image (the coded file plus 8 bytes of min/max), the input JPEG bytes it is compared
-with (seed 003's ratio), top-1/top-5 after the tail, and encode/decode times.
+with (seed 003's ratio), the task's figures after the tail (top-1/top-5 of a classifier, COCO
+mAP of a detector: :mod:`splitbench.scoring`), and encode/decode times.
 
 Speed: the head runs once per image into a disk cache (:mod:`splitbench.codecs.cache`);
 encoding and decoding run in ``workers`` processes that read the cached features
@@ -41,8 +42,8 @@ from splitbench.codecs.features import (
 from splitbench.codecs.worker import Coded, Task, run_task
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_executor
-from splitbench.evaluation import topk_hit_masks
-from splitbench.results import atomic_open
+from splitbench.results import atomic_open, disk_errors, locked
+from splitbench.scoring import Arrays, ClassificationScorer, Scorer
 
 BASELINE = re.compile(r"none|minmax(\d+)")
 # Part of every finished point's cache key: bump it when what a point measures changes.
@@ -96,12 +97,13 @@ def codec_point(spec: CodecSpec, layout: str) -> Point:
 
 @dataclass
 class PointResult:
-    """Per-image results of one point (arrays over the evaluated images)."""
+    """Per-image results of one point (arrays over the evaluated images): bytes and times, the
+    scorer's per-image records (``scores``) and the figures made from them (``figures``)."""
 
     point: Point
     nbytes: np.ndarray
-    hit1: np.ndarray
-    hit5: np.ndarray
+    scores: Arrays
+    figures: dict[str, float]
     quantize_s: np.ndarray
     encode_s: np.ndarray
     decode_s: np.ndarray
@@ -126,10 +128,14 @@ class SweepContext:
     keep_dir: Path | None = None
     progress: Progress | None = None
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    scorer: Scorer = field(default_factory=ClassificationScorer)
 
     @functools.cached_property
     def labels(self) -> torch.Tensor:
         return torch.from_numpy(self.cache.labels(self.count))
+
+    def summary(self, scores: Arrays) -> dict[str, float]:
+        return self.scorer.summary(scores, self.labels.numpy())
 
 
 def run_points(context: SweepContext, points: list[Point]) -> list[PointResult]:
@@ -141,39 +147,57 @@ def run_points(context: SweepContext, points: list[Point]) -> list[PointResult]:
 
 
 def _point_path(context: SweepContext, point: Point) -> Path:
-    return context.cache.folder / "points" / f"{point.key()}.npz"
+    tag = context.scorer.cache_tag  # empty for classification: its points keep their keys
+    key = cache_key({"point": point.key(), "scoring": tag}) if tag else point.key()
+    return context.cache.folder / "points" / f"{key}.npz"
 
 
 def _cached_or_run(context: SweepContext, point: Point, executor: Executor) -> PointResult:
+    """The point from the cache, or measured and stored. Under the point's lock: a concurrent run
+    on the same cache waits for this one's result instead of measuring the point again."""
     path = _point_path(context, point)
     settings = point.spec.build().settings() if point.spec else {}
-    if context.keep_dir is None and path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            # A point coded by other library versions or encoder settings is coded again. (Points
-            # stored before the settings were kept carry none and count as current.)
-            same = "settings" not in stored or json.loads(str(stored["settings"])) == _jsonable(settings)
-            if same and len(stored["nbytes"]) >= context.count:
-                if context.progress is not None:
-                    context.progress.console.print(f"{point.label}: from cache", style="dim")
-                return _from_store(point, stored, context.count, settings)
-    result = _run_point(context, point, executor, settings)
-    _store(path, result)
-    return result
+    with disk_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.with_suffix(".lock"), f"waiting for another run measuring {point.label} in {path.parent}"):
+        cached = _cached(context, point, path, settings) if context.keep_dir is None else None
+        if cached is not None:
+            return cached
+        result = _run_point(context, point, executor, settings)
+        _store(path, result)
+        return result
+
+
+def _cached(context: SweepContext, point: Point, path: Path, settings: dict[str, Any]) -> PointResult | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        # A point coded by other library versions or encoder settings is coded again. (Points
+        # stored before the settings were kept carry none and count as current.)
+        same = "settings" not in stored or json.loads(str(stored["settings"])) == _jsonable(settings)
+        if not same or len(stored["nbytes"]) < context.count:
+            return None
+        if context.progress is not None:
+            context.progress.console.print(f"{point.label}: from cache", style="dim")
+        return _from_store(context, point, stored, settings)
 
 
 def _jsonable(settings: dict[str, Any]) -> Any:
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def _from_store(point: Point, stored: Any, count: int, settings: dict[str, Any]) -> PointResult:
-    arrays = {name: stored[name][:count] for name in ("nbytes", "hit1", "hit5", "quantize_s", "encode_s", "decode_s")}
-    return PointResult(point, **arrays, tail_s=float(stored["tail_s"]), wall_s=float(stored["wall_s"]), settings=settings)
+def _from_store(context: SweepContext, point: Point, stored: Any, settings: dict[str, Any]) -> PointResult:
+    count = context.count
+    arrays = {name: stored[name][:count] for name in ("nbytes", "quantize_s", "encode_s", "decode_s")}
+    scores = context.scorer.first({name: stored[name] for name in context.scorer.arrays}, count)
+    return PointResult(point, **arrays, scores=scores, figures=context.summary(scores), tail_s=float(stored["tail_s"]),
+                       wall_s=float(stored["wall_s"]), settings=settings)
 
 
 def _store(path: Path, result: PointResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
-        np.savez(handle, nbytes=result.nbytes, hit1=result.hit1, hit5=result.hit5, quantize_s=result.quantize_s,
+        np.savez(handle, nbytes=result.nbytes, **result.scores, quantize_s=result.quantize_s,
                  encode_s=result.encode_s, decode_s=result.decode_s, tail_s=result.tail_s, wall_s=result.wall_s,
                  settings=json.dumps(result.settings, sort_keys=True, default=str))
 
@@ -182,20 +206,19 @@ def _run_point(context: SweepContext, point: Point, executor: Executor, settings
     began = time.perf_counter()
     task = context.progress.add_task(point.label, total=context.count) if context.progress else None
     coded = _coded(context, point, executor)
-    hits1, hits5, tail_s = [], [], 0.0
+    scored, tail_s = [], 0.0
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("nbytes", "quantize_s", "encode_s", "decode_s")}
     for batch in _batches(coded, context.batch_size):
         start = time.perf_counter()
-        hit1, hit5 = _tail_hits(context, batch)
+        scored.append(_tail_scores(context, batch))
         tail_s += time.perf_counter() - start
-        hits1.append(hit1)
-        hits5.append(hit5)
         for name in parts:
             parts[name].append(np.array([getattr(c, name) for c in batch]))
         if context.progress is not None and task is not None:
             context.progress.update(task, advance=len(batch))
     arrays = {name: np.concatenate(values) for name, values in parts.items()}
-    return PointResult(point, hit1=np.concatenate(hits1), hit5=np.concatenate(hits5), tail_s=tail_s,
+    scores = context.scorer.join(scored)
+    return PointResult(point, scores=scores, figures=context.summary(scores), tail_s=tail_s,
                        wall_s=time.perf_counter() - began, settings=settings, **arrays)
 
 
@@ -266,12 +289,13 @@ def _batches(coded: Iterator[Coded], size: int) -> Iterator[list[Coded]]:
         yield batch
 
 
-def _tail_hits(context: SweepContext, batch: list[Coded]) -> tuple[np.ndarray, np.ndarray]:
+def _tail_scores(context: SweepContext, batch: list[Coded]) -> Arrays:
+    """The tail on a batch of reconstructed features, scored per image (decoding and NMS
+    included: for a detector they are part of what the server does)."""
     indices = torch.tensor([c.index for c in batch])
     inputs = torch.from_numpy(np.stack([c.features for c in batch])).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        hit1, hit5 = topk_hit_masks(context.tail(inputs), context.labels[indices])
-    return hit1.numpy(), hit5.numpy()
+        return context.scorer.score(context.tail(inputs), context.labels[indices])
 
 
 def layout_points(specs: list[CodecSpec], layouts: list[str]) -> list[Point]:

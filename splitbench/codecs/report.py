@@ -93,6 +93,9 @@ def codec_markdown(table: pd.DataFrame, reference: pd.DataFrame | None, provenan
 
 def _describe_preprocessing(provenance: dict[str, Any]) -> str:
     described = provenance["arguments"]["preprocessing"]
+    if described.get("resampling") == "darknet":
+        side = described["resize_to_square"]
+        return f"{side}×{side} (whole image, darknet's resize: bilinear on [0, 1] floats, corners aligned)"
     if "resize_to_square" in described:
         side = described["resize_to_square"]
         return f"{side}×{side} (whole image, seed 003 eq. 5–6), {described['interpolation']}"

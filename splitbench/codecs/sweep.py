@@ -17,17 +17,25 @@ from splitbench.data import ImageDataset, Manifest, Preprocessing, open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
 from splitbench.executors import ExecutorSpec
+from splitbench.scoring import ClassificationScorer, Scorer, scorer_for
 from splitbench.zoo import ZooModel
 
 # The split points seed 003 transmits (its Table 2).
 PAPER_SPLITS = {"vgg16": "pool4", "mobilenet_v2": "bottleneck6"}
+# ... and their analogue in a detector the seed did not use: YOLOv4-tiny's stride-16 max pool
+# (256x26x26 at 416x416), the backbone's last single-tensor stage like VGG16's pool4.
+DEFAULT_SPLITS = {**PAPER_SPLITS, "yolov4_tiny": "pool2"}
 PREPROCESS = ("seed", "model")
 
-COLUMNS = [
-    "model", "split", "codec", "param", "param_name", "layout", "bits", "backend", "chroma", "images",
-    "feature_bytes", "jpeg_bytes", "ratio_percent", "bpp", "top1", "top5", "top1_drop", "top5_drop",
-    "encode_ms", "decode_ms", "quantize_ms", "settings",
-]
+
+def columns(metrics: tuple[str, ...] = ClassificationScorer.metrics) -> list[str]:
+    """The table's columns: each of the task's figures, then its drop against ``none``."""
+    return ["model", "split", "codec", "param", "param_name", "layout", "bits", "backend", "chroma", "images",
+            "feature_bytes", "jpeg_bytes", "ratio_percent", "bpp", *metrics, *(f"{m}_drop" for m in metrics),
+            "encode_ms", "decode_ms", "quantize_ms", "settings"]
+
+
+COLUMNS = columns()
 
 
 @dataclass
@@ -60,6 +68,7 @@ class SweepResult:
     head_s: float  # seconds in the head for the images computed by this run (0 when cached)
     head_images: int
     timings: dict[str, float] = field(default_factory=dict)
+    task: str = "classification"
 
 
 def preprocessing_for(model: ZooModel, preprocess: str) -> Preprocessing:
@@ -72,7 +81,17 @@ def preprocessing_for(model: ZooModel, preprocess: str) -> Preprocessing:
     raise SplitbenchError(f"unknown preprocessing '{preprocess}'; valid: {', '.join(PREPROCESS)}")
 
 
+def check_scored_tail(model: ZooModel) -> None:
+    """A sweep scores the tail's outputs: they must be the model's own (a classifier's logits, a
+    detector's heads). torchvision's detectors are cut in their backbone, whose tail ends in
+    features; the sweep cannot score those."""
+    if model.spec.cut_module:
+        raise SplitbenchError(f"{model.spec.name} is cut in its {model.spec.cut_module}, whose tail ends in features, "
+                              "not in the model's outputs: codec cannot score it (detectors it scores: yolov4_tiny)")
+
+
 def run_sweep(request: SweepRequest, points: list[Point]) -> SweepResult:
+    check_scored_tail(request.model)
     began = time.perf_counter()
     preprocessing = preprocessing_for(request.model, request.preprocess)
     dataset = open_dataset(request.dataset, split=request.split, root=request.data_root, limit=None,
@@ -80,6 +99,7 @@ def run_sweep(request: SweepRequest, points: list[Point]) -> SweepResult:
     count = len(dataset) if request.limit is None else min(request.limit, len(dataset))
     cut = request.model.cuts().resolve(request.at)
     head, tail = request.model.cuts().split(cut)
+    scorer = scorer_for(request.model, dataset)
     cache = _open_feature_cache(request, dataset, preprocessing, cut.name)
     with progress_bar(enabled=request.progress, transient=False) as bar:
         done_before = cache.computed
@@ -87,12 +107,12 @@ def run_sweep(request: SweepRequest, points: list[Point]) -> SweepResult:
         head_s = fill_cache(cache, head, dataset, preprocessing, count,
                             batch_size=request.batch_size, on_batch=lambda n: bar.update(task, advance=n))
         context = SweepContext(cache, tail, count, request.workers,
-                               request.batch_size, request.keep_dir, bar, request.executor)
+                               request.batch_size, request.keep_dir, bar, request.executor, scorer)
         results = run_points(context, points)
     data = {**dataset.provenance(), "images": count, "limit": request.limit}
-    table = result_table(request, results, cache.jpeg_bytes(count), preprocessing)
+    table = result_table(request, results, cache.jpeg_bytes(count), preprocessing, scorer)
     return SweepResult(table, results, cache, data, preprocessing, head_s, max(count - done_before, 0),
-                       {"wall_s": time.perf_counter() - began})
+                       {"wall_s": time.perf_counter() - began}, scorer.task)
 
 
 def _open_feature_cache(request: SweepRequest, dataset: ImageDataset, preprocessing: Preprocessing,
@@ -123,20 +143,22 @@ def feature_shape(model: ZooModel, at: str, preprocessing: Preprocessing) -> tup
 
 
 def result_table(request: SweepRequest, results: list[PointResult], jpeg: np.ndarray,
-                 preprocessing: Preprocessing) -> pd.DataFrame:
-    """One row per point; drops are in points of accuracy against the ``none`` row."""
+                 preprocessing: Preprocessing, scorer: Scorer | None = None) -> pd.DataFrame:
+    """One row per point; drops are in points of each figure (top-1, mAP …) against the ``none`` row."""
+    metrics = (scorer or ClassificationScorer()).metrics
     jpeg_total = int(jpeg.sum())
     pixels = preprocessing.crop * preprocessing.crop
-    rows = [_row(request, result, jpeg_total, pixels) for result in results]
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    rows = [_row(request, result, jpeg_total, pixels, metrics) for result in results]
+    table = pd.DataFrame(rows, columns=columns(metrics))
     reference = table[table["codec"] == "none"]
     if len(reference):
-        table["top1_drop"] = (reference["top1"].iloc[0] - table["top1"]).round(3)
-        table["top5_drop"] = (reference["top5"].iloc[0] - table["top5"]).round(3)
+        for metric in metrics:
+            table[f"{metric}_drop"] = (reference[metric].iloc[0] - table[metric]).round(3)
     return table
 
 
-def _row(request: SweepRequest, result: PointResult, jpeg_total: int, pixels: int) -> dict[str, Any]:
+def _row(request: SweepRequest, result: PointResult, jpeg_total: int, pixels: int,
+         metrics: tuple[str, ...]) -> dict[str, Any]:
     point, images = result.point, result.images
     feature_bytes = int(result.nbytes.sum())
     settings = dict(result.settings)
@@ -150,8 +172,8 @@ def _row(request: SweepRequest, result: PointResult, jpeg_total: int, pixels: in
         "images": images, "feature_bytes": feature_bytes, "jpeg_bytes": jpeg_total,
         "ratio_percent": round(100.0 * feature_bytes / jpeg_total, 3),
         "bpp": round(8.0 * feature_bytes / (images * pixels), 4),
-        "top1": round(100.0 * float(result.hit1.mean()), 3), "top5": round(100.0 * float(result.hit5.mean()), 3),
-        "top1_drop": None, "top5_drop": None,
+        **{metric: round(result.figures[metric], 3) for metric in metrics},
+        **{f"{metric}_drop": None for metric in metrics},
         "encode_ms": round(1000 * float(result.encode_s.mean()), 3),
         "decode_ms": round(1000 * float(result.decode_s.mean()), 3),
         "quantize_ms": round(1000 * float(result.quantize_s.mean()), 3),

@@ -34,9 +34,10 @@ from splitbench.compression.pipeline import (
 )
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar, topk_hit_masks
-from splitbench.results import atomic_open, write_json
+from splitbench.results import read_cached, write_json
 from splitbench.training.distributed import Group
-from splitbench.weights import read_tensor_file
+from splitbench.training.guard import DivergenceGuard
+from splitbench.weights import read_tensor_file, write_tensor_file
 
 CHECKPOINT = "last.pt"
 
@@ -116,12 +117,17 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
     for _ in range(len(history)):  # the permutations of the epochs already run
         torch.randperm(len(data), generator=generator)
     steps = (len(data) + settings.batch_size - 1) // settings.batch_size
+    # What is saved: the codec's (and auxiliary branch's) tensors, the entropy models' quantiles among them.
+    trained = [(f"{name}.{key}", tensor) for name, module in _trained_modules(pipeline).items()
+               for key, tensor in [*module.named_parameters(), *module.named_buffers()]]
+    guard = DivergenceGuard(trained, folder / CHECKPOINT, device, ranks_agree=not group.distributed)
     with _progress(progress and group.main) as bar:
         task = bar.add_task(description, total=epochs * steps, completed=len(history) * steps, info="")
         for epoch in range(len(history), epochs):
             row = _epoch(pipeline, data, objective, optimizer, aux_optimizer, settings, device,
                          torch.randperm(len(data), generator=generator), lambda info: bar.update(task, advance=1, info=info),
-                         group)
+                         group, lambda loss, step: guard.after_step(loss, epoch, step))
+            guard.check(epoch, None, row.get("loss"))  # before this epoch's files: the last good ones stay
             history.append({"epoch": epoch + 1, **row})
             _save_rng(folder, group.rank, len(history), device)
             if group.main:
@@ -132,7 +138,9 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
 
 def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_optimizer, settings: RDSettings,
            device: torch.device, order: torch.Tensor, advance: Callable[[str], None],
-           group: Group = Group()) -> dict[str, float]:
+           group: Group = Group(),
+           after_step: Callable[[torch.Tensor, int], None] = lambda loss, step: None) -> dict[str, float]:
+    """One epoch in ``order``; ``after_step(loss, step)`` after each step (the divergence guard)."""
     pipeline.train()
     trainable = [p for param_group in optimizer.param_groups for p in param_group["params"]]
     sums: dict[str, float] = {}
@@ -147,8 +155,6 @@ def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_opt
         output = pipeline(batch)
         loss, parts = objective(output, data.teacher[index].to(device), data.labels[index].to(device),
                                 pixels_of(pipeline, batch))
-        if not torch.isfinite(loss):
-            raise SplitbenchError(f"training diverged (loss {loss.item()}); lower --lr")
         optimizer.zero_grad(set_to_none=True)
         (loss * share if group.distributed else loss).backward()
         if group.distributed:
@@ -158,6 +164,7 @@ def _epoch(pipeline, data: TrainingSet, objective: Objective, optimizer, aux_opt
         aux_optimizer.zero_grad(set_to_none=True)
         entropy_aux_loss(pipeline.codec).backward()
         aux_optimizer.step()
+        after_step(loss, steps + 1)
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value * len(index)
         count, steps = count + len(index), steps + 1
@@ -180,22 +187,26 @@ def _sum_gradients(parameters: list[nn.Parameter], group: Group) -> None:
 def _save(folder: Path, pipeline, optimizer, aux_optimizer, settings: RDSettings,
           history: list[dict[str, float]]) -> None:
     trainable = _trainable_state(pipeline)
-    with atomic_open(_epoch_file(folder, len(history)), "wb") as handle:  # first: last.pt never runs ahead of it
-        torch.save(trainable, handle)
+    # The epoch's file first: last.pt never runs ahead of it.
+    write_tensor_file(_epoch_file(folder, len(history)), trainable, "training checkpoint")
     state = {"trainable": trainable, "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
              "settings": settings.recipe(), "history": history}
-    with atomic_open(folder / CHECKPOINT, "wb") as handle:
-        torch.save(state, handle)
+    write_tensor_file(folder / CHECKPOINT, state, "training checkpoint")
 
 
 def _epoch_file(folder: Path, epoch: int) -> Path:
     return folder / f"epoch-{epoch}.pt"
 
 
+def _trained_modules(pipeline: nn.Module) -> dict[str, nn.Module]:
+    """The codec and the auxiliary branch, if any: what trains; the frozen recogniser does not."""
+    return {"codec": pipeline.codec, **({"aux": pipeline.aux} if pipeline.aux is not None else {})}
+
+
 def _trainable_state(pipeline: nn.Module) -> dict[str, torch.Tensor]:
     """The codec's (and auxiliary branch's) tensors; the frozen recogniser is not saved."""
-    modules = {"codec": pipeline.codec, **({"aux": pipeline.aux} if pipeline.aux is not None else {})}
-    return {f"{name}.{key}": value for name, module in modules.items() for key, value in module.state_dict().items()}
+    return {f"{name}.{key}": value for name, module in _trained_modules(pipeline).items()
+            for key, value in module.state_dict().items()}
 
 
 def load_trainable(pipeline: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -222,8 +233,8 @@ def _save_rng(folder: Path, rank: int, epochs: int, device: torch.device) -> Non
     """This rank's generator after ``epochs``: the quantisation noise comes from the global
     generator, and a continued run resumes each rank's own stream."""
     state = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-    with atomic_open(folder / f"rng-{rank}.pt", "wb") as handle:
-        torch.save({"epochs": epochs, "device": device.type, "state": state}, handle)
+    write_tensor_file(folder / f"rng-{rank}.pt", {"epochs": epochs, "device": device.type, "state": state},
+                      "training checkpoint")
 
 
 def _restore_rng(folder: Path, rank: int, epochs: int, device: torch.device) -> None:
@@ -294,15 +305,17 @@ def evaluate(pipeline: nn.Module, data: TrainingSet, batch_size: int, device: to
 
 def read_point(folder: Path, epochs: int, test: dict[str, Any]) -> dict[str, Any] | None:
     """A point's row after ``epochs``, if it was evaluated on ``test`` (else its weights are tested again)."""
-    path = _result_file(folder, epochs)
-    if not path.exists():
+    saved = read_cached(_result_file(folder, epochs))  # missing or damaged: evaluated again
+    if not isinstance(saved, dict) or "row" not in saved:
         return None
-    saved = json.loads(path.read_text())
-    return saved["row"] if saved["test"] == json.loads(json.dumps(test)) else None
+    return saved["row"] if saved.get("test") == json.loads(json.dumps(test)) else None
 
 
 def write_point(folder: Path, row: dict[str, Any], test: dict[str, Any]) -> None:
-    """Keep a point's row (evaluated after ``row["epochs"]`` epochs) for reruns."""
+    """Keep a point's row (evaluated after ``row["epochs"]`` epochs) for reruns.
+
+    Replaced whole (atomic_open): concurrent runs may both write it, and either's is complete.
+    """
     write_json(_result_file(folder, row["epochs"]), {"row": row, "test": test})
 
 

@@ -8,7 +8,8 @@ Typical use::
                            transform=Preprocessing(crop=224, resize=256).transform())
 """
 
-from splitbench.data.datasets import ImageDataset, load_rgb_image, open_dataset, worker_errors_unwrapped
+from splitbench.data.datasets import ImageDataset, open_dataset, worker_errors_unwrapped
+from splitbench.data.images import load_rgb_image
 from splitbench.data.manifests import (
     DATA_ROOT_ENV,
     Manifest,

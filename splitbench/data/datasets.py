@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
+from splitbench.data.hashes import Digests, content_digests
+from splitbench.data.images import load_rgb_image
 from splitbench.data.manifests import (
     Manifest,
     SplitInfo,
@@ -43,6 +45,8 @@ class ImageDataset(Dataset):
 
     ``dataset[i]`` is ``(transform(image), label)``; without a transform the image is the
     decoded RGB ``PIL.Image`` (as in torchvision), which is what image codecs want.
+    ``origins`` says where the user listed each sample (``line 7`` of a CSV, ``class folder
+    cats``), for messages about their labels; manifests' data sets have none.
     """
 
     def __init__(
@@ -50,10 +54,13 @@ class ImageDataset(Dataset):
         samples: Sequence[Sample],
         transform: Callable[[Image.Image], Any] | None = None,
         provenance: dict[str, Any] | None = None,
+        origins: Sequence[str] | None = None,
     ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self._provenance = dict(provenance or {})
+        self.origins = list(origins) if origins is not None else None
+        self._digests: Digests | None = None
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -64,24 +71,36 @@ class ImageDataset(Dataset):
         image = load_rgb_image(path)
         return (self.transform(image) if self.transform is not None else image), label
 
-    def fingerprint(self) -> str:
-        """sha256 over every sample's file name, size, modification time and label.
+    def fingerprint(self, hash_cache: Path | None = None) -> str:
+        """sha256 over every sample's content (the sha256 of its bytes) and label, in order.
 
         File names alone (the manifests' checksum) cannot tell two data roots apart that hold
-        the same names with other contents; one ``stat`` per image can, cheaply (a symlink
-        is followed to what it points at, a truncated file has another size). Caches key on it.
+        the same names with other contents, nor sizes and times an image replaced in place;
+        the bytes can. Each file's digest is remembered under ``hash_cache`` (default
+        ``cache/file-hashes``) with its inode, size, mtime and ctime, so a rerun reads only
+        the files that changed (:mod:`splitbench.data.hashes`). Caches key on it.
         """
         if self._fingerprint is not None:
             return self._fingerprint
-        digest = hashlib.sha256()
-        for path, label in self.samples:
-            try:
-                info = os.stat(path)
-            except OSError:
-                raise SplitbenchError(f"missing image: {path}") from None
-            digest.update(f"{os.path.basename(path)}\0{info.st_size}\0{info.st_mtime_ns}\0{label}\n".encode())
+        digests, digest = self._content(hash_cache), hashlib.sha256()
+        for content, (_, label) in zip(digests.values, self.samples):
+            digest.update(f"{content}\0{label}\n".encode())
+        digests.remember()  # runs that key caches or write results ask for it; a dry run never does
         self._fingerprint = digest.hexdigest()
         return self._fingerprint
+
+    def content_digests(self) -> list[str]:
+        """The sha256 of every sample's file, in order, without writing them to the store.
+
+        Checks before any work (``--dry-run`` included) use these and leave the cache folder
+        alone; :meth:`fingerprint` then writes them.
+        """
+        return self._content(None).values
+
+    def _content(self, hash_cache: Path | None) -> Digests:
+        if self._digests is None:  # computed once per data set object
+            self._digests = content_digests((path for path, _ in self.samples), hash_cache)
+        return self._digests
 
     def provenance(self) -> dict[str, Any]:
         """Which data produced a result: manifest, split, folder, checksum, images used."""
@@ -111,8 +130,12 @@ class ImageDataset(Dataset):
         if not 1 <= count <= len(self.samples):
             raise SplitbenchError(f"cannot take {count} of {len(self.samples)} images")
         step = (len(self.samples) - 1) / (count - 1) if count > 1 else 0.0
-        picks = [round(i * step) for i in range(count)]
-        return ImageDataset([self.samples[i] for i in picks], self.transform, {**self._provenance, "evenly_spaced": count})
+        return self._subset([round(i * step) for i in range(count)], {"evenly_spaced": count})
+
+    def _subset(self, picks: Sequence[int], provenance: dict[str, Any]) -> ImageDataset:
+        """The samples at ``picks``, with their origins and the provenance updated by ``provenance``."""
+        origins = [self.origins[i] for i in picks] if self.origins is not None else None
+        return ImageDataset([self.samples[i] for i in picks], self.transform, {**self._provenance, **provenance}, origins)
 
 
 def check_training_data(train: ImageDataset, test: ImageDataset | None, option: str = "--train-data") -> None:
@@ -126,6 +149,32 @@ def check_training_data(train: ImageDataset, test: ImageDataset | None, option: 
             warn(f"{option}: {len(shared)} of the {len(test)} test images are also training images")
 
 
+def check_scored_data(outputs: int, data: ImageDataset, model: str) -> None:
+    """Everything about the labels a classifier with ``outputs`` classes is scored on, checked once.
+
+    Every command that scores a model on data calls this (through ``ZooModel.check_data``).
+    The user's own labels (``csv:``, ``imagefolder:``) must be classes the model outputs, and
+    their repeats are warned about; any data set's label space is compared with the outputs.
+    """
+    if data.origins is not None:
+        check_listed_labels(outputs, data, model)
+        warn_about_repeats(data)
+    check_label_space(outputs, data, model)
+
+
+def check_listed_labels(outputs: int, data: ImageDataset, model: str) -> None:
+    """A label the user listed that the model cannot output ends the run, naming where it was listed.
+
+    It would otherwise be scored as a silent miss.
+    """
+    if not data.samples or data.origins is None or max(label for _, label in data.samples) < outputs:
+        return
+    index = next(i for i, (_, label) in enumerate(data.samples) if label >= outputs)
+    path, label = data.samples[index]
+    raise SplitbenchError(f"{data.name}, {data.origins[index]}: label {label} of {path} is outside "
+                          f"0..{outputs - 1} ({model} has {outputs} outputs)")
+
+
 def check_label_space(outputs: int, data: ImageDataset, model: str) -> None:
     """Warn (one line, recorded) when the model's classes are not the data's: every hit would be chance."""
     if data.label_space is not None and outputs != data.label_space:
@@ -133,21 +182,42 @@ def check_label_space(outputs: int, data: ImageDataset, model: str) -> None:
              f"{data.label_space} classes; its top-1 there measures nothing")
 
 
-def load_rgb_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode ``path`` as RGB; a missing or undecodable file raises SplitbenchError naming it."""
-    try:
-        with Image.open(path) as image:
-            # convert() forces the full decode inside the try, so a truncated file fails here
-            # rather than later in a transform; it also turns greyscale and CMYK JPEGs into RGB.
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise SplitbenchError(f"missing image: {path}") from None
-    except UnidentifiedImageError:
-        raise SplitbenchError(f"corrupt image: {path} (cannot identify image file)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        # PIL reports truncated or malformed data as OSError, and some broken headers as
-        # SyntaxError or ValueError.
-        raise SplitbenchError(f"corrupt image: {path} ({error})") from None
+def warn_about_repeats(data: ImageDataset) -> None:
+    """Warn (a line each) about an image listed twice under one label, and one listed under two.
+
+    Images are the same when their bytes are: a copy in another class folder, a symlink or a
+    CSV row naming the same file again. A repeat is scored once per listing; an image under
+    two labels is scored wrong at least once.
+    """
+    listings: dict[str, list[int]] = {}
+    for index, digest in enumerate(data.content_digests()):
+        listings.setdefault(digest, []).append(index)
+    repeated, conflicting = [], []
+    for indices in listings.values():
+        by_label: dict[int, list[int]] = {}
+        for index in indices:
+            by_label.setdefault(data.samples[index][1], []).append(index)
+        twice = next((same for same in by_label.values() if len(same) > 1), None)
+        if twice is not None:
+            repeated.append((twice[0], twice[1]))
+        if len(by_label) > 1:
+            first, second = (same[0] for same in list(by_label.values())[:2])
+            conflicting.append((first, second))
+    if repeated:
+        first, again = repeated[0]
+        warn(f"{data.name}: {len(repeated)} image(s) listed more than once under the same label, e.g. "
+             f"{_listing(data, first)} and {_listing(data, again)}; each listing is scored")
+    if conflicting:
+        first, other = conflicting[0]
+        warn(f"{data.name}: {len(conflicting)} image(s) listed under two or more labels (conflicting), e.g. "
+             f"{_listing(data, first, label=True)} and {_listing(data, other, label=True)}; at most one is right")
+
+
+def _listing(data: ImageDataset, index: int, label: bool = False) -> str:
+    """``/x/a.png (line 7, label 3)``: an image and where it was listed."""
+    path, value = data.samples[index]
+    notes = ([data.origins[index]] if data.origins is not None else []) + ([f"label {value}"] if label else [])
+    return f"{path} ({', '.join(notes)})" if notes else path
 
 
 def open_dataset(
@@ -162,7 +232,9 @@ def open_dataset(
     """Open the dataset ``name`` from the data root, after checking it against its manifest.
 
     ``name`` may also be the user's own data, ``imagefolder:PATH`` or ``csv:FILE``
-    (:mod:`splitbench.data.user`), which need no data root.
+    (:mod:`splitbench.data.user`), or detection data, ``coco:PATH`` or ``voc:DIR``
+    (:mod:`splitbench.detection.data`), which need no data root. Detection data sets (these
+    and manifests of layout ``coco``) label each image with its COCO id.
 
     ``root`` is the ``--data`` value (else ``$SPLITBENCH_DATA``); ``split`` defaults to the
     manifest's default split. ``limit`` keeps the first N images of the sorted order, so a
@@ -171,11 +243,16 @@ def open_dataset(
     """
     if limit is not None and limit < 1:
         raise SplitbenchError(f"--limit must be a positive number of images, got {limit}")
+    if manifest is None and name.startswith(("coco:", "voc:")):  # boxes, not class labels
+        from splitbench.detection.data import open_user_detection
+
+        return open_user_detection(name, split, transform, limit)
     if manifest is None and is_user_dataset(name):
         if split is not None:
             raise SplitbenchError(f"{name.partition(':')[0]}: data sets have no splits; drop --split {split}")
-        samples, provenance = user_samples(name)
-        return ImageDataset(samples[:limit] if limit else samples, transform, {**provenance, "limit": limit})
+        user = user_samples(name)
+        dataset = ImageDataset(user.samples, transform, {**user.provenance, "limit": limit}, user.origins)
+        return dataset._subset(range(min(limit, len(dataset))), {}) if limit is not None else dataset
     if manifest is None:
         manifest = load_manifest(name)
     elif manifest.name != name:
@@ -189,6 +266,10 @@ def open_dataset(
     info = manifest.split(split)
     files = verify_manifest(manifest, data_root, info.name)
     dataset_dir = dataset_directory(manifest, data_root)
+    if manifest.layout == "coco":
+        from splitbench.detection.data import open_manifest_detection
+
+        return open_manifest_detection(manifest, info, dataset_dir, files, transform, limit)
     samples = _samples(manifest, info, dataset_dir, files)
     if limit is not None:
         samples = samples[:limit]
@@ -211,6 +292,8 @@ def _expected_layout(manifest: Manifest) -> str:
     """Where a manifest's images go under the data root, in a few words."""
     if manifest.layout == "class_folders":
         return f"{manifest.directory}/<split>/<class>/<image>"
+    if manifest.layout == "coco":
+        return f"{manifest.directory}/instances.json with {manifest.directory}/images/<image>"
     return f"{manifest.directory}/<images> with a labels CSV (file,label)"
 
 

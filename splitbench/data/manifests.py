@@ -26,7 +26,7 @@ from typing import Any
 from splitbench.errors import SplitbenchError, unknown_name
 
 DATA_ROOT_ENV = "SPLITBENCH_DATA"
-LAYOUTS = ("labels_csv", "class_folders")
+LAYOUTS = ("labels_csv", "class_folders", "coco")  # coco: instances JSON + images (detection)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 _MANIFEST_PACKAGE = "splitbench.data_manifests"
@@ -39,6 +39,8 @@ class SplitInfo:
     ``path`` is the folder holding the split's images, relative to the dataset directory.
     ``labels`` is the labels CSV (relative to the dataset directory) for the ``labels_csv``
     layout, whose ``file`` column is relative to ``path``; ``None`` for ``class_folders``.
+    ``annotations`` is the COCO instances JSON of the ``coco`` layout (detection), checked
+    against ``annotations_sha256``.
     ``file_list_sha256`` is ``None`` where the list is not known in advance (it is then not
     checked, but the count still is).
     """
@@ -49,11 +51,15 @@ class SplitInfo:
     classes: int
     file_list_sha256: str | None
     labels: str | None = None
+    annotations: str | None = None  # coco layout: the instances JSON, relative to the dataset directory
+    annotations_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"path": self.path}
         if self.labels is not None:
             entry["labels"] = self.labels
+        if self.annotations is not None:
+            entry.update(annotations=self.annotations, annotations_sha256=self.annotations_sha256)
         entry.update(files=self.files, classes=self.classes, file_list_sha256=self.file_list_sha256)
         return entry
 
@@ -107,6 +113,8 @@ class Manifest:
                 classes=int(entry["classes"]),
                 file_list_sha256=entry.get("file_list_sha256"),
                 labels=entry.get("labels"),
+                annotations=entry.get("annotations"),
+                annotations_sha256=entry.get("annotations_sha256"),
             )
             for split_name, entry in data["splits"].items()
         }

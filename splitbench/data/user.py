@@ -22,11 +22,13 @@ import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from splitbench.data.manifests import file_list_sha256
 from splitbench.errors import SplitbenchError
 
 USER_PREFIXES = ("imagefolder:", "csv:")
+INT64_MAX = 2**63 - 1  # labels become an int64 tensor
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _WNID = re.compile(r"n\d{8}")
 
@@ -42,8 +44,8 @@ def imagenet_wnids() -> tuple[str, ...]:
     return tuple(text.split())
 
 
-def user_samples(name: str) -> tuple[list[tuple[str, int]], dict[str, object]]:
-    """(path, label) samples of ``imagefolder:PATH`` or ``csv:FILE``, and their provenance."""
+def user_samples(name: str) -> UserData:
+    """(path, label) samples of ``imagefolder:PATH`` or ``csv:FILE``, where each was listed, and their provenance."""
     kind, _, location = name.partition(":")
     path = Path(location).expanduser()
     if kind == "imagefolder":
@@ -51,7 +53,15 @@ def user_samples(name: str) -> tuple[list[tuple[str, int]], dict[str, object]]:
     return _csv_samples(path)
 
 
-def _image_folder(root: Path) -> tuple[list[tuple[str, int]], dict[str, object]]:
+class UserData(NamedTuple):
+    """The samples, where each was listed (``line 7``, ``class folder cats``) for messages, and the provenance."""
+
+    samples: list[tuple[str, int]]
+    origins: list[str]
+    provenance: dict[str, object]
+
+
+def _image_folder(root: Path) -> UserData:
     if not root.is_dir():
         raise SplitbenchError(f"imagefolder: {root} is not a folder")
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
@@ -72,6 +82,7 @@ def _image_folder(root: Path) -> tuple[list[tuple[str, int]], dict[str, object]]
     if not samples:
         raise SplitbenchError(f"imagefolder: no images under {root} ({', '.join(IMAGE_EXTENSIONS)})")
     order = sorted(range(len(samples)), key=relative.__getitem__)
+    origins = [f"class folder {relative[i].split('/', 1)[0]}" for i in order]
     provenance = {
         "dataset": f"imagefolder:{root}",
         "split": None,
@@ -81,10 +92,10 @@ def _image_folder(root: Path) -> tuple[list[tuple[str, int]], dict[str, object]]
         "labels": "imagenet wnid index" if imagenet else "sorted folder index",
         "file_list_sha256": file_list_sha256(relative),
     }
-    return [samples[i] for i in order], provenance
+    return UserData([samples[i] for i in order], origins, provenance)
 
 
-def _csv_samples(path: Path) -> tuple[list[tuple[str, int]], dict[str, object]]:
+def _csv_samples(path: Path) -> UserData:
     if not path.is_file():
         raise SplitbenchError(f"csv: labels file not found: {path}")
     try:
@@ -96,20 +107,19 @@ def _csv_samples(path: Path) -> tuple[list[tuple[str, int]], dict[str, object]]:
     column = "path" if "path" in fields else "file" if "file" in fields else None
     if column is None or "label" not in fields:
         raise SplitbenchError(f"csv: {path} needs a header with columns path,label, got {reader.fieldnames}")
-    samples, relative = [], []
+    samples, relative, origins = [], [], []
     for row in reader:
-        try:
-            label = int(row["label"])
-        except (TypeError, ValueError):
-            raise SplitbenchError(f"csv: {path}, line {reader.line_num}: label {row['label']!r} is not an integer") from None
-        if label < 0:
-            raise SplitbenchError(f"csv: {path}, line {reader.line_num}: label {label} is negative")
+        where = f"csv: {path}, line {reader.line_num}"
+        label = _label(row["label"], where)
+        if not (row[column] or "").strip():  # a short row leaves None, an empty cell ""
+            raise SplitbenchError(f"{where}: no image {column} (label {label})")
         image = Path(row[column]).expanduser()
         full = image if image.is_absolute() else path.parent / image
         if not full.is_file():
             raise SplitbenchError(f"csv: missing image {full} ({path}, line {reader.line_num})")
         samples.append((str(full), label))
         relative.append(row[column])
+        origins.append(f"line {reader.line_num}")
     if not samples:
         raise SplitbenchError(f"csv: {path} lists no images")
     provenance = {
@@ -119,4 +129,17 @@ def _csv_samples(path: Path) -> tuple[list[tuple[str, int]], dict[str, object]]:
         "file_list_sha256": file_list_sha256(relative),
         "labels_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
     }
-    return samples, provenance
+    return UserData(samples, origins, provenance)
+
+
+def _label(text: str | None, where: str) -> int:
+    """A CSV cell as a class index: a whole number from 0 to int64's largest."""
+    try:
+        label = int(text)  # type: ignore[arg-type]  (None: a row with fewer cells than the header)
+    except (TypeError, ValueError):
+        raise SplitbenchError(f"{where}: label {text!r} is not an integer") from None
+    if label < 0:
+        raise SplitbenchError(f"{where}: label {label} is negative")
+    if label > INT64_MAX:
+        raise SplitbenchError(f"{where}: label {label} is beyond the largest class index (int64, {INT64_MAX})")
+    return label

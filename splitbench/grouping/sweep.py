@@ -38,7 +38,7 @@ from splitbench.grouping.flgc import (
 )
 from splitbench.macs import count_macs
 from splitbench.pruning.sweep import top1
-from splitbench.results import write_json
+from splitbench.results import read_cached, write_json
 from splitbench.timing import dataset_ms
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
 from splitbench.training.augment import normalize
@@ -119,10 +119,11 @@ class GroupCache:
         return self.directory / f"{name}.v{MEASURE_VERSION}.json"
 
     def get(self, name: str) -> dict[str, Any] | None:
-        path = self._path(name)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_cached(self._path(name))
 
     def put(self, name: str, row: dict[str, Any]) -> None:
+        # Replaced whole (atomic_open): runs sharing the cache may both measure a point, and
+        # either's row is a complete one. A full disk ends in one line naming the file.
         write_json(self._path(name), row)
 
 

@@ -1,4 +1,4 @@
-"""The edge's connection to ``splitbench serve``: one DEALER socket, requests matched by id."""
+"""The edge's connection to ``splitbench serve``: one DEALER socket, requests matched by id (CURVE with keys)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,23 @@ import zmq
 
 from splitbench.errors import SplitbenchError
 from splitbench.link.protocol import ProtocolError, parse_reply, request_frames, zmtp_frame_bytes
+from splitbench.link.security import ClientKeys
 
 
 class LinkClient:
     """Requests to the server at ``endpoint`` (``tcp://HOST:PORT``), one at a time per client."""
 
-    def __init__(self, endpoint: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, endpoint: str, timeout_s: float = 60.0, keys: ClientKeys | None = None) -> None:
         if not endpoint.startswith("tcp://"):
             endpoint = f"tcp://{endpoint}"
-        self.endpoint, self.timeout_s = endpoint, timeout_s
+        self.endpoint, self.timeout_s, self.secure = endpoint, timeout_s, keys is not None
         self._context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if keys is not None:  # CURVE: the server must prove it holds the secret half of server_public
+            self._socket.curve_serverkey = keys.server_public
+            self._socket.curve_publickey = keys.pair.public
+            self._socket.curve_secretkey = keys.pair.secret
         try:
             self._socket.connect(endpoint)
         except zmq.ZMQError as error:
@@ -86,7 +91,9 @@ class LinkClient:
         try:
             info = self.info(timeout_s)
         except SplitbenchError as error:
-            raise SplitbenchError(f"no splitbench server answers at {self.endpoint} ({error})") from None
+            hint = ("; a server that does not know this client's key, or a key that is not the server's, "
+                    "never answers" if self.secure else "")
+            raise SplitbenchError(f"no splitbench server answers at {self.endpoint} ({error}{hint})") from None
         different = [f"{key}: server {info.get(key)!r}, here {value!r}" for key, value in expected.items()
                      if info.get(key) != value]
         if different:

@@ -23,10 +23,11 @@ from torch.utils.data import Dataset
 
 from splitbench.codecs.base import Codec, CodecSpec, codec_class
 from splitbench.codecs.cache import JPEG_QUALITY, jpeg_file
-from splitbench.codecs.features import SIDE_INFO_BYTES, Quantized, check_layout, dequantize, layout_channels, quantize
+from splitbench.codecs.features import (SIDE_INFO_BYTES, Quantized, check_layout, dequantize, layout_channels, quantize,
+                                       tile_grid)
 from splitbench.codecs.sweep import feature_shape, preprocessing_for
 from splitbench.codecs.worker import decode_features, encode_features
-from splitbench.data import Preprocessing
+from splitbench.data import Preprocessing, load_rgb_image
 from splitbench.errors import SplitbenchError
 from splitbench.link.protocol import ProtocolError, Request, pack_range, unpack_range
 from splitbench.zoo import ZooModel
@@ -169,6 +170,9 @@ class Receiver(_Half):
         self.tail = self._prepared(model.model if setup.at == INPUT else model.cuts().tail(setup.at))
         elements = int(np.prod(self.shape))
         self.expected_bytes = {"none": elements * 4, "minmax8": elements + SIDE_INFO_BYTES}.get(setup.codec)
+        if self.codec is not None:  # the tiled picture (features.tile) a peer's bitstream must declare
+            rows, cols = tile_grid(self.shape[0])
+            self.picture_size = (rows * self.shape[1], cols * self.shape[2])
 
     def answer(self, request: Request) -> dict[str, Any]:
         """Top-5 for one request; a payload that does not fit this setup raises :class:`ProtocolError`."""
@@ -183,6 +187,8 @@ class Receiver(_Half):
         decoded = time.perf_counter()
         with torch.inference_mode():
             probabilities = torch.softmax(self.tail(tensor)[0].float(), dim=0)
+        if not torch.isfinite(probabilities).all():  # finite but huge features can overflow the tail
+            raise ProtocolError("the model's output is not finite for these features (NaN or Infinity)")
         top = torch.topk(probabilities, 5)
         return {
             "top5": [[int(c), round(float(p), 6)] for p, c in zip(top.values, top.indices)],
@@ -205,6 +211,8 @@ class Receiver(_Half):
                 features = dequantize(Quantized(values, low, high, 8))
             else:
                 try:
+                    # the header's declared size first: a decoder allocates whatever it declares
+                    self.codec.check_declared(body, *self.picture_size)  # type: ignore[union-attr]
                     features = decode_features(body, low, high, self.shape, self.codec, self.setup.layout)  # type: ignore[arg-type]
                 except (SplitbenchError, ValueError) as error:
                     raise ProtocolError(f"cannot decode the {self.setup.codec} payload: {error}") from None
@@ -212,17 +220,16 @@ class Receiver(_Half):
         return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
 
     def _picture(self, payload: bytes) -> Image.Image:
-        try:
-            with Image.open(io.BytesIO(payload)) as image:
-                # the size is in the header: refuse anything but the model's picture before decoding it
-                if image.format != "JPEG" or image.size != (self.shape[2], self.shape[1]):
-                    raise ProtocolError(f"the image must be a {self.shape[2]}x{self.shape[1]} JPEG, "
-                                        f"got {image.format} {image.size[0]}x{image.size[1]}")
-                return image.convert("RGB")
-        except ProtocolError:
-            raise
-        except Exception as error:  # PIL's many ways of saying "not an image"
-            raise ProtocolError(f"cannot decode the image: {type(error).__name__}") from None
+        def model_sized_jpeg(image: Image.Image) -> None:
+            # the size is in the header: refuse anything but the model's picture before decoding it
+            if image.format != "JPEG" or image.size != (self.shape[2], self.shape[1]):
+                raise ProtocolError(f"the image must be a {self.shape[2]}x{self.shape[1]} JPEG, "
+                                    f"got {image.format} {image.size[0]}x{image.size[1]}")
+
+        try:  # the data sets' decoder: the same picture as codec and eval decode, bombs refused
+            return load_rgb_image(io.BytesIO(payload), check=model_sized_jpeg)
+        except SplitbenchError as error:  # PIL's many ways of saying "not an image", as one line
+            raise ProtocolError(f"cannot decode the image: {error}") from None
 
     def info(self, weights_sha256: str | None) -> dict[str, Any]:
         return {"model": self.model.spec.name, "weights_sha256": weights_sha256, "shape": list(self.shape),

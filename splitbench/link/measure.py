@@ -27,6 +27,7 @@ from splitbench.errors import SplitbenchError
 from splitbench.link.client import LinkClient
 from splitbench.link.endpoints import EDGE, Sender
 from splitbench.link.protocol import framing_bytes
+from splitbench.link.security import is_loopback
 from splitbench.link.shaping import EndDelay, NetnsLink, TokenBucket
 
 STAGES = ("head_ms", "encode_ms", "transfer_ms", "server_ms")
@@ -127,6 +128,8 @@ def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any,
 
     ``pictures``: the model's input pictures and labels (:func:`~splitbench.link.endpoints.model_pictures`).
     ``before_image(picture, index)`` runs just before each picture crosses the link (plan's timing).
+    ``edge`` sends nothing, so no condition touches it: each picture is timed once and that row
+    stands under every condition, so that every bandwidth and RTT compares edge with the rest.
     """
     rows = []
     # Untimed warm-up: the first calls pay for allocations, and the first exchange for the connection.
@@ -142,8 +145,14 @@ def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any,
     for index, (picture, label) in enumerate(pictures):
         if before_image is not None:
             before_image(picture, index)
+        if client is None:
+            local = _one(sender, None, picture, label, index, conditions[0], link, EndDelay())
+            rows += [local | {"bandwidth_mbit": c.bandwidth_mbit, "rtt_ms": c.rtt_ms} for c in conditions]
+            if on_image:
+                on_image()
+            continue
         for condition in conditions:
-            if client is not None and condition.bandwidth_mbit != current:
+            if condition.bandwidth_mbit != current:
                 link.set(condition)
                 current = condition.bandwidth_mbit
             rows.append(_one(sender, client, picture, label, index, condition, link, EndDelay(condition.rtt_ms)))
@@ -224,6 +233,8 @@ def running_server(arguments: list[str], prefix: list[str], host: str,
                    cpus: set[int] | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
     """``splitbench serve ARGUMENTS`` in a child process (inside ``prefix``, e.g. a namespace) on ``cpus``."""
     command = [*prefix, sys.executable, "-m", "splitbench", "serve", *arguments, "--host", host, "--port", "0"]
+    if not is_loopback(host):  # the namespace's veth address: only this machine reaches it
+        command.append("--insecure-bind")
     if cpus:
         command += ["--threads", str(len(cpus))]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

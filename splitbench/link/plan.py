@@ -217,18 +217,28 @@ def best_agreement(validation: pd.DataFrame) -> pd.DataFrame:
     """Per condition: the predicted and the measured best setup, and the regret of following the plan.
 
     The regret (Neurosurgeon's figure of merit) is how much slower the planned setup measured than
-    the measured best; setups measured without a link (edge) compete at every condition.
+    the measured best. ``edge`` sends nothing, so it competes at every condition: with its row for
+    that condition, or else with its one row measured without a link (as ``link`` wrote it before
+    edge stood under every condition; its latency is the same at any bandwidth and RTT).
     """
-    shaped = validation.dropna(subset=["bandwidth_mbit"])
+    is_edge = validation["setup"] == EDGE
+    edge, served = validation[is_edge], validation[~is_edge]
     agree = []
-    for (bandwidth, rtt), group in shaped.groupby(["bandwidth_mbit", "rtt_ms"]):
-        everywhere = pd.concat([group, validation[validation["bandwidth_mbit"].isna() & (validation["rtt_ms"] == rtt)]])
-        chosen = everywhere.loc[everywhere["predicted_ms"].idxmin()]
-        best = everywhere.loc[everywhere["measured_ms"].idxmin()]
+    for (bandwidth, rtt), group in served.groupby(["bandwidth_mbit", "rtt_ms"], dropna=False):
+        candidates = pd.concat([group, _edge_at(edge, bandwidth, rtt)])
+        chosen = candidates.loc[candidates["predicted_ms"].idxmin()]
+        best = candidates.loc[candidates["measured_ms"].idxmin()]
         agree.append({"bandwidth_mbit": bandwidth, "rtt_ms": rtt, "predicted_best": chosen["setup"],
                       "measured_best": best["setup"],
                       "regret_percent": round(100 * (chosen["measured_ms"] - best["measured_ms"]) / best["measured_ms"], 1)})
     return pd.DataFrame(agree)
+
+
+def _edge_at(edge: pd.DataFrame, bandwidth: float, rtt: float) -> pd.DataFrame:
+    """Edge's row for this condition, or its row measured without a link, or nothing (no edge measured)."""
+    same_bandwidth = edge["bandwidth_mbit"].isna() if pd.isna(bandwidth) else edge["bandwidth_mbit"] == bandwidth
+    here = edge[same_bandwidth & (edge["rtt_ms"] == rtt)]
+    return here if not here.empty else edge[edge["bandwidth_mbit"].isna()].head(1)
 
 
 def plot_plan(path: Path, costs: pd.DataFrame, rtt: float, link: LinkModel, model: str,

@@ -17,12 +17,16 @@ not at all. A request is two frames, a reply one:
   "server_s": {"decode": s, "tail": s}}``, the ``info`` fields, or ``{"ok": false, "error": "..."}``.
 
 Everything a peer sends is checked against what this server holds (shape, codec, sizes)
-before it reaches a decoder.
+before it reaches a decoder. Headers are standard JSON both ways: at most ``MAX_HEADER_BYTES``
+and ``MAX_HEADER_DEPTH`` levels of nesting (checked before parsing: Python's parser recurses,
+and 4 KB of ``[`` is deeper than its stack), and never NaN or Infinity, which JSON does not
+have; a reply that would hold one is refused (:class:`NonFiniteError`), not sent.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +35,7 @@ import numpy as np
 
 VERSION = 1
 MAX_HEADER_BYTES = 4096
+MAX_HEADER_DEPTH = 8  # requests nest 2 levels ("shape"), replies 3 ("top5"); nothing needs more
 MAX_ID_CHARS = 64
 RANGE = struct.Struct("<ff")  # eq. 8's minimum and maximum, as codec sweeps count them (8 bytes)
 OPS = ("info", "infer")
@@ -39,6 +44,10 @@ INPUTS = ("features", "image")
 
 class ProtocolError(ValueError):
     """A message that does not follow this format; its text goes back to the peer."""
+
+
+class NonFiniteError(ProtocolError):
+    """A header that would hold NaN or ±Infinity: not JSON, so not sent."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,24 @@ def framing_bytes(header: bytes, payload_size: int) -> int:
 
 
 def encode_header(fields: dict[str, Any]) -> bytes:
-    return json.dumps({"v": VERSION, **fields}, separators=(",", ":")).encode()
+    """Standard JSON: a non-finite number anywhere raises :class:`NonFiniteError` naming where it is."""
+    header = {"v": VERSION, **fields}
+    where = _non_finite(header, "")
+    if where is not None:
+        raise NonFiniteError(f"the reply would hold a non-finite number at {where or 'the top'}; JSON has none")
+    return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """The path of the first NaN or ±Infinity in ``value``, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]")
+        if found is not None:
+            return found.lstrip(".")
+    return None
 
 
 def request_frames(op: str, request_id: str, payload: bytes = b"", **fields: Any) -> list[bytes]:
@@ -100,12 +126,48 @@ def read_header(header: bytes) -> dict[str, Any]:
     if len(header) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header is {len(header)} bytes; at most {MAX_HEADER_BYTES}")
     try:
-        fields = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = header.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("header is not UTF-8 JSON") from None
+    if (depth := json_depth(text)) > MAX_HEADER_DEPTH:
+        raise ProtocolError(f"header nests {depth} levels deep; at most {MAX_HEADER_DEPTH}")
+    try:
+        fields = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError):
         raise ProtocolError("header is not UTF-8 JSON") from None
     if not isinstance(fields, dict):
         raise ProtocolError("header is not a JSON object")
     return fields
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of JSON ``text`` nest, counted in one pass without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:  # brackets inside strings do not nest
+            in_string, escaped = (True, False) if escaped else (char != '"', char == "\\")
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> float:
+    raise ProtocolError(f"header holds {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf
+        raise ProtocolError(f"header holds {text[:20]}, a number out of range")
+    return value
 
 
 def parse_reply(frames: list[bytes]) -> dict[str, Any]:

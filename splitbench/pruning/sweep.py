@@ -45,7 +45,7 @@ from splitbench.pruning.vit_channels import (
     prune_vit,
     save_pruned_vit,
 )
-from splitbench.results import atomic_open, write_json
+from splitbench.results import atomic_open, read_cached, write_json
 from splitbench.timing import dataset_ms
 from splitbench.training.augment import normalize
 from splitbench.zoo.registry import ModelSpec
@@ -129,10 +129,11 @@ class PointCache:
         return self.directory / f"{name}.json"
 
     def get(self, name: str) -> dict[str, Any] | None:
-        path = self._path(name)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_cached(self._path(name))
 
     def put(self, name: str, row: dict[str, Any]) -> None:
+        # Replaced whole (atomic_open): runs sharing the cache may both measure a point, and
+        # either's row is a complete one. A full disk ends in one line naming the file.
         write_json(self._path(name), row)
 
     def losses_path(self) -> Path:

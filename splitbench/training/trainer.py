@@ -6,7 +6,8 @@ schedule, RNGs, history, and inside an epoch its permutation, step and running s
 written atomically to ``last.pt`` in the checkpoint directory after every epoch and every
 ``checkpoint_s`` seconds within one. An interrupted run continues from the last checkpoint
 with the same result it would have had uninterrupted (up to nondeterministic GPU kernels),
-so a stop loses at most ``checkpoint_s`` of work.
+so a stop loses at most ``checkpoint_s`` of work. A run whose loss or weights stop being
+finite stops in one line before its next checkpoint (:mod:`splitbench.training.guard`).
 
 Precision: ``auto`` is bf16 autocast where the hardware computes bf16 natively (a CUDA
 device; a CPU with AVX512_BF16 or AMX) and fp32 elsewhere. On a CPU without native bf16
@@ -34,10 +35,10 @@ from rich.progress import (
 from torch import nn
 
 from splitbench.errors import SplitbenchError
-from splitbench.results import atomic_open
 from splitbench.training.augment import CifarAugment, normalize
 from splitbench.training.distributed import Group, global_batchnorm, local_batchnorm
-from splitbench.weights import read_tensor_file
+from splitbench.training.guard import DivergenceGuard
+from splitbench.weights import read_tensor_file, write_tensor_file
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -132,6 +133,10 @@ def train_classifier(
         raise ValueError(f"TrainConfig.precision must be 'bf16' or 'fp32' (resolve 'auto' first), got {config.precision!r}")
     augment = augment or CifarAugment()
     model.to(device)
+    if group.distributed:
+        # BatchNorm over the global batch, as one process computes it, not over each rank's share.
+        # Swapped in before the optimizer is built: the new modules' weights are the ones that train.
+        global_batchnorm(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     result = TrainResult()
@@ -145,18 +150,21 @@ def train_classifier(
     test_on_device = None if test is None or not group.main else (test[0].to(device), test[1].to(device))
     trained = model
     if group.distributed:  # gradients averaged over ranks; parameters broadcast from rank 0 at the start
-        # BatchNorm over the global batch, as one process computes it, not over each rank's share
-        synced = global_batchnorm(model, device)
-        trained = nn.parallel.DistributedDataParallel(synced, device_ids=[device.index] if device.type == "cuda" else None)
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     step = _compiled_step(trained, config, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    # Built after the BatchNorm swap: its tensors are the ones that train (buffers too: they are exported).
+    guard = DivergenceGuard([*model.named_parameters(), *model.named_buffers()], checkpoint_dir / CHECKPOINT_NAME,
+                            device, ranks_agree=not group.distributed)
 
     with _progress(progress and group.main) as bar:
         epochs_task = bar.add_task("epochs", total=config.epochs, completed=start_epoch, info="")
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             loss, top1 = _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean, std, config, device,
-                                      bar, epoch=epoch, partial=partial, saver=saver, on_step=on_step, group=group)
+                                      bar, epoch=epoch, partial=partial, saver=saver, on_step=on_step, group=group,
+                                      guard=guard)
+            guard.check(epoch, None, loss)  # the epoch's loss is summed over the ranks: they agree on it
             partial = None
             scheduler.step()
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss, "train_top1": top1}
@@ -214,7 +222,7 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
 
 
 def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean, std, config, device, bar, *,
-                 epoch: int, partial: dict[str, Any] | None, saver: _Saver, on_step,
+                 epoch: int, partial: dict[str, Any] | None, saver: _Saver, on_step, guard: DivergenceGuard,
                  group: Group = Group()) -> tuple[float, float]:
     model.train()
     if partial is None:
@@ -240,7 +248,9 @@ def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean,
         loss_sum += loss.detach() * len(mine)
         hits += (logits.detach().argmax(1) == target).sum()
         bar.update(task, advance=len(index))
-        if number < len(batches) and saver.due():
+        saving = number < len(batches) and saver.due()
+        guard.after_step(loss, epoch, number, force=saving)
+        if saving:
             saver.save({"epoch": epoch, "step": number, "order": order.cpu(), "loss_sum": loss_sum.cpu(), "hits": hits.cpu()})
         if on_step is not None:
             on_step(epoch, number)
@@ -292,8 +302,7 @@ class _Saver:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
-        with atomic_open(self.directory / CHECKPOINT_NAME, "wb") as handle:
-            torch.save(state, handle)
+        write_tensor_file(self.directory / CHECKPOINT_NAME, state, "training checkpoint")
         self.last = time.monotonic()
 
 

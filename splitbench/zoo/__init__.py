@@ -19,12 +19,15 @@ import torch
 from torch import nn
 
 # Importing the model modules registers their specs, in the order listings show them.
-from splitbench.zoo import imagenet, vit, cifar_resnet, ssd  # noqa: F401  (registration)
+from splitbench.zoo import imagenet, vit, cifar_resnet, ssd, yolo  # noqa: F401  (registration)
 from splitbench.cuts import Cut, CutGraph
+from splitbench.data.datasets import ImageDataset, check_scored_data
 from splitbench.errors import SplitbenchError
+from splitbench.evaluation import class_scores
 from splitbench.preflight import available_memory
 from splitbench.zoo.registry import ModelSpec, list_models, unknown_model, zoo_spec
-from splitbench.zoo.sources import TIMM_PREFIX, factory_spec, is_factory, timm_spec, torchvision_names, torchvision_spec
+from splitbench.zoo.sources import (DEFAULT_INPUT_SIZE, TIMM_PREFIX, factory_spec, is_factory, timm_spec,
+                                    torchvision_names, torchvision_spec)
 from splitbench.weights import WeightsInfo, load_weights
 
 __all__ = [
@@ -62,6 +65,7 @@ class ZooModel:
     weights: WeightsInfo
     leaf_modules: tuple[str, ...] = ()
     _graphs: dict[int, CutGraph] = field(default_factory=dict, repr=False)
+    _classes: int | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -78,19 +82,42 @@ class ZooModel:
         return torch.zeros(1, self.spec.input_channels, size, size)
 
     def output_classes(self) -> int:
-        """How many classes a classifier scores (one forward pass of a zero image)."""
-        was_training = self.model.training
-        with torch.no_grad():
-            logits = self.model.eval()(self.example_input())
-        self.model.train(was_training)
-        return int(logits.shape[-1])
+        """How many classes a classifier scores (one forward pass of a zero image, done once)."""
+        if self._classes is None:
+            self._check_memory(self.spec.input_size)
+            was_training = self.model.training
+            with torch.no_grad():
+                output = self.model.eval()(self.example_input())
+            self.model.train(was_training)
+            self._classes = int(class_scores(output, self.name).shape[-1])
+        return self._classes
+
+    def check_data(self, data: ImageDataset) -> ImageDataset:
+        """Check a classifier against the data it will be scored on; returns ``data``, for chaining.
+
+        The one place every command that scores a model on data (eval, codec, rd, prune,
+        group, link, plan) checks it: labels the user listed beyond the model's outputs end
+        the run by file and line, repeated or conflicting images and a label space other than
+        the outputs are warned about (:func:`splitbench.data.datasets.check_scored_data`). A
+        detector needs boxes and a classifier class labels: the other kind ends the run.
+        """
+        check_task_data(self.spec, data)
+        if self.spec.task == "classification":
+            check_scored_data(self.output_classes(), data, self.name)
+        return data
+
+    def require_classifier(self, command: str) -> ZooModel:
+        """One line where ``command`` scores top-1/top-5 only and this model is not a classifier."""
+        if self.spec.task != "classification":
+            raise SplitbenchError(f"{command} scores classifiers by top-1/top-5; {self.name} is a {self.spec.task} "
+                                  "model (detectors are scored by eval and codec)")
+        return self
 
     def cuts(self, input_size: int | None = None) -> CutGraph:
         """The traced graph with every valid cut, measured at ``input_size`` (default: the model's)."""
         size = input_size or self.spec.input_size
         if size not in self._graphs:
-            if size > self.spec.input_size:
-                self._check_memory(size)
+            self._check_memory(size)
             self._graphs[size] = CutGraph.trace(
                 self.traced, self.example_input(size), leaf_modules=(*self.spec.leaf_modules, *self.leaf_modules),
                 aliases=dict(self.spec.split_points))
@@ -100,16 +127,26 @@ class ZooModel:
         """Refuse an input size whose activations would not fit in this machine's free memory.
 
         Tracing keeps every operation's output, so the need is about the sum of the outputs'
-        sizes. It is taken from the graph at the model's own size and scaled by the pixels
+        sizes. It is taken from the graph at a size known to be sane and scaled by the pixels
         (activations grow with the area of the input), before anything large is allocated.
+        That size is the model's own, except for a user's factory, whose own size is one of the
+        sizes checked: its graph is measured at 224 at most. A model that runs at its own size
+        only gives no graph there; its input alone is then the (lower) estimate.
         """
-        base = self.cuts(self.spec.input_size)
-        elements = sum(math.prod(node.shape) for node in base.nodes if node.shape)
-        need = 4 * elements * (size / self.spec.input_size) ** 2 * 2  # fp32; ×2 for what a layer holds while it runs
+        base = min(self.spec.input_size, DEFAULT_INPUT_SIZE) if self.spec.source == "factory" else self.spec.input_size
+        if size <= base:
+            return
+        try:
+            elements = sum(math.prod(node.shape) for node in self.cuts(base).nodes if node.shape)
+            about = "about"
+        except SplitbenchError:
+            elements, about = self.spec.input_channels * base * base, "at least"
+        need = 4 * elements * (size / base) ** 2 * 2  # fp32; ×2 for what a layer holds while it runs
         free = available_memory()
         if free is not None and need > free:
+            asked = f"--input-size {size}" if size != self.spec.input_size else f"input size {size}"
             raise SplitbenchError(
-                f"--input-size {size}: {self.spec.name} would need about {need / 2**30:,.0f} GiB for its activations; "
+                f"{asked}: {self.spec.name} would need {about} {need / 2**30:,.0f} GiB for its activations; "
                 f"this machine has {free / 2**30:,.1f} GiB available"
             )
 
@@ -128,12 +165,25 @@ class ZooModel:
         """What ``weights`` will load, checked without downloading (see :mod:`splitbench.preflight`)."""
         from splitbench.preflight import describe_weights
 
+        if weights == "default" and self.spec.default_weights_note is not None:
+            return self.spec.default_weights_note()
         return describe_weights(weights, self.spec.torchvision_weights, self.spec.default_weights is not None)
 
     def split(self, at: str, input_size: int | None = None) -> tuple[nn.Module, nn.Module]:
         """Head and tail at the cut named ``at``."""
         graph = self.cuts(input_size)
         return graph.split(graph.resolve(at))
+
+
+def check_task_data(spec: ModelSpec, data: ImageDataset) -> None:
+    """One line where a detector meets class labels, or a classifier meets boxes."""
+    holds_boxes = getattr(data, "ground_truth", None) is not None  # a DetectionDataset
+    if spec.task == "detection" and not holds_boxes:
+        raise SplitbenchError(f"{spec.name} is a detection model and {data.name} holds class labels, not boxes; "
+                              "pass a detection data set: --dataset coco-val2017-mini, coco:DIR or voc:DIR")
+    if spec.task != "detection" and holds_boxes:
+        raise SplitbenchError(f"{data.name} holds boxes for detection; {spec.name} is a {spec.task} model "
+                              "(pass a data set with class labels)")
 
 
 def load_model(name: str, weights: str = "none", *, leaf_modules: Iterable[str] = (),

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from splitbench.data.transforms import Preprocessing
 from splitbench.errors import SplitbenchError
+
+if TYPE_CHECKING:
+    from splitbench.detection.yolo import Detections
+    from splitbench.weights import WeightsInfo
+
+# A detector's output for a batch (and the model that made it) → one Detections per image,
+# boxes in the pixels of the original images, whose (height, width) are given.
+DetectionDecoder = Callable[[nn.Module, Any, Sequence[tuple[int, int]]], "list[Detections]"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +37,10 @@ class ModelSpec:
         torchvision_weights: name for ``torchvision.models.get_model_weights`` when
             torchvision publishes weights for this architecture (``--weights default``).
         default_weights: loads the source's published weights into a built model, for
-            sources other than torchvision (timm); ``None`` where there are none.
+            sources other than torchvision (timm, a package's files); returns their name, or
+            a whole ``WeightsInfo`` where it knows their sha256. ``None`` where there are none.
+        default_weights_note: what ``default`` loads, checked without loading it (for
+            ``--dry-run``); ``None``: "the source's published weights".
         dataset: the data manifest the model is evaluated on by default.
         detector: zoo name of the detection model that shares this model's backbone
             (seed 003's multi-task accounting).
@@ -36,6 +48,11 @@ class ModelSpec:
         cut_module: the submodule whose forward the cuts are taken in (a detector's
             ``backbone``); empty for the whole model.
         source: ``zoo``, ``torchvision``, ``timm`` or ``factory``.
+        decode_detections: a detector's outputs → detections (``None``: not a detector whose
+            outputs splitbench can score, such as the random-weight SSD224s).
+        image_list_input: the model takes a list of images at their own sizes and resizes and
+            normalises them itself (torchvision's detectors); otherwise a batch of
+            ``preprocessing``'s tensors.
     """
 
     name: str
@@ -46,13 +63,16 @@ class ModelSpec:
     build: Callable[[], nn.Module]
     split_points: Mapping[str, str] = field(default_factory=dict)
     torchvision_weights: str | None = None
-    default_weights: Callable[[nn.Module], str] | None = None
+    default_weights: Callable[[nn.Module], str | WeightsInfo] | None = None
+    default_weights_note: Callable[[], str] | None = None
     dataset: str | None = None
     detector: str | None = None
     input_channels: int = 3
     leaf_modules: tuple[str, ...] = ()
     cut_module: str = ""
     source: str = "zoo"
+    decode_detections: DetectionDecoder | None = None
+    image_list_input: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

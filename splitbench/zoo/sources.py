@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import numbers
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
 from splitbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from splitbench.errors import SplitbenchError
+from splitbench.errors import SplitbenchError, unknown_name
 from splitbench.zoo.registry import ModelSpec
+
+if TYPE_CHECKING:
+    from splitbench.detection.yolo import Detections
 
 TIMM_PREFIX = "timm:"
 DEFAULT_INPUT_SIZE = 224
@@ -66,15 +71,52 @@ def torchvision_spec(name: str) -> ModelSpec:
         task="classification",
         input_size=size,
         preprocessing=preprocessing,
-        build=lambda: tv_models.get_model(name, weights=None),
+        build=lambda: tv_models.get_model(name, weights=None, **_built_for(name, size)),
         torchvision_weights=name,
         dataset="imagenet-val-1300" if classes == 1000 else None,
         source="torchvision",
     )
 
 
+def _built_for(name: str, size: int) -> dict[str, Any]:
+    """Builder arguments that make a model without weights the architecture of its default weights.
+
+    A ViT's position embeddings fix its input size at build time. torchvision builds
+    ``vit_h_14`` at 518 when it loads the default (SWAG) weights, but at 224 without them, which
+    neither the input size (taken from those weights' transforms) nor the weights fit.
+    """
+    if tv_models.get_model_builder(name).__module__ == tv_models.vision_transformer.__name__:
+        return {"image_size": size}
+    return {}
+
+
+def decode_torchvision_detections(model: nn.Module, outputs: Any, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+    """torchvision's eval-mode detections (a dict per image: boxes ``x1, y1, x2, y2`` in the input
+    image's pixels, COCO's 91-id labels, scores) as :class:`~splitbench.detection.yolo.Detections`.
+
+    Labels that are none of COCO's 80 detection categories (the 91-id scheme's gaps, which no
+    COCO-trained head predicts) are dropped: no ground truth could match them.
+    """
+    from splitbench.detection.yolo import COCO80_TO_91, Detections
+
+    to_80 = torch.full((max(COCO80_TO_91) + 2,), -1, dtype=torch.int64)
+    to_80[torch.tensor(COCO80_TO_91)] = torch.arange(len(COCO80_TO_91))
+    decoded = []
+    for found in outputs:
+        labels = found["labels"].cpu().clamp(0, len(to_80) - 1)
+        classes = to_80[labels]
+        keep = classes >= 0
+        decoded.append(Detections(found["boxes"].detach().float().cpu()[keep], found["scores"].detach().float().cpu()[keep],
+                                  classes[keep]))
+    return decoded
+
+
 def _backbone_spec(name: str) -> ModelSpec:
-    """A detection or segmentation model, cut in its backbone (profiled at 224×224 by default)."""
+    """A detection or segmentation model, cut in its backbone (profiled at 224×224 by default).
+
+    A detector's eval-mode forward takes the images at their own sizes and resizes and
+    normalises them itself; its detections are scored like any detector's.
+    """
     task = "detection" if name in tv_models.list_models(module=tv_models.detection) else "segmentation"
     return ModelSpec(
         name=name,
@@ -87,6 +129,9 @@ def _backbone_spec(name: str) -> ModelSpec:
         torchvision_weights=name,
         cut_module="backbone",
         source="torchvision",
+        dataset="coco-val2017-mini" if task == "detection" else None,  # torchvision's detectors are COCO's
+        decode_detections=decode_torchvision_detections if task == "detection" else None,
+        image_list_input=task == "detection",
     )
 
 
@@ -159,13 +204,7 @@ def factory_spec(name: str) -> ModelSpec:
     """``FILE.py:FUNCTION`` or ``package.module:FUNCTION``: the user's own model."""
     factory = _import_factory(name)
     torch.manual_seed(0)  # the probe build is the first load's model: seeded like every build
-    built = _call_factory(factory, name)
-    model, options = _unpack(built, name)
-    size = int(options.get("input_size", DEFAULT_INPUT_SIZE))
-    mean = tuple(options.get("mean", IMAGENET_MEAN))
-    std = tuple(options.get("std", IMAGENET_STD))
-    resize = options.get("resize")
-    preprocessing = Preprocessing(crop=size, resize=int(resize) if resize else None, mean=mean, std=std)
+    model, options = _unpack(_call_factory(factory, name), name)
     first = [model]  # the probe build serves the first load; later loads call the factory again
 
     def build() -> nn.Module:
@@ -173,17 +212,119 @@ def factory_spec(name: str) -> ModelSpec:
 
     return ModelSpec(
         name=name,
-        description=f"{type(model).__name__} from {name}, {size}x{size}",
-        task=str(options.get("task", "classification")),
-        input_size=size,
-        input_channels=int(options.get("input_channels", 3)),
-        preprocessing=preprocessing,
+        description=f"{type(model).__name__} from {name}, {options.input_size}x{options.input_size}",
+        task=options.task,
+        input_size=options.input_size,
+        input_channels=options.input_channels,
+        preprocessing=Preprocessing(crop=options.input_size, resize=options.resize, mean=options.mean, std=options.std),
         build=build,
-        split_points=dict(options.get("split_points", {})),
-        dataset=options.get("dataset"),
-        leaf_modules=tuple(options.get("leaf_modules", ())),
+        split_points=options.split_points,
+        dataset=options.dataset,
+        leaf_modules=options.leaf_modules,
         source="factory",
     )
+
+
+@dataclass(frozen=True)
+class FactoryOptions:
+    """What a factory's dict may say besides its ``model``, each with the default it replaces."""
+
+    input_size: int = DEFAULT_INPUT_SIZE
+    input_channels: int = 3
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: int | None = None
+    task: str = "classification"
+    dataset: str | None = None
+    split_points: dict[str, str] = field(default_factory=dict)
+    leaf_modules: tuple[str, ...] = ()
+
+
+FACTORY_KEYS = ("model", *(option.name for option in fields(FactoryOptions)))
+TASKS = ("classification", "detection", "segmentation")
+
+
+def factory_options(built: Mapping[str, Any], name: str) -> FactoryOptions:
+    """The one check of a factory's dict: every key known, every value of its kind, as one line each.
+
+    A value of the wrong kind would otherwise surface later as a traceback (``int('big')``) or,
+    worse, as something else: ``tuple("0.5")`` is three characters, ``tuple("layer1")`` six names.
+    """
+    for key in built:
+        if key not in FACTORY_KEYS:
+            raise unknown_name("key", str(key), FACTORY_KEYS, where=f" in the dict of model factory {name}")
+    where = f"model factory {name}"
+    return FactoryOptions(
+        input_size=_whole(built, "input_size", DEFAULT_INPUT_SIZE, 8, where),
+        input_channels=_whole(built, "input_channels", 3, 1, where),
+        mean=_three_numbers(built, "mean", IMAGENET_MEAN, where),
+        std=_three_numbers(built, "std", IMAGENET_STD, where, positive=True),
+        resize=_whole(built, "resize", None, 1, where),
+        task=_choice(built, "task", "classification", TASKS, where),
+        dataset=_text(built, "dataset", where),
+        split_points=_name_map(built, "split_points", where),
+        leaf_modules=_names(built, "leaf_modules", where),
+    )
+
+
+def _whole(built: Mapping[str, Any], key: str, default: Any, minimum: int, where: str) -> Any:
+    """A whole number ≥ ``minimum`` (``32.0`` counts), or ``default`` (its type: int or None) when absent."""
+    value = built.get(key)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise SplitbenchError(f"{where}: {key} must be a whole number ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def _three_numbers(built: Mapping[str, Any], key: str, default: tuple[float, float, float], where: str,
+                   positive: bool = False) -> tuple[float, float, float]:
+    value = built.get(key)
+    if value is None:
+        return default
+    if hasattr(value, "tolist"):  # a NumPy array or a tensor
+        value = value.tolist()
+    given = tuple(value) if isinstance(value, (list, tuple)) else ()
+    if len(given) != 3 or not all(isinstance(n, numbers.Real) and not isinstance(n, bool) for n in given) \
+            or (positive and min(given) <= 0):
+        kind = "positive numbers" if positive else "numbers"
+        raise SplitbenchError(f"{where}: {key} must be 3 {kind} (one per colour channel), got {value!r}")
+    return tuple(float(n) for n in given)  # type: ignore[return-value]
+
+
+def _choice(built: Mapping[str, Any], key: str, default: str, valid: tuple[str, ...], where: str) -> str:
+    value = built.get(key, default)
+    if value not in valid:
+        raise SplitbenchError(f"{where}: {key} must be one of {', '.join(valid)}, got {value!r}")
+    return value
+
+
+def _text(built: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = built.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SplitbenchError(f"{where}: {key} must be a data set name, got {value!r}")
+    return value
+
+
+def _name_map(built: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    value = built.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise SplitbenchError(f"{where}: {key} must map your names to cut names or module paths "
+                              f"({{'bottleneck': 'layer2'}}), got {value!r}")
+    return dict(value)
+
+
+def _names(built: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = built.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SplitbenchError(f"{where}: {key} must be a list of module paths or class names, got {value!r}")
+    return tuple(value)
 
 
 def _import_factory(name: str) -> Callable[[], Any]:
@@ -202,11 +343,15 @@ def _import_factory(name: str) -> Callable[[], Any]:
         sys.modules[module_name] = module  # dataclasses and pickling look modules up here
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exit:
+            raise SplitbenchError(f"importing {path} called sys.exit({exit.code!r})") from None
         except Exception as error:
             raise SplitbenchError(f"importing {path} failed: {type(error).__name__}: {_first_line(error)}") from None
     else:
         try:
             module = importlib.import_module(location)
+        except SystemExit as exit:
+            raise SplitbenchError(f"importing module '{location}' called sys.exit({exit.code!r})") from None
         except Exception as error:
             raise SplitbenchError(f"cannot import module '{location}': {type(error).__name__}: {_first_line(error)}") from None
     factory = getattr(module, function, None)
@@ -218,21 +363,20 @@ def _import_factory(name: str) -> Callable[[], Any]:
 def _call_factory(factory: Callable[[], Any], name: str) -> Any:
     try:
         return factory()
+    except SystemExit as exit:  # not an Exception: it would end splitbench with the factory's code
+        raise SplitbenchError(f"model factory {name} called sys.exit({exit.code!r}) instead of returning a model") from None
     except Exception as error:
         raise SplitbenchError(f"model factory {name} raised {type(error).__name__}: {_first_line(error)}") from None
 
 
-def _unpack(built: Any, name: str) -> tuple[nn.Module, Mapping[str, Any]]:
-    if isinstance(built, Mapping):
-        model, options = built.get("model"), built
-    else:
-        model, options = built, {}
+def _unpack(built: Any, name: str) -> tuple[nn.Module, FactoryOptions]:
+    model = built.get("model") if isinstance(built, Mapping) else built
     if not isinstance(model, nn.Module):
         raise SplitbenchError(
             f"model factory {name} returned {type(model).__name__}, not an nn.Module "
             f"(or a dict with the module under 'model')"
         )
-    return model, options
+    return model, factory_options(built, name) if isinstance(built, Mapping) else FactoryOptions()
 
 
 def _first_line(error: BaseException) -> str:
