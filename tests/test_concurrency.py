@@ -93,6 +93,7 @@ def test_concurrent_sweeps_on_one_cache_measure_what_a_lone_run_measures(tmp_pat
 
 WRITER = textwrap.dedent("""
     import sys
+    import time
     from pathlib import Path
 
     import pandas as pd
@@ -104,6 +105,7 @@ WRITER = textwrap.dedent("""
         table = pd.DataFrame({"tag": [tag] * 50, "set": [number] * 50, "row": range(50)})
         with result_set(out):
             write_result(out, "run", table, {"tag": tag, "set": number}, f"# {tag} {number}")
+            time.sleep(0.02)  # a set takes a while to write, so the two writers' sets overlap in time
             write_csv(out / "extra.csv", table.assign(extra=1))
             write_text(out / "run.png", f"{tag} {number}")
 """)

@@ -61,8 +61,8 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path: Pa
     assert sorted(p.name for p in (tmp_path / "two-ckpt").iterdir()) == ["last.pt"]  # rank 0 alone wrote
     # BatchNorm's own weights train under torchrun too (they once stayed at their start: the
     # optimizer had been built before the global-batch BatchNorm modules were swapped in).
-    start = torch.load(shared_weights("cifar-resnet20-12fca82f.th"), weights_only=True)["state_dict"]
-    one_bn, two_bn = (torch.load(tmp_path / f"{name}-ckpt" / "last.pt", weights_only=True)["model"]["bn1.weight"]
+    start = torch.load(shared_weights("cifar-resnet20-12fca82f.th"), map_location="cpu", weights_only=True)["state_dict"]
+    one_bn, two_bn = (torch.load(tmp_path / f"{name}-ckpt" / "last.pt", map_location="cpu", weights_only=True)["model"]["bn1.weight"]
                       for name in ("one", "two"))
     moved = (one_bn - start["module.bn1.weight"]).abs().max()
     assert moved > 1e-4
