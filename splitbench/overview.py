@@ -317,6 +317,8 @@ def _eval(reports: Path) -> str | None:
 def _provenance(reports: Path) -> str:
     rows = []
     for path in sorted(reports.rglob("*.json")):
+        if any(part.startswith(".") for part in path.relative_to(reports).parts):
+            continue  # a staging folder left by a killed run, not a published result
         meta = read_sidecar(path)
         if "git" not in meta:
             continue

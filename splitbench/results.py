@@ -284,6 +284,8 @@ def result_set(out_dir: Path) -> Iterator[None]:
         out_dir.mkdir(parents=True, exist_ok=True)
     with locked(out_dir / LOCK_NAME, f"waiting for another run writing into {out_dir}"):
         with disk_errors(out_dir):
+            for stale in out_dir.glob(f"{STAGING_PREFIX}*"):  # left by a run that was killed (SIGKILL, OOM)
+                shutil.rmtree(stale, ignore_errors=True)
             stage = _Stage(out_dir.resolve(), Path(tempfile.mkdtemp(dir=out_dir, prefix=STAGING_PREFIX)))
         token = _STAGES.set((*_STAGES.get(), stage))
         try:
@@ -317,13 +319,18 @@ def _write_sidecars(stage: _Stage) -> None:
 def _publish(stage: _Stage) -> None:
     """Move the staged files into place, sidecars last: a reader that sees the new sidecar sees
     the tables it describes. Ctrl-C and SIGTERM wait until the last file is in place."""
-    files = [p for p in stage.folder.rglob("*") if p.is_file() and not p.name.endswith(".tmp")]
+    files = [p for p in stage.folder.rglob("*") if p.is_file() and not _is_temporary(p)]
     files.sort(key=lambda p: (p.relative_to(stage.folder).as_posix() in stage.sidecars, p.as_posix()))
     with _signals_deferred(), disk_errors(stage.out):
+        for path in files:  # every folder first: a failing mkdir then leaves the old set untouched
+            (stage.out / path.relative_to(stage.folder)).parent.mkdir(parents=True, exist_ok=True)
         for path in files:
-            destination = stage.out / path.relative_to(stage.folder)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, destination)
+            os.replace(path, stage.out / path.relative_to(stage.folder))
+
+
+def _is_temporary(path: Path) -> bool:
+    """An ``atomic_open`` temporary (``.NAME.XXXX.tmp``) that was never moved into place."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 @contextmanager
@@ -339,7 +346,7 @@ def _signals_deferred() -> Iterator[None]:
         yield
     finally:
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: set from C
         for number in caught:
             signal.raise_signal(number)
 

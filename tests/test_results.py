@@ -26,3 +26,17 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
         handle.write("half")
         raise RuntimeError("interrupted")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_a_killed_run_s_staging_folder_is_removed_by_the_next_set_and_nothing_of_it_published(tmp_path: Path) -> None:
+    from splitbench.results import STAGING_PREFIX, write_result
+
+    stale = tmp_path / f"{STAGING_PREFIX}killed"  # what a SIGKILL during writing leaves
+    stale.mkdir()
+    (stale / "run.csv").write_text("a\n1\n")
+    (stale / ".run.csv.x.tmp").write_text("half")
+    table = pd.DataFrame({"a": [2, 3]})
+    write_result(tmp_path, "run", table, {"argv": ["test"]}, "# run")
+    assert not list(tmp_path.glob(f"{STAGING_PREFIX}*"))
+    assert pd.read_csv(tmp_path / "run.csv")["a"].tolist() == [2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["run.csv", "run.json", "run.md"]
