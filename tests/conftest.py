@@ -97,3 +97,22 @@ def run_in_process(*args: str, cwd: Path | None = None):
     finally:
         os.chdir(before)
     return subprocess.CompletedProcess(["splitbench", *args], code, out.getvalue(), err.getvalue())
+
+
+def coco_copy(tmp_path: Path, edit) -> Path:
+    """A two-image copy of coco-val2017-mini in ``coco:DIR`` layout, with ``edit(document, root)``
+    applied (an edit that writes ``instances.json`` itself keeps what it wrote)."""
+    import json
+
+    from splitbench.detection import CocoDataset
+
+    source = CocoDataset.load(SHARED_DATA / "coco-val2017-mini").first(2)
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True)
+    for image in source.images:
+        shutil.copy(image.path, root / "images" / image.path.name)
+    document = json.loads(json.dumps(source.document))
+    edit(document, root)
+    if not (root / "instances.json").exists():
+        (root / "instances.json").write_text(json.dumps(document))
+    return root

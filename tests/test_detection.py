@@ -10,17 +10,15 @@ OpenCV on the same blob alike.
 
 from __future__ import annotations
 
-import json
 import shutil
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from splitbench.errors import SplitbenchError
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import SHARED_DATA, coco_copy, needs_shared_data
 
 MINI = SHARED_DATA / "coco-val2017-mini"
 HANDFUL = 8  # images: enough for a stable mAP, few enough for a quick test
@@ -248,21 +246,6 @@ def test_ground_truth_as_detections_scores_one(handful):
     assert evaluate_results([], handful)["map"] == 0.0
 
 
-def _broken_copy(tmp_path: Path, edit) -> Path:
-    """A two-image copy of the mini set with ``edit(document, root)`` applied."""
-    from splitbench.detection import CocoDataset
-
-    source = CocoDataset.load(MINI).first(2)
-    root = tmp_path / "coco"
-    (root / "images").mkdir(parents=True)
-    for image in source.images:
-        shutil.copy(image.path, root / "images" / image.path.name)
-    document = json.loads(json.dumps(source.document))
-    edit(document, root)
-    (root / "instances.json").write_text(json.dumps(document))
-    return root
-
-
 def _first_ann(document: dict) -> dict:
     return document["annotations"][0]
 
@@ -282,7 +265,7 @@ def _first_ann(document: dict) -> dict:
 def test_coco_reader_rejects_bad_data_in_one_line(tmp_path, edit, message):
     from splitbench.detection import CocoDataset
 
-    root = _broken_copy(tmp_path, edit)
+    root = coco_copy(tmp_path, edit)
     if message is None:
         assert len(CocoDataset.load(root)) == 2
         return

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import SHARED_DATA, run_in_process
+from conftest import SHARED_DATA, coco_copy, run_in_process
 
 MINI = SHARED_DATA / "coco-val2017-mini"
 HANDFUL = 4  # images: every call below stays a few seconds
@@ -111,22 +111,6 @@ def test_split_of_yolov4_tiny_is_exact_and_accounted(tmp_path: Path) -> None:
     assert row["head_macs"] + row["tail_macs"] == 3_466_268_416  # darknet prints 6.9 BFLOPs (2 x MACs)
 
 
-def _coco_copy(tmp_path: Path, edit) -> Path:
-    """A two-image copy of the mini set in coco:DIR layout, with ``edit(document, root)`` applied."""
-    from splitbench.detection import CocoDataset
-
-    source = CocoDataset.load(MINI).first(2)
-    root = tmp_path / "coco"
-    (root / "images").mkdir(parents=True)
-    for image in source.images:
-        shutil.copy(image.path, root / "images" / image.path.name)
-    document = json.loads(json.dumps(source.document))
-    edit(document, root)
-    if not (root / "instances.json").exists():
-        (root / "instances.json").write_text(json.dumps(document))
-    return root
-
-
 def _corrupt(document: dict, root: Path) -> None:
     (root / "instances.json").write_text(json.dumps(document)[:-40])
 
@@ -147,7 +131,7 @@ def _missing_image(document: dict, root: Path) -> None:
 def test_bad_coco_data_ends_in_one_line(tmp_path: Path, edit, message: str) -> None:
     import re
 
-    root = _coco_copy(tmp_path, edit)
+    root = coco_copy(tmp_path, edit)
     done = run_in_process("eval", "yolov4_tiny", "--dataset", f"coco:{root}", "--dry-run", "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and re.match(f"error: {message}", done.stderr), done.stderr
     assert done.stderr.count("\n") == 1
