@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from splitbench.codecs.report import _describe_preprocessing, _settings, display_table
+from splitbench.codecs.report import _describe_preprocessing, _settings, display_table, finish_size_axes
 from splitbench.errors import SplitbenchError
 from splitbench.references import load_reference
 from splitbench.reporting import provenance_line
@@ -102,11 +102,6 @@ def plot_detection(table: pd.DataFrame, paper: pd.DataFrame | None, path: Path) 
                 axes.plot(curve["ratio_percent"], 100 * curve["map"] / model_level, linestyle="--", marker="x",
                           label=f"{codec} SSD224-{model} (seed 003)")
         axes.axhline(100.0, color="gray", linestyle=":", label="uncompressed")
-        axes.set_xscale("log")
-        axes.set_xlabel("feature bytes / input JPEG bytes [%] (log)")
-        axes.set_ylabel("mAP@.5 kept [% of uncompressed]")
-        axes.set_title(f"{table['model'].iloc[0]} at {table['split'].iloc[0]}: detection mAP against size")
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=6, loc="lower right")
+        finish_size_axes(axes, table, "mAP@.5 kept [% of uncompressed]", "detection mAP", legend_size=6)
 
     return save_figure(path, draw)

@@ -123,11 +123,16 @@ def plot_codec(table: pd.DataFrame, reference: pd.DataFrame | None, path: Path) 
         none = table[table["codec"] == "none"]
         if len(none):
             axes.axhline(float(none["top1"].iloc[0]), color="gray", linestyle=":", label="none (float32, ours)")
-        axes.set_xscale("log")
-        axes.set_xlabel("feature bytes / input JPEG bytes [%] (log)")
-        axes.set_ylabel("top-1 [%]")
-        axes.set_title(f"{table['model'].iloc[0]} at {table['split'].iloc[0]}: top-1 against size")
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=7, loc="lower right")
+        finish_size_axes(axes, table, "top-1 [%]", "top-1", legend_size=7)
 
     return save_figure(path, draw)
+
+
+def finish_size_axes(axes: Any, table: pd.DataFrame, ylabel: str, figure: str, legend_size: float) -> None:
+    """The axes every codec plot shares: log ratio against the input JPEG, title, grid, legend."""
+    axes.set_xscale("log")
+    axes.set_xlabel("feature bytes / input JPEG bytes [%] (log)")
+    axes.set_ylabel(ylabel)
+    axes.set_title(f"{table['model'].iloc[0]} at {table['split'].iloc[0]}: {figure} against size")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=legend_size, loc="lower right")
