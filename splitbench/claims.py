@@ -34,7 +34,7 @@ def bd_rate(anchor: str, test: str) -> Callable[[pd.DataFrame], float | None]:
     def measure(table: pd.DataFrame) -> float | None:
         # Here, not at the top: bjontegaard loads sympy and matplotlib, 2 s that every command would pay.
         from splitbench.compression.bd import bd_pair
-        from splitbench.compression.report import curves_of
+        from splitbench.compression.curves import curves_of
 
         if "epochs" in table:  # a run with several training budgets: its longest
             table = table[table["epochs"] == table["epochs"].max()]

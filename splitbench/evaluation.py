@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
-from rich.text import Text
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from splitbench.data.datasets import worker_errors_unwrapped
 from splitbench.errors import SplitbenchError
+from splitbench.metrics import percent, topk_hit_masks  # scoring imports topk_hit_masks from here too
+from splitbench.progress import Bars, track
 
 
 @dataclass
@@ -56,16 +56,16 @@ def evaluate_topk(
     )
     top1 = top5 = seen = 0
     start = time.perf_counter()
-    with progress_bar(enabled=progress) as bar, worker_errors_unwrapped(), torch.inference_mode():
-        task = bar.add_task("evaluating", total=total)
+    with track("evaluating", total, unit="images", enabled=progress, transient=True) as bar, \
+            worker_errors_unwrapped(), torch.inference_mode():
         for images, labels in loader:
             images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
             logits = class_scores(model(images), type(model).__name__)
             hits1, hits5 = _topk_hits(logits, labels.to(device))
             top1, top5, seen = top1 + hits1, top5 + hits5, seen + len(labels)
-            bar.update(task, advance=len(labels))
+            bar.advance(len(labels))
     wall_s = time.perf_counter() - start
-    return EvalResult(top1=100.0 * top1 / seen, top5=100.0 * top5 / seen, images=seen, wall_s=wall_s)
+    return EvalResult(top1=percent(top1, seen), top5=percent(top5, seen), images=seen, wall_s=wall_s)
 
 
 def class_scores(output: Any, model: str) -> torch.Tensor:
@@ -94,30 +94,6 @@ def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     return int(hits1.sum()), int(hits5.sum())
 
 
-def topk_hit_masks(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample: is the label the top-1 prediction, is it among the top 5."""
-    k = min(5, logits.shape[1])  # a model with fewer than 5 classes: top-5 is then trivially 100 %
-    matches = logits.topk(k, dim=1).indices == labels.unsqueeze(1)
-    return matches[:, 0], matches.any(dim=1)
-
-
-class _ImagesPerSecondColumn(ProgressColumn):
-    """Throughput in images/s (rich's own speed column formats bytes)."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.0f} images/s", style="progress.data.speed")
-
-
-def progress_bar(*, enabled: bool, transient: bool = True) -> Progress:
-    """A bar with images done and images/s (evaluation and the codec sweep)."""
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images"),
-        _ImagesPerSecondColumn(),
-        TimeElapsedColumn(),
-        transient=transient,
-        disable=not enabled,
-    )
+def progress_bar(*, enabled: bool, transient: bool = True, unit: str = "images") -> Bars:
+    """Bars counted in images by ``add_task``/``update`` (see :mod:`splitbench.progress`; new code uses ``track``)."""
+    return Bars(unit=unit, enabled=enabled, transient=transient)

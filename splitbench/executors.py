@@ -5,7 +5,7 @@ function and picklable arguments) and reads the futures in the order it submitte
 results land in the same caches and rows whichever executor ran them.
 
 - ``local``: a process pool on this machine (``workers`` ≤ 1: in this process). Workers start
-  from a forkserver and die with the sweep's process (:mod:`splitbench.codecs.orphans`).
+  from a forkserver and die with the sweep's process (:mod:`splitbench.orphans`).
 - ``ray`` / ``ray:ADDRESS``: tasks go to Ray (``ray.init()`` starts a local cluster with
   ``workers`` CPUs; ``ray.init(address=ADDRESS)`` joins a running one). A task whose worker
   dies is run again by Ray (``max_retries``). Arguments travel through Ray's object store;
@@ -29,8 +29,9 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from splitbench.codecs.orphans import announce_parent, die_with_parent, expected_parent
+from splitbench.checks import physical_cores, reachable
 from splitbench.errors import SplitbenchError, unknown_name
+from splitbench.orphans import announce_parent, die_with_parent, expected_parent
 
 KINDS = ("local", "ray")
 RAY_RETRIES = 3  # a task whose worker process dies runs again up to this many times
@@ -64,8 +65,6 @@ class ExecutorSpec:
         host, _, port = self.address.removeprefix("ray://").rpartition(":")
         if not host or not port.isdigit():
             raise SplitbenchError(f"--executor ray:{self.address}: an address is HOST:PORT (or auto)")
-        from splitbench.preflight import reachable
-
         if not reachable(host, int(port)):
             raise SplitbenchError(f"--executor ray:{self.address}: no Ray cluster there "
                                   f"(nothing answers on {host}:{port})")
@@ -92,8 +91,6 @@ def open_point_executor(spec: ExecutorSpec) -> Executor:
     """The executor of a sweep of whole points (prune, rd, group): ``local`` runs them one after
     another in this process, each using every core through torch's threads; a local Ray cluster
     gets one worker per core, each running a point on one thread."""
-    from splitbench.preflight import physical_cores
-
     return open_executor(spec, 1 if spec.kind == "local" else physical_cores())
 
 

@@ -98,6 +98,11 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def recorded_warnings() -> list[str]:
+    """The warnings this run has given so far."""
+    return list(_WARNINGS)
+
+
 def clear_warnings() -> None:
     """Forget earlier warnings (one command per process; tests run several in one)."""
     _WARNINGS.clear()
@@ -111,10 +116,14 @@ def collect(
     data: dict[str, Any] | None = None,
     wall_s: float | None = None,
 ) -> dict[str, Any]:
-    """The JSON sidecar of one result."""
+    """The JSON sidecar of one result (with the command-line run's resolved configuration and key)."""
+    from splitbench.runs import current
+
+    run = current()
     return {
         "command": command,
         "argv": sys.argv[1:],
+        "config": None if run is None else {"key": run.key(), "options": run.options},
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in arguments.items()},
         "weights": weights,
         "data": data,

@@ -222,14 +222,14 @@ def group_slice(inputs: Inputs) -> list[Figure]:
         to_grouped,
     )
     from splitbench.grouping.sweep import CALIBRATION_IMAGES, calibrate, load_group_data
-    from splitbench.pruning.sweep import top1
-    from splitbench.timing import dataset_ms
+    from splitbench.metrics import classifier_top1, dataset_ms
     from splitbench.zoo import load_model
 
     weights = str(inputs.weights(RESNET20_WEIGHTS))
     dense = load_model("cifar_resnet20", weights)
     data, _ = load_group_data(dense.spec, inputs.data_root, train_limit=CALIBRATION_IMAGES, test_limit=500)
-    figures = [Figure("group.dense.top1", round(top1(dense.model.eval(), data.test_images, data.test_labels), 2), "abs", 1.0)]
+    test = data.test_images, data.test_labels
+    figures = [Figure("group.dense.top1", round(classifier_top1(dense.model.eval(), *test, batch_size=500), 2), "abs", 1.0)]
     for groups, top in ((4, 0), (8, 3), (16, 3)):
         model = load_model("cifar_resnet20", weights).model
         replace_convolutions(model, groups, top)
@@ -241,7 +241,7 @@ def group_slice(inputs: Inputs) -> list[Figure]:
         name = f"group.g{groups}d{top}"
         figures += [Figure(f"{name}.params", params), Figure(f"{name}.macs", macs),
                     Figure(f"{name}.duplicated_maps", duplicated),
-                    Figure(f"{name}.top1", round(top1(grouped, data.test_images, data.test_labels), 2), "abs", 1.0),
+                    Figure(f"{name}.top1", round(classifier_top1(grouped, *test, batch_size=500), 2), "abs", 1.0),
                     # ×2: grouped against masked convolution depends on the CPU's kernels (g8d3: 0.98 on
                     # an AVX2 EPYC, 0.63 on an AMX Xeon), more than the pruning speed-ups do
                     Figure(f"{name}.speedup_vs_masked", round(masked_ms / dataset_ms(grouped, data.test_images[:200], 100, 3), 3),

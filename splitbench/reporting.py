@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from splitbench.profiling import Profile
-from splitbench.results import markdown_table, save_figure
+from splitbench.results import markdown_table, plain_log_ticks, save_figure
 from splitbench.split import SplitAccount
 
 
@@ -66,6 +66,7 @@ def plot_profile(profile: Profile, path: Path) -> Path:
                 bar.set_edgecolor("tab:gray")
         axes.axhline(profile.input_elements, color="tab:red", linestyle="--", label=f"input ({profile.input_elements})")
         axes.set_yscale("log")
+        plain_log_ticks(axes.yaxis)
         step = max(1, len(table) // 60)  # at most ~60 labels stay legible
         ticks = list(range(0, len(table), step))
         axes.set_xticks(ticks, [table["layer"].iloc[i] for i in ticks], rotation=90, fontsize=6 if step > 1 else 7)
@@ -75,6 +76,13 @@ def plot_profile(profile: Profile, path: Path) -> Path:
         axes.legend(loc="upper right")
 
     return save_figure(path, draw)
+
+
+def _spread(timing: Any) -> str:
+    """`` (p10-p90 a-b ms, N runs)`` of a timing, '' where it was not timed with repeats."""
+    if timing is None or not timing.repeats:
+        return ""
+    return f" (p10–p90 {timing.p10_ms:g}–{timing.p90_ms:g} ms, {timing.repeats} runs)"
 
 
 def split_markdown(account: SplitAccount, provenance: dict[str, Any]) -> str:
@@ -87,7 +95,7 @@ def split_markdown(account: SplitAccount, provenance: dict[str, Any]) -> str:
         f"as 8-bit min-max (incl. 8 bytes of min/max), against {summary['input_elements']} input elements.",
         "",
         f"Head {giga(account.head_macs)}MACs, {account.head_params} parameters, "
-        f"{account.head_ms} ms median on {account.threads} threads.",
+        f"{account.head_ms} ms median{_spread(account.head_timing)} on {account.threads} threads.",
         "",
         "## Tasks",
         "",

@@ -181,9 +181,35 @@ def _check_numbers(path: Path, table: pd.DataFrame, optional: Collection[str]) -
 
 
 def markdown_table(table: pd.DataFrame, floatfmt: str = "g") -> str:
-    """``table`` in Markdown; a missing value reads ``n/a``, not ``nan``."""
+    """``table`` in Markdown; a missing value reads ``n/a``, not ``nan``.
+
+    Numbers are written with ``floatfmt``, except in a column where it would mix notations
+    (``1.205e+04`` beside ``5032``, ``7.7e-05`` beside ``0.001682``): there every number gets
+    the same notation, plain with one number of decimals for the column, or scientific for
+    all of it where its values span six orders of magnitude or more. Digits are those that
+    ``floatfmt`` keeps; the CSV keeps every digit.
+    """
+    import re
+
+    digits = int(match.group(1) or 6) if (match := re.fullmatch(r"\.?(\d*)g", floatfmt)) else None
+
+    def column_format(values: pd.Series) -> str:
+        numbers = [float(v) for v in values if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+                   and np.isfinite(v)]
+        written = [format(v, floatfmt) for v in numbers]
+        if digits is None or len({"e" in w for w in written}) < 2:
+            return floatfmt  # one notation already
+        kept = [float(format(v, f".{digits}g")) for v in numbers]  # the digits floatfmt keeps
+        sizes = [abs(v) for v in kept if v != 0]
+        if max(sizes) / min(sizes) >= 1e6:
+            mantissa = max(len(format(v, f".{digits - 1}e").split("e")[0].rstrip("0").partition(".")[2]) for v in kept)
+            return f".{mantissa}e"
+        decimals = max(len(np.format_float_positional(v, trim="-").partition(".")[2]) for v in kept)
+        return f".{decimals}f"
+
     shown = table.astype(object).where(table.notna(), None)
-    return shown.to_markdown(index=False, floatfmt=floatfmt, missingval="n/a")
+    formats = [column_format(shown.iloc[:, i]) for i in range(shown.shape[1])]
+    return shown.to_markdown(index=False, floatfmt=formats if formats else floatfmt, missingval="n/a")
 
 
 def warm_up_plotting() -> threading.Thread:
@@ -225,14 +251,52 @@ def save_figure(path: Path, draw: Callable[[Any], None], size: tuple[float, floa
     matplotlib.use("Agg")  # files only; no display on servers and CI
     import matplotlib.pyplot as plt
 
+    from splitbench.runs import caveats
+
     figure, axes = plt.subplots(figsize=size, layout="constrained")
     try:
         draw(axes)
+        found = caveats()
+        if found:  # a plot travels alone: it says what its figures are not
+            title = getattr(figure, "_suptitle", None)  # keep a title the plot set itself
+            note = "Note: " + "; ".join(found)
+            figure.suptitle(f"{title.get_text()}\n{note}" if title is not None else note, fontsize=8,
+                            color="firebrick")
         with atomic_open(path, "wb") as handle:
             figure.savefig(handle, format="png", dpi=120)
     finally:
         plt.close(figure)
     return path
+
+
+def plain_log_ticks(axis: Any) -> None:
+    """Label a log-scaled axis (``axes.xaxis`` or ``axes.yaxis``) 3, 10, 30, 100 instead of 3×10⁰, 10¹, 3×10¹, 10².
+
+    Labelled ticks at 1 and 3 per decade (1, 2, 3, 5 where the axis spans about a decade, every
+    integer under half of one, 1 per decade over four decades); the other ticks stay unlabelled.
+    """
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    class PlainLogLocator(LogLocator):
+        def tick_values(self, vmin: float, vmax: float) -> Any:
+            low, high = sorted((vmin, vmax))
+            decades = math.log10(high / low) if low > 0 else 10.0
+            self.set_params(subs=tuple(range(1, 10)) if decades < 0.5 else (1, 2, 3, 5) if decades < 1.2
+                            else (1, 3) if decades < 4 else (1,))
+            return super().tick_values(vmin, vmax)
+
+    def plain(value: float, _position: Any = None) -> str:
+        if value <= 0:
+            return ""
+        if value >= 1 and float(value).is_integer():
+            return f"{int(value):,}"
+        return np.format_float_positional(float(f"{value:.6g}"), trim="-")
+
+    axis.set_major_locator(PlainLogLocator(base=10))
+    axis.set_major_formatter(FuncFormatter(plain))
+    axis.set_minor_formatter(NullFormatter())
 
 
 # --- result sets --------------------------------------------------------------------------------
@@ -361,16 +425,34 @@ def write_result(
 ) -> list[Path]:
     """``name``.csv, ``name``.md and ``name``.json in ``out_dir``, published as one set (with the
     other files of an enclosing :func:`result_set`). ``optional``: see :func:`write_csv`."""
+    from splitbench import runs
+
     sidecar = out_dir / f"{name}.json"
+    run = runs.current()
     with result_set(out_dir):
         _, stage = _staged(sidecar)
         assert stage is not None
         stage.sidecars[_relative(sidecar, stage)] = provenance  # written when the set is complete
+        if run is not None:  # the command line's run: its configuration, to list, compare and re-run it
+            write_text(out_dir / runs.CONFIG_NAME, run.to_yaml())
         return [
             write_csv(out_dir / f"{name}.csv", table, optional),
-            write_text(out_dir / f"{name}.md", markdown.rstrip() + "\n"),
+            write_text(out_dir / f"{name}.md", _with_caveats(markdown, provenance).rstrip() + "\n"),
             sidecar,
         ]
+
+
+def _with_caveats(markdown: str, provenance: dict[str, Any]) -> str:
+    """``markdown`` with the run's caveats (random weights, a subset, ...) under its first heading."""
+    from splitbench.runs import caveat_header
+
+    header = caveat_header(provenance)
+    if not header:
+        return markdown
+    lines = markdown.split("\n")
+    if lines and lines[0].startswith("#"):
+        return "\n".join([lines[0], "", header.rstrip("\n"), *lines[1:]])
+    return header + markdown
 
 
 # --- reading results back -----------------------------------------------------------------------

@@ -130,12 +130,18 @@ class DetectionScorer(Scorer):
 def coco_figures(detections: Sequence[Detections], image_ids: Sequence[int], ground_truth: CocoDataset) -> dict[str, float]:
     """``map`` and ``map50`` in percent (COCOeval over exactly ``image_ids``), then COCOeval's
     other summary numbers as fractions under their own names."""
-    from splitbench.detection.coco import evaluate_results
-
     if len(detections) != len(image_ids):
         raise SplitbenchError(f"{len(detections)} detection lists for {len(image_ids)} images")
     results = [record for found, image_id in zip(detections, image_ids) for record in found.to_coco(image_id)]
-    stats = evaluate_results(results, ground_truth.subset(image_ids))
+    return coco_record_figures(results, image_ids, ground_truth)
+
+
+def coco_record_figures(records: list[dict], image_ids: Sequence[int], ground_truth: CocoDataset) -> dict[str, float]:
+    """:func:`coco_figures` of COCO results records (what ``Detections.to_coco`` makes, and what
+    ``link`` rebuilds from a detector server's replies) over exactly ``image_ids``."""
+    from splitbench.detection.coco import evaluate_results
+
+    stats = evaluate_results(records, ground_truth.subset(image_ids))
     return {"map": 100.0 * stats["map"], "map50": 100.0 * stats["map50"],
             **{f"coco_{name}": value for name, value in stats.items()}}
 

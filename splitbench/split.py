@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from splitbench.errors import SplitbenchError
-from splitbench.timing import median_ms
+from splitbench.metrics import Timing, time_ms
 from splitbench.zoo import ZooModel, load_model
 
 TASKS = ("classification", "detection")
@@ -39,6 +39,7 @@ class TaskSplit:
     params_tail: int
     head_shape: tuple[int, ...]
     tail_ms: float | None = None
+    tail_timing: Timing | None = None  # tail_ms with its spread (p10, p90) and the number of timed runs
 
     @property
     def macs_tail(self) -> int:
@@ -56,6 +57,8 @@ class SplitAccount:
     head_ms: float | None
     threads: int
     tasks: list[TaskSplit]
+    head_timing: Timing | None = None  # head_ms with its spread (p10, p90) and the number of timed runs
+    repeats: int = 0  # timed runs per latency
 
     @property
     def head_macs(self) -> int:
@@ -100,6 +103,10 @@ class SplitAccount:
             "head_ms": self.head_ms,
             "tail_ms": primary.tail_ms,
             "threads": self.threads,
+            # the spread of the medians above, over the same runs (after the existing columns: CI compares those by name)
+            **_spread("head_ms", self.head_timing),
+            **_spread("tail_ms", primary.tail_timing),
+            "repeats": self.repeats,
         }
         return pd.DataFrame([row])
 
@@ -115,10 +122,17 @@ class SplitAccount:
                     "params_total": t.params_total,
                     "params_tail": t.params_tail,
                     "tail_ms": t.tail_ms,
+                    **_spread("tail_ms", t.tail_timing),
+                    "repeats": self.repeats,
                 }
                 for t in self.tasks
             ]
         )
+
+
+def _spread(name: str, timing: Timing | None) -> dict[str, float | None]:
+    """``name_p10`` and ``name_p90`` of ``timing`` (None where nothing was timed)."""
+    return {f"{name}_p10": timing.p10_ms if timing else None, f"{name}_p90": timing.p90_ms if timing else None}
 
 
 def task_models(zoo_model: ZooModel, tasks: list[str]) -> dict[str, ZooModel]:
@@ -188,9 +202,10 @@ def account_split(
     head, tail = graph.split(cut)
     with torch.inference_mode():
         transmitted = head(x)
-    head_ms = median_ms(head, x, repeats)
+    head_timing = time_ms(head, x, repeats)
     for split, task_model in zip(splits, models.values()):
-        split.tail_ms = median_ms(task_model.cuts(input_size).tail(split.cut), transmitted, repeats)
+        split.tail_timing = time_ms(task_model.cuts(input_size).tail(split.cut), transmitted, repeats)
+        split.tail_ms = split.tail_timing.median_ms if split.tail_timing else None
 
     return SplitAccount(
         model=zoo_model.spec.name,
@@ -199,9 +214,11 @@ def account_split(
         input_shape=tuple(x.shape[1:]),
         transfer_shape=tuple(transmitted.shape[1:]),
         head_params=cut.cum_params,
-        head_ms=head_ms,
+        head_ms=head_timing.median_ms if head_timing else None,
         threads=torch.get_num_threads(),
         tasks=splits,
+        head_timing=head_timing,
+        repeats=max(repeats, 0),
     )
 
 

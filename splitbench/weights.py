@@ -1,4 +1,8 @@
-"""Loading model weights: ``none``, torchvision's ``default``, or a local file.
+"""Loading model weights: ``none``, the published ``default``, a local file, or ``auto``.
+
+``auto`` (every command's default) is resolved by :meth:`splitbench.zoo.ZooModel.resolve_weights`
+into ``default`` or ``none`` before anything is loaded; the result records what it became
+(``WeightsInfo.source``) beside what was asked (``requested``).
 
 Files are read with ``torch.load(weights_only=True)`` (or safetensors), so a checkpoint
 can never run code on the reader's machine. Keys must match the model exactly; a file
@@ -14,16 +18,19 @@ import hashlib
 import io
 import os
 import sys
+import urllib.request
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
+from splitbench.checks import reachable
 from splitbench.errors import SplitbenchError
 from splitbench.finite import describe, non_finite_tensors
 from splitbench.results import atomic_open
@@ -32,18 +39,24 @@ from splitbench.results import atomic_open
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 # Prefixes added by DataParallel/DistributedDataParallel and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# --weights auto: published weights already on this machine where the figures depend on them, else random.
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
 class WeightsInfo:
     """Where a model's weights came from, for the provenance of every result."""
 
-    source: str  # "none", "default" or the file path
+    source: str  # "none", "default" or the file path: what was loaded (``auto`` resolved)
     sha256: str | None = None
     name: str | None = None  # torchvision's weights enum member for "default"
+    requested: str | None = None  # "auto" where --weights auto chose ``source``
 
     def describe(self) -> dict[str, str | None]:
-        return {"source": self.source, "sha256": self.sha256, "name": self.name}
+        described = {"source": self.source, "sha256": self.sha256, "name": self.name}
+        if self.requested is not None and self.requested != self.source:
+            described["requested"] = self.requested
+        return described
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -242,13 +255,51 @@ def _mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     return "; ".join(problems) or "load_state_dict refused them"
 
 
+def torchvision_cache(torchvision_name: str) -> tuple[Any, Path]:
+    """torchvision's default weights for an architecture (the enum member), and the file
+    torch.hub keeps them in once downloaded (which need not exist)."""
+    enum = tv_models.get_model_weights(torchvision_name).DEFAULT
+    return enum, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+
+
+def describe_weights(weights: str, torchvision_name: str | None, has_default: bool) -> str:
+    """What ``--weights`` will load, checked without downloading anything.
+
+    ``default`` weights that are not cached must be downloadable: where their host cannot
+    be reached, this fails now rather than after the other checks' work.
+    """
+    if weights == "none":
+        return "random (seeded)"
+    if weights != "default":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise SplitbenchError(f"weights file not found: {path}")
+        kind = check_weights_file(path)
+        return f"{path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)"
+    if torchvision_name is None:
+        if has_default:
+            return "the source's published weights (downloaded when needed)"
+        raise SplitbenchError("--weights default: no published weights for this model; pass --weights PATH or none")
+    enum, cached = torchvision_cache(torchvision_name)
+    if cached.is_file():
+        return f"torchvision's {enum} (cached at {cached})"
+    host = urlparse(enum.url).hostname or ""
+    if not urllib.request.getproxies() and not reachable(host):  # behind a proxy, let torch.hub try
+        raise SplitbenchError(
+            f"torchvision's {enum} is not cached ({cached}) and {host} cannot be reached; "
+            f"pass --weights PATH to a local copy"
+        )
+    size = enum.meta.get("_file_size")
+    return f"torchvision's {enum} (downloads{f' {size:.0f} MB' if size else ''} to {cached})"
+
+
 def _load_torchvision_default(model: nn.Module, model_name: str, torchvision_name: str | None) -> WeightsInfo:
     if torchvision_name is None:
         raise SplitbenchError(
             f"torchvision publishes no weights for {model_name}; pass --weights PATH "
             f"to a state_dict (or --weights none for random weights)"
         )
-    enum = tv_models.get_model_weights(torchvision_name).DEFAULT
+    enum, cached = torchvision_cache(torchvision_name)
     chatter = io.StringIO()  # torch.hub announces the download on stderr before it fails offline
     try:
         with contextlib.redirect_stderr(chatter):
@@ -258,8 +309,7 @@ def _load_torchvision_default(model: nn.Module, model_name: str, torchvision_nam
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SplitbenchError(
             f"cannot get torchvision's default weights for {model_name} ({enum}): {reason}; "
-            f"without a network, pass --weights PATH to a local copy"
+            f"without a network, pass --weights PATH to a local copy, or --weights none for random weights"
         ) from None
     apply_state_dict(model, state, model_name, str(enum))
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
     return WeightsInfo("default", sha256_of(cached) if cached.is_file() else None, str(enum))

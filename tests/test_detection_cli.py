@@ -62,7 +62,7 @@ def detected(handful):
 def evaluated(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     done = run_in_process("eval", "yolov4_tiny", "--data", str(SHARED_DATA), "--limit", str(HANDFUL),
-                          "--workers", "0", "--out", str(out))
+                          "--loader-workers", "0", "--out", str(out))
     assert done.returncode == 0, done.stderr
     return out
 
@@ -173,7 +173,7 @@ def test_a_torchvision_detector_evaluates_from_a_weights_file(tmp_path: Path, ha
     weights = tmp_path / "ssdlite.pth"
     torch.save(model.model.state_dict(), weights)
     done = run_in_process("eval", "ssdlite320_mobilenet_v3_large", "--weights", str(weights), "--data", str(SHARED_DATA),
-                          "--limit", "2", "--workers", "0", "--out", str(tmp_path / "out"))
+                          "--limit", "2", "--loader-workers", "0", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     row = pd.read_csv(tmp_path / "out" / "eval.csv").iloc[0]
     two = handful.first(2)

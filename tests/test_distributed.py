@@ -13,8 +13,8 @@ import torch
 
 from conftest import SHARED_DATA, needs_shared_data, shared_weights
 
-RECIPE = ["cifar_resnet20", "--limit", "1024", "--test-limit", "1000", "--epochs", "2", "--batch-size", "64",
-          "--lr", "1e-3", "--randaugment", "0", "--seed", "0", "--device", "cpu", "--workers", "1",
+RECIPE = ["cifar_resnet20", "--train-limit", "1024", "--limit", "1000", "--epochs", "2", "--batch-size", "64",
+          "--lr", "1e-3", "--randaugment", "0", "--seed", "0", "--device", "cpu", "--loader-workers", "1",
           # fp32: where the CPU has native bf16, auto would train in bf16, whose rounding differs
           # between one process and two ranks by more than the summation order this test allows for
           "--precision", "fp32"]
@@ -73,8 +73,8 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path: Pa
 @needs_shared_data
 def test_a_group_sweep_under_torchrun_trains_each_point_as_one_process_does(tmp_path: Path) -> None:
     sweep = ["group", "cifar_resnet20", "--weights", str(shared_weights("cifar-resnet20-12fca82f.th")),
-             "--groups", "1", "--duplicate-top", "0", "--train-limit", "1024", "--test-limit", "1000",
-             "--batch-size", "64", "--timing-repeats", "0", "--device", "cpu", "--precision", "fp32",
+             "--groups", "1", "--duplicate-top", "0", "--train-limit", "1024", "--limit", "1000",
+             "--batch-size", "64", "--repeats", "0", "--device", "cpu", "--precision", "fp32",
              "--data", str(SHARED_DATA)]
     one, two = _one_and_two(tmp_path, *sweep).values()
     for folder in ("p1", "p2"):  # the dense point and g1-d0, written once (by rank 0)
@@ -91,7 +91,7 @@ def test_a_group_sweep_under_torchrun_trains_each_point_as_one_process_does(tmp_
 @needs_shared_data
 def test_an_rd_sweep_under_torchrun_matches_one_process_within_tolerance(tmp_path: Path) -> None:
     sweep = ["rd", "mobilenet_v2", "--weights", str(shared_weights("mobilenet_v2-imagenet-int8dequant.pth")),
-             "--variant", "none", "--lambdas", "1", "--train-limit", "48", "--test-limit", "16", "--epochs", "1,2",
+             "--variant", "none", "--lambdas", "1", "--train-limit", "48", "--limit", "16", "--epochs", "1,2",
              "--warmup-epochs", "1", "--batch-size", "16", "--device", "cpu", "--precision", "fp32",
              "--data", str(SHARED_DATA)]
     one_table, two_table = _one_and_two(tmp_path, *sweep, "--cache", "cache").values()

@@ -68,11 +68,16 @@ def test_default_weights_offline_fail_before_any_download(tmp_path: Path) -> Non
     if reachable("download.pytorch.org"):
         pytest.skip("this machine reaches download.pytorch.org")
     torch_home = tmp_path / "torch"  # no cached VGG16 weights
-    done = _cli("codec", "--codec", "bpg", "--qp", "35", "--dry-run",
-                env={"TORCH_HOME": str(torch_home), "SPLITBENCH_DATA": str(SHARED_DATA)})
+    env = {"TORCH_HOME": str(torch_home), "SPLITBENCH_DATA": str(SHARED_DATA)}
+    done = _cli("codec", "--weights", "default", "--codec", "bpg", "--qp", "35", "--dry-run", env=env)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: torchvision's VGG16_Weights.IMAGENET1K_V1 is not cached")
     assert not torch_home.exists()  # nothing was downloaded, not even a folder made
+    # --weights auto (the default) goes ahead offline, on random weights, and its plan says why
+    done = _cli("codec", "--codec", "bpg", "--qp", "35", "--dry-run", env=env)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    assert "auto: random (seeded)" in done.stdout
+    assert not torch_home.exists()
 
 
 @needs_shared_data

@@ -134,8 +134,8 @@ def test_train_refuses_an_infinite_lr_before_any_work(tmp_path: Path) -> None:
 def test_train_with_a_diverging_lr_stops_in_one_line_and_exports_nothing(tmp_path: Path) -> None:
     """Adam at lr 1e30 takes every weight to about ±1e30 in one step; the next step's loss is NaN."""
     done = run("train", "cifar_resnet20", "--weights", str(shared_weights(RESNET20)), "--epochs", "1",
-               "--limit", "32", "--test-limit", "10", "--batch-size", "16", "--lr", "1e30", "--randaugment", "0",
-               "--device", "cpu", "--precision", "fp32", "--workers", "0", "--data", str(SHARED_DATA),
+               "--train-limit", "32", "--limit", "10", "--batch-size", "16", "--lr", "1e30", "--randaugment", "0",
+               "--device", "cpu", "--precision", "fp32", "--loader-workers", "0", "--data", str(SHARED_DATA),
                "--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out"))
     assert done.returncode == 2, done.stderr
     error = done.stderr.splitlines()[-1]

@@ -85,7 +85,7 @@ def test_one_group_keeps_every_connection_of_the_dense_model() -> None:
 def test_group_sweep_writes_tables_of_smaller_models(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["group", "cifar_resnet20", "--weights", str(shared_weights(RESNET20)), "--groups", "1,4",
-            "--duplicate-top", "0,3", "--train-limit", "256", "--test-limit", "200", "--timing-repeats", "0",
+            "--duplicate-top", "0,3", "--train-limit", "256", "--limit", "200", "--repeats", "0",
             "--device", "cpu", "--data", str(SHARED_DATA)]
     done = run(*argv, "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr

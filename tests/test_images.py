@@ -142,7 +142,7 @@ def test_a_bomb_in_a_data_set_ends_eval_in_one_line(tmp_path: Path) -> None:
     Image.new("RGB", (32, 32), "red").save(tmp_path / "fine.png")
     (tmp_path / "set.csv").write_text("path,label\nfine.png,0\nbomb.png,1\n")
     done = run_in_process("eval", f"{REPO}/examples/tiny_net.py:build", "--weights", "none", "--dataset",
-                          f"csv:{tmp_path / 'set.csv'}", "--workers", "1", "--out", str(tmp_path / "out"))
+                          f"csv:{tmp_path / 'set.csv'}", "--loader-workers", "1", "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: image too large: {tmp_path / 'bomb.png'} (400 megapixels)")
     assert not (tmp_path / "out").exists()
@@ -180,7 +180,7 @@ def test_the_eval_sidecar_of_decoded_pictures_is_written(images: dict[str, Path]
     names = ("palette_transparent.png", "grey16.png", "rgba16.png", "exif6.jpg")
     (tmp_path / "set.csv").write_text("path,label\n" + "".join(f"{images[n]},{i}\n" for i, n in enumerate(names)))
     done = run_in_process("eval", f"{REPO}/examples/tiny_net.py:build", "--weights", "none", "--dataset",
-                          f"csv:{tmp_path / 'set.csv'}", "--workers", "0", "--out", str(tmp_path / "out"))
+                          f"csv:{tmp_path / 'set.csv'}", "--loader-workers", "0", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     sidecar = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert sidecar["data"]["images"] == 4 and sidecar["warnings"] == []

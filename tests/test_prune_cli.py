@@ -28,7 +28,7 @@ from test_cli import run
     ],
 )
 def test_bad_prune_input_ends_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
-    done = run_in_process("prune", *args, "--checkpoint", "/no/such/vit.safetensors", "--out", str(tmp_path))
+    done = run_in_process("prune", *args, "--weights", "/no/such/vit.safetensors", "--out", str(tmp_path))
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(message), done.stderr
     assert done.stderr.count("\n") == 1
@@ -38,8 +38,8 @@ def test_bad_prune_input_ends_in_one_line(args: list[str], message: str, tmp_pat
 def test_prune_sweep_writes_tables_with_smaller_models(tmp_path: Path) -> None:
     checkpoint = save_safetensors(zoo("vit").model, tmp_path / "vit.safetensors")
     out = tmp_path / "out"
-    done = run("prune", "vit", "--checkpoint", str(checkpoint), "--ratio", "0.5", "--scope", "uniform,global",
-               "--proxy", "8", "--test-limit", "100", "--timing-repeats", "0", "--data", str(SHARED_DATA),
+    done = run("prune", "vit", "--weights", str(checkpoint), "--ratio", "0.5", "--scope", "uniform,global",
+               "--proxy", "8", "--limit", "100", "--repeats", "0", "--data", str(SHARED_DATA),
                "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(out / "prune.csv")
@@ -66,8 +66,8 @@ def test_prune_sweep_writes_tables_with_smaller_models(tmp_path: Path) -> None:
     # A second run reuses the cached points instead of measuring again (their files stay as they were).
     points = sorted((tmp_path / "cache" / "prune").rglob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in points]
-    again = run("prune", "vit", "--checkpoint", str(checkpoint), "--ratio", "0.5", "--method", "weight",
-                "--scope", "uniform", "--proxy", "8", "--test-limit", "100", "--timing-repeats", "0", "--data", str(SHARED_DATA),
+    again = run("prune", "vit", "--weights", str(checkpoint), "--ratio", "0.5", "--method", "weight",
+                "--scope", "uniform", "--proxy", "8", "--limit", "100", "--repeats", "0", "--data", str(SHARED_DATA),
                 "--out", str(tmp_path / "again"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     rerun = pd.read_csv(tmp_path / "again" / "prune.csv")

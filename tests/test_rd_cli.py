@@ -60,7 +60,7 @@ def test_resnet50_cost_table_needs_no_weights_and_matches_the_formula(tmp_path: 
 @needs_shared_weights
 def test_a_small_feature_run_writes_everything_and_resumes_from_its_cache(tmp_path: Path) -> None:
     args = ["rd", "mobilenet_v2", "--weights", str(shared_weights(MOBILENET)), "--variant", "none,attention1",
-            "--lambdas", "0.5,4", "--train-limit", "32", "--test-limit", "24", "--epochs", "1", "--warmup-epochs", "1",
+            "--lambdas", "0.5,4", "--train-limit", "32", "--limit", "24", "--epochs", "1", "--warmup-epochs", "1",
             "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
     done = run(*args)
     assert done.returncode == 0, done.stderr
@@ -85,8 +85,14 @@ def test_a_small_feature_run_writes_everything_and_resumes_from_its_cache(tmp_pa
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(out / "rd.csv"), table)
 
-    # A second budget continues every point from its first epoch; the 1-epoch rows are read back.
-    longer = run(*[a if a != "1" or args[i - 1] != "--epochs" else "1,2" for i, a in enumerate(args)])
+    # Another configuration into the same --out is refused (issue 33): its results would be lost.
+    longer_args = [a if a != "1" or args[i - 1] != "--epochs" else "1,2" for i, a in enumerate(args)]
+    refused = run(*longer_args)
+    assert refused.returncode == 2 and "another configuration (--epochs 1 there, 1,2 now)" in refused.stderr
+    # A second budget, in its own folder, continues every point from its first epoch (the shared
+    # cache); the 1-epoch rows are read back.
+    out = tmp_path / "longer"
+    longer = run(*longer_args[:-1], str(out))
     assert longer.returncode == 0, longer.stderr
     budgets = pd.read_csv(out / "rd.csv")
     assert list(zip(budgets["variant"], budgets["lambda"], budgets["epochs"])) == [
@@ -107,7 +113,7 @@ def test_a_small_feature_run_writes_everything_and_resumes_from_its_cache(tmp_pa
 @needs_shared_weights
 def test_a_small_image_codec_run_compares_with_and_without_the_auxiliary_loss(tmp_path: Path) -> None:
     done = run("rd", "mobilenet_v2", "--weights", str(shared_weights(MOBILENET)), "--at", "input", "--channels", "8",
-               "--image-size", "64", "--lambdas", "1", "--train-limit", "16", "--test-limit", "8", "--epochs", "1",
+               "--input-size", "64", "--lambdas", "1", "--train-limit", "16", "--limit", "8", "--epochs", "1",
                "--warmup-epochs", "0", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(tmp_path / "out" / "rd.csv")
@@ -122,7 +128,7 @@ def test_a_small_image_codec_run_compares_with_and_without_the_auxiliary_loss(tm
 @needs_shared_weights
 def test_bf16_training_runs_the_frozen_tail_in_autocast_and_records_it(tmp_path: Path) -> None:
     args = ["rd", "mobilenet_v2", "--weights", str(shared_weights(MOBILENET)), "--variant", "none", "--lambdas", "1",
-            "--train-limit", "8", "--test-limit", "4", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4",
+            "--train-limit", "8", "--limit", "4", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4",
             "--cache", str(tmp_path / "cache")]
     rows = {}
     for precision in ("fp32", "bf16"):

@@ -127,8 +127,8 @@ def test_a_tampered_training_checkpoint_ends_in_one_line(tmp_path: Path) -> None
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     (checkpoints / "last.pt").write_bytes(b"\x80\x04not a pickle at all")
-    done = run_in_process("train", "cifar_resnet20", "--epochs", "1", "--limit", "20", "--test-limit", "20",
-                          "--workers", "0", "--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"),
+    done = run_in_process("train", "cifar_resnet20", "--epochs", "1", "--train-limit", "20", "--limit", "20",
+                          "--loader-workers", "0", "--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"),
                           "--data", str(SHARED_DATA))
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"error: cannot read training checkpoint from {checkpoints / 'last.pt'}: "
@@ -160,7 +160,7 @@ def test_an_imagenet_model_on_a_ten_class_set_is_warned_about_and_recorded(tmp_p
     import json
 
     done = run_in_process("eval", "resnet18", "--weights", "none", "--dataset", "cifar10", "--split", "test",
-                          "--limit", "4", "--workers", "0", "--data", str(SHARED_DATA), "--out", str(tmp_path / "out"))
+                          "--limit", "4", "--loader-workers", "0", "--data", str(SHARED_DATA), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     message = "resnet18 has 1000 outputs but the labels of cifar10 index 10 classes; its top-1 there measures nothing"
     assert f"warning: {message}\n" in done.stderr
@@ -169,15 +169,15 @@ def test_an_imagenet_model_on_a_ten_class_set_is_warned_about_and_recorded(tmp_p
 
 @needs_shared_data
 def test_training_on_the_test_set_is_warned_about(tmp_path: Path) -> None:
-    done = run_in_process("rd", "mobilenet_v2", "--weights", "none", "--at", "bottleneck3", "--train-data", "imagenet-val-1300",
+    done = run_in_process("rd", "mobilenet_v2", "--weights", "none", "--at", "bottleneck3", "--train-dataset", "imagenet-val-1300",
                           "--data", str(SHARED_DATA), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
                           "--dry-run")
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == [
-        "warning: --train-data: imagenet-val-1300 is a test set (its manifest says never to train or calibrate on it); "
+        "warning: --train-dataset: imagenet-val-1300 is a test set (its manifest says never to train or calibrate on it); "
         "the results are not a fair test",
-        "warning: --train-data: 1300 of the 1300 test images are also training images",
+        "warning: --train-dataset: 1300 of the 1300 test images are also training images",
     ]
 
 
@@ -285,8 +285,8 @@ FOLDER_OPTIONS = [  # (command line, the folder option under test); every other 
     (["codec", "mobilenet_v2", "--weights", "none", "--limit", "2"], "--out"),
     (["codec", "mobilenet_v2", "--weights", "none", "--limit", "2"], "--cache"),
     (["codec", "mobilenet_v2", "--weights", "none", "--limit", "2"], "--keep-bitstreams"),
-    (["train", "cifar_resnet20", "--epochs", "1", "--limit", "20"], "--out"),
-    (["train", "cifar_resnet20", "--epochs", "1", "--limit", "20"], "--checkpoint-dir"),
+    (["train", "cifar_resnet20", "--epochs", "1", "--train-limit", "20"], "--out"),
+    (["train", "cifar_resnet20", "--epochs", "1", "--train-limit", "20"], "--checkpoint-dir"),
     (["group", "cifar_resnet20", "--groups", "2"], "--out"),
     (["prune", "vit", "--ratio", "0.5"], "--out"),
     (["rd", "mobilenet_v2", "--weights", "none"], "--out"),
@@ -359,7 +359,7 @@ def test_every_folder_option_ends_in_one_line_or_goes_ahead(args: list[str], opt
 DATA_COMMANDS = [
     ["eval", "cifar_resnet20", "--weights", "none", "--limit", "2"],
     ["codec", "mobilenet_v2", "--weights", "none", "--limit", "2"],
-    ["train", "cifar_resnet20", "--epochs", "1", "--limit", "20"],
+    ["train", "cifar_resnet20", "--epochs", "1", "--train-limit", "20"],
     ["group", "cifar_resnet20", "--groups", "2"],
     ["prune", "vit", "--ratio", "0.5"],
     ["rd", "mobilenet_v2", "--weights", "none"],
@@ -402,7 +402,7 @@ def test_every_data_root_that_holds_no_data_ends_in_one_line(args: list[str], ca
 WEIGHTS_OPTIONS = [  # a real run (weights are read last) and dry runs (which must look at the file too)
     ["profile", "cifar_resnet20", "--weights"],
     ["eval", "cifar_resnet20", "--limit", "2", "--dry-run", "--weights"],
-    ["prune", "vit", "--ratio", "0.5", "--dry-run", "--checkpoint"],
+    ["prune", "vit", "--ratio", "0.5", "--dry-run", "--weights"],
 ]
 
 

@@ -260,7 +260,7 @@ def test_eval_on_an_image_folder_matches_the_manifest(tmp_path: Path) -> None:
     for dataset in (f"imagefolder:{folder}", "imagenet-val-1300"):
         out = tmp_path / dataset.split(":")[0]
         done = run_in_process("eval", "mobilenet_v2", "--weights", weights, "--dataset", dataset, "--data", str(SHARED_DATA),
-                    "--limit", "100", "--workers", "0", "--out", str(out))
+                    "--limit", "100", "--loader-workers", "0", "--out", str(out))
         assert done.returncode == 0, done.stderr
         results.append(list(csv.DictReader((out / "eval.csv").open()))[0])
     assert results[0]["top1"] == results[1]["top1"] and results[0]["images"] == results[1]["images"] == "100"
@@ -280,7 +280,7 @@ def test_readme_python_api_example_runs(marker: str, printed: str, tmp_path: Pat
 @needs_shared_data
 def test_normalisation_options_reach_the_preprocessing(tmp_path: Path) -> None:
     args = ["eval", "--model", str(REPO / "examples" / "tiny_net.py") + ":build", "--weights", "none", "--dataset",
-            f"imagefolder:{SHARED_DATA / 'cifar10-jpeg' / 'test'}", "--limit", "10", "--workers", "0",
+            f"imagefolder:{SHARED_DATA / 'cifar10-jpeg' / 'test'}", "--limit", "10", "--loader-workers", "0",
             "--out", str(tmp_path)]
     done = run_in_process(*args, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
     assert done.returncode == 0, done.stderr

@@ -170,8 +170,8 @@ def test_train_command_fine_tunes_exports_and_resumes(tmp_path) -> None:
     from safetensors import safe_open
 
     args = ["train", "cifar_resnet20", "--weights", str(shared_weights("cifar-resnet20-12fca82f.th")),
-            "--epochs", "1", "--limit", "256", "--test-limit", "500", "--batch-size", "64", "--lr", "1e-5",
-            "--randaugment", "0", "--device", "cpu", "--data", str(SHARED_DATA), "--workers", "0",
+            "--epochs", "1", "--train-limit", "256", "--limit", "500", "--batch-size", "64", "--lr", "1e-5",
+            "--randaugment", "0", "--device", "cpu", "--data", str(SHARED_DATA), "--loader-workers", "0",
             "--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")]
     done = run(*args)
     assert done.returncode == 0, done.stderr

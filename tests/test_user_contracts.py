@@ -226,7 +226,7 @@ def test_repeated_and_conflicting_images_are_warned_about_and_recorded(tmp_path:
     listed = _images_csv(tmp_path, [0, 1, 2], rows=["0.png,0", "1.png,1", "0.png,0", "1.png,5", "2.png,2", "3.png,2"])
     (tmp_path / "3.png").write_bytes((tmp_path / "0.png").read_bytes())
     done = run_in_process("eval", f"{REPO}/examples/tiny_net.py:build", "--weights", "none", "--dataset",
-                          f"csv:{listed}", "--workers", "0", "--out", str(tmp_path / "out"))
+                          f"csv:{listed}", "--loader-workers", "0", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     repeated = (f"csv:{listed}: 1 image(s) listed more than once under the same label, e.g. {tmp_path / '0.png'} "
                 f"(line 2) and {tmp_path / '0.png'} (line 4); each listing is scored")
@@ -285,7 +285,7 @@ def test_a_dry_run_hashes_the_user_s_images_but_writes_no_digests(tmp_path: Path
     work = tmp_path / "work"
     work.mkdir()
     command = ("eval", f"{REPO}/examples/tiny_net.py:build", "--weights", "none", "--dataset", f"csv:{listed}",
-               "--workers", "0", "--out", str(work / "out"))
+               "--loader-workers", "0", "--out", str(work / "out"))
     dry = run_in_process(*command, "--dry-run", cwd=work)
     assert dry.returncode == 0 and "listed more than once under the same label" in dry.stderr, dry.stderr
     assert list(work.iterdir()) == []  # the repeats were found by content, and nothing was written

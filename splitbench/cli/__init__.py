@@ -11,8 +11,10 @@ import signal
 import sys
 import threading
 import warnings
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from splitbench import provenance
 from splitbench.errors import SplitbenchError
@@ -23,6 +25,19 @@ from splitbench.results import finish_warm_ups
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+
+class _Group(typer.core.TyperGroup):
+    """The app's click group. Called in standalone mode (``app()`` from Python, typer's
+    ``CliRunner``), it reports errors as the ``splitbench`` script does, through :func:`main`:
+    ``error: …`` in one line rather than click's ``Usage: …`` and ``Error: …`` block."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if standalone_mode:
+            main(list(args) if args is not None else None)
+        return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+
+
 app = typer.Typer(
     name="splitbench",
     help="Measured, reproducible benchmarks for split computing and model compression.",
@@ -30,10 +45,35 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("splitbench")
+        except PackageNotFoundError:  # a source tree that was never installed
+            from splitbench import __version__ as number
+        typer.echo(f"splitbench {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="Print splitbench's version and exit.")] = False,
+) -> None:
+    pass
 
 # Importing the command modules registers their commands, in the order --help lists them.
 from splitbench.cli import models, profile, split, evaluate, codec, train, prune, group, rd, link, report  # noqa: E402,F401,I001
+from splitbench.cli import runs as _runs  # noqa: E402,I001
+
+_runs.install()
 
 
 INTERRUPTED = "interrupted; results written so far are complete and kept"
@@ -62,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         # Usage errors (bad option, value out of range) come as click's exception classes,
         # which recent typer releases vendor under another module: recognise them by shape.
+        if type(error).__name__ == "NoArgsIsHelpError":  # `splitbench` alone: the help, not an error line
+            print(error.format_message())
+            sys.exit(2)
         if hasattr(error, "format_message") and hasattr(error, "exit_code"):
             _fail(error.format_message())
         if type(error).__name__ == "Abort":

@@ -10,9 +10,10 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, Mean, Std, normalisation, Dataset, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
-                                    dataset_name, pick_model, split_names, split_numbers)
-from splitbench.cli.render import console, show_table, show_written
+from splitbench.cli.options import (CACHE, BatchSize, Bits, Cache, DataRoot, DryRun, ExecutorOption, Limit, Mean, Preprocess,
+                                    Split, Std, Workers, normalisation, Dataset, Leaf, ModelArgument, ModelOption, OutDir,
+                                    Weights, dataset_and_split, default_out, pick_model, split_names, split_numbers)
+from splitbench.cli.render import console, show_plan, show_table, show_written
 from splitbench.codecs import CodecSpec, codec_class, codec_names
 from splitbench.codecs.features import LAYOUTS, check_layout
 from splitbench.codecs.pipeline import Point, baseline_point, layout_points
@@ -100,9 +101,9 @@ def codec_command(
         "`splitbench profile MODEL` lists them).")] = None,
     model_option: ModelOption = None,
     leaf: Leaf = None,
-    weights: Weights = "default",
+    weights: Weights = "auto",
     dataset: Dataset = None,
-    split: Annotated[str | None, typer.Option("--split", help="Data set split (default: the manifest's).")] = None,
+    split: Split = None,
     data: DataRoot = None,
     codec: Annotated[str, typer.Option(
         "--codec", help=f"Comma-separated: none, minmax8, minmax16, {', '.join(codec_names())}; "
@@ -111,15 +112,14 @@ def codec_command(
     quality: Annotated[str | None, typer.Option(
         "--quality", help="Quality for webp (default 10,…,90), avif, jpegxl, jpeg2000 (PSNR dB), comma-separated.")] = None,
     layout: Annotated[str, typer.Option("--layout", help=f"Comma-separated: {', '.join(LAYOUTS)}.")] = "paper,gray",
-    bits: Annotated[int, typer.Option("--bits", help="Min-max quantisation bits (eq. 7): 8, 10, 12 or 16.")] = 8,
+    bits: Bits = 8,
     chroma: Annotated[str, typer.Option("--chroma", help="BPG chroma format for RGB pictures: 420 or 444.")] = "420",
     bpg_backend: Annotated[str, typer.Option("--bpg-backend", help="pyav (libx265 in-process) or bpgenc (on PATH).")] = "pyav",
-    preprocess: Annotated[str, typer.Option(
-        "--preprocess", help="seed: resize to 224x224 (seed 003); model: the zoo's resize+crop.")] = "seed",
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate the first N images only.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Encoding processes (default: all cores).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
-    cache: Annotated[Path, typer.Option("--cache", help="Feature cache folder (head outputs, finished points).")] = Path("cache"),
+    preprocess: Preprocess = "seed",
+    limit: Limit = None,
+    workers: Workers = None,
+    batch_size: BatchSize = 64,
+    cache: Cache = CACHE,
     keep_bitstreams: Annotated[Path | None, typer.Option("--keep-bitstreams", help="Keep every coded file here.")] = None,
     reference: Annotated[Path | None, typer.Option(
         "--reference", help="Folder with seed003_*.csv (default: the copies shipped with splitbench).")] = None,
@@ -148,7 +148,7 @@ def codec_command(
     if len(cut.shape) != 3:
         raise SplitbenchError(f"the tensor at {at} is {'x'.join(map(str, cut.shape))}, "
                               f"not C×H×W planes an image codec can carry; pick a convolutional cut")
-    name = dataset_name(model, dataset, zoo_model.spec.dataset)
+    name, split = dataset_and_split(model, dataset, split, zoo_model.spec.dataset)
     images = zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit))
     paper = (load_paper_detection if detection else load_paper_rows)(reference)  # a bad --reference fails now
     out = writable_folder(out or default_out("codec", f"{zoo_model.spec.name}-{at}-{name}"), "--out")
@@ -157,14 +157,17 @@ def codec_command(
         writable_folder(keep_bitstreams, "--keep-bitstreams")
     request = SweepRequest(zoo_model, at, name, split, data, limit, preprocess, cache, worker_count(workers, len(images) * len(points)),
                            batch_size, keep_bitstreams, executor=ExecutorSpec.parse(executor))
-    plan = Plan("codec").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
+    plan = Plan("codec").add("model", f"{model} ({zoo_model.spec.source})")
+    plan.add("weights", zoo_model.describe_weights(weights, pretrained=True))
     plan.add("cut", f"{at} = {cut.name}, {'x'.join(map(str, cut.shape))}").add("data", f"{name}: {len(images):,} images")
     plan.add("points", f"{len(points)}: " + ", ".join(point.label for point in points))
     plan.add("workers", f"{request.workers} ({request.executor})").add("cache", cache).add("out", out)
-    if plan.finish(dry_run):
+    plan.estimate(zoo_model.model, zoo_model.example_input(), len(images), len(points), "points (model only, "
+                  "without encoding)")
+    if plan.finish(dry_run, show_plan):
         return
     plotting = warm_up_plotting()
-    zoo_model.load_weights(weights)
+    zoo_model.load_weights(weights, pretrained=True)
     result = run_sweep(request, points)
     meta = provenance.collect(
         "codec",
@@ -184,6 +187,7 @@ def codec_command(
         written = write_result(out, "codec", result.table, meta, markdown, optional=["param"])  # baselines have none
         written.append((plot_detection if detection else plot_codec)(result.table, paper, out / "codec.png"))
     title = f"{zoo_model.spec.name} at {at}: features through image codecs"
-    show_table(display_table(result.table), title=title, columns=_SHOWN_DETECTION if detection else _SHOWN)
+    show_table(display_table(result.table), title=title, columns=_SHOWN_DETECTION if detection else _SHOWN,
+               source=out / "codec.csv")
     console.print(f"{result.data['images']} images; input JPEG (q75) {int(result.table['jpeg_bytes'].iloc[0]):,} B")
     show_written(written)

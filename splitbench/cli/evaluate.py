@@ -10,9 +10,10 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, Dataset, DryRun, Mean, ModelArgument, ModelOption, OutDir, Std, Weights,
-                                    dataset_name, default_out, normalisation, pick_model)
-from splitbench.cli.render import show_table, show_written
+from splitbench.cli.options import (BatchSize, DataRoot, Dataset, DryRun, Limit, LoaderWorkers, Mean, ModelArgument,
+                                    ModelOption, OutDir, Split, Std, Weights, dataset_and_split, default_out,
+                                    normalisation, pick_model)
+from splitbench.cli.render import show_plan, show_table, show_written
 from splitbench.data import open_dataset
 from splitbench.detection.evaluate import detection_transform, evaluate_detection
 from splitbench.errors import SplitbenchError, unknown_name
@@ -29,13 +30,13 @@ TASKS = ("classification", "detection")
 def eval_command(
     model: ModelArgument = None,
     model_option: ModelOption = None,
-    weights: Weights = "default",
+    weights: Weights = "auto",
     dataset: Dataset = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Data set split (default: the manifest's).")] = None,
+    split: Split = None,
     data: DataRoot = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate the first N images only.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loading processes.")] = 2,
+    limit: Limit = None,
+    batch_size: BatchSize = 32,
+    loader_workers: LoaderWorkers = 2,
     task: Annotated[Optional[str], typer.Option(
         "--task", help="classification (top-1/top-5) or detection (COCO mAP@[.5:.95] and mAP@.5); "
         "default: the model's.")] = None,
@@ -50,16 +51,18 @@ def eval_command(
     zoo_model = load_model(model, mean=normalisation(mean, "--mean"), std=normalisation(std, "--std"))
     task = check_task(zoo_model, task)
     scorer_for(zoo_model, None)  # a model whose outputs cannot be scored fails before any data is read
-    name = dataset_name(model, dataset, zoo_model.spec.dataset)
+    name, split = dataset_and_split(model, dataset, split, zoo_model.spec.dataset)
     transform = detection_transform(zoo_model.spec) if task == "detection" else zoo_model.spec.preprocessing.transform()
     images = zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit, transform=transform))
-    workers = worker_count(workers, len(images))
+    workers = worker_count(loader_workers, len(images), "--loader-workers")
     out = writable_folder(out or default_out("eval", f"{zoo_model.spec.name}-{name}"), "--out")
-    plan = Plan("eval").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
+    plan = Plan("eval").add("model", f"{model} ({zoo_model.spec.source})")
+    plan.add("weights", zoo_model.describe_weights(weights, pretrained=True))
     plan.add("task", task).add("data", f"{name}: {len(images):,} images").add("preprocessing", _preprocessing(zoo_model))
-    if plan.add("out", out).finish(dry_run):
+    plan.estimate(zoo_model.model, zoo_model.example_input(), len(images))
+    if plan.add("out", out).finish(dry_run, show_plan):
         return
-    zoo_model.load_weights(weights)
+    zoo_model.load_weights(weights, pretrained=True)
     row = {"model": model, "dataset": name, "split": images.provenance()["split"]}
     if task == "detection":
         found = evaluate_detection(zoo_model, images, batch_size=batch_size, workers=workers)
@@ -73,7 +76,7 @@ def eval_command(
     meta = provenance.collect(
         "eval",
         {"model": model, "weights": weights, "task": task, "dataset": name, "split": split, "limit": limit,
-         "batch_size": batch_size, "workers": workers, "out": out,
+         "batch_size": batch_size, "loader_workers": workers, "out": out,
          "preprocessing": _preprocessing(zoo_model)},
         weights=zoo_model.weights.describe(),
         data=images.provenance(),
@@ -82,7 +85,7 @@ def eval_command(
     markdown = f"# {model} on {name}\n\n{markdown_table(table)}\n"
     with result_set(out):
         written = write_result(out, "eval", table, meta, markdown)
-    show_table(table, title=f"{model} on {name}")
+    show_table(table, title=f"{model} on {name}", source=out / "eval.csv")
     show_written(written)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
@@ -13,11 +12,12 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, OutDir, Precision, Weights,
-                                    alone_timing_repeats, default_out, float_option, split_numbers)
-from splitbench.data import open_dataset
+from splitbench.cli.options import (CACHE, BatchSize, Cache, DataRoot, Dataset, Device, DryRun, ExecutorOption, Limit,
+                                    OutDir, Precision, Repeats, Seed, TrainDataset, TrainLimit, Weights,
+                                    alone_timing_repeats, default_out, float_option, open_named, split_numbers)
+from splitbench.data.datasets import check_training_data
 from splitbench.preflight import Plan, physical_cores, writable_folder
-from splitbench.cli.render import console, show_table, show_written
+from splitbench.cli.render import console, show_plan, show_table, show_written
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
 from splitbench.grouping.flgc import check_groups_fit
@@ -43,20 +43,22 @@ def _counts(text: str, option: str, minimum: int) -> tuple[int, ...]:
 @app.command("group")
 def group_command(
     model: Annotated[str, typer.Argument(help="A CIFAR-10 model: cifar_resnet20, cifar_resnet56 or cifar_resnet50.")],
-    weights: Weights = "none",
+    weights: Weights = "auto",
     groups: Annotated[str, typer.Option("--groups", help="Group counts, e.g. 2,4,8,16 (1 = FLGC that keeps every connection).")] = "2,4,8",
     duplicate_top: Annotated[str, typer.Option("--duplicate-top", help="Seed 004's duplication: top-K maps set each group's threshold; 0 = plain FLGC.")] = "0,3",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Fine-tuning epochs per point (Adam, cosine, crop+flip).")] = 1,
     lr: Annotated[float, float_option("--lr", minimum=0.0, help_text="Adam learning rate for weights and assignments.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
-    device: Annotated[str, typer.Option("--device", help="Training device: auto, cpu or cuda[:N].")] = "auto",
+    batch_size: BatchSize = 128,
+    device: Device = "auto",
     precision: Precision = "auto",
     data: DataRoot = None,
-    train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="Train on N images spread evenly over all classes.")] = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
-    timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 test images (median).")] = 3,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Assignment initialisation, batch order and augmentation.")] = 0,
-    cache: Annotated[Path, typer.Option("--cache", help="Finished points, one folder per recipe.")] = Path("cache"),
+    dataset: Dataset = None,
+    train_dataset: TrainDataset = None,
+    train_limit: TrainLimit = None,
+    limit: Limit = None,
+    repeats: Repeats = 3,
+    seed: Seed = 0,
+    cache: Cache = CACHE,
     executor: ExecutorOption = "local",
     out: OutDir = None,
     dry_run: DryRun = False,
@@ -66,7 +68,7 @@ def group_command(
     executor_spec = ExecutorSpec.parse(executor)
     chosen_device = pick_device(device)
     settings = GroupSettings(groups=_counts(groups, "--groups", 1), duplicate_tops=_counts(duplicate_top, "--duplicate-top", 0),
-                             epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, timing_repeats=timing_repeats,
+                             epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, timing_repeats=repeats,
                              precision=resolve_precision(precision, chosen_device))
     dense = load_model(model)
     if dense.spec.dataset != "cifar10":
@@ -77,30 +79,34 @@ def group_command(
         raise SplitbenchError("--executor ray runs each point on one CPU of a Ray worker; train on the GPU with --executor local "
                               "(or torchrun), or pass --device cpu")
     ranks = distributed.from_environment(chosen_device)  # torchrun's environment, or one process
-    settings = replace(settings, timing_repeats=alone_timing_repeats(timing_repeats, executor, ranks.world)
+    settings = replace(settings, timing_repeats=alone_timing_repeats(repeats, executor, ranks.world)
                        if ranks.main else 0)
     if ranks.distributed and executor_spec.kind != "local":
         distributed.leave(ranks)
         raise SplitbenchError("under torchrun every point trains in the ranks' own processes: use --executor local")
-    train_images = len(open_dataset(dense.spec.dataset, split="train", root=data, limit=None))
-    test_images = len(dense.check_data(open_dataset(dense.spec.dataset, split="test", root=data, limit=None)))
+    test_name, train_name = dataset or f"{dense.spec.dataset}:test", train_dataset or f"{dense.spec.dataset}:train"
+    train_set, test_set = open_named(train_name, data), open_named(test_name, data)
+    if dataset is not None or train_dataset is not None:
+        check_training_data(train_set, test_set, "--train-dataset")
+    train_images, test_images = len(train_set), len(dense.check_data(test_set))
     out = writable_folder(out or default_out("group", model + (f"-seed{seed}" if seed else "")), "--out")
     writable_folder(cache, "--cache")
     plan = Plan("group").add("model", model).add("weights", dense.describe_weights(weights))
     plan.add("points", f"{1 + len(list(settings.points()))}: the dense model, groups {groups} × duplicate top {duplicate_top}")
-    plan.add("data", f"{dense.spec.dataset}: {min(train_limit or train_images, train_images):,} training, "
-                     f"{min(test_limit or test_images, test_images):,} test images")
+    plan.add("data", f"{min(train_limit or train_images, train_images):,} training images of {train_name}, "
+                     f"{min(limit or test_images, test_images):,} test images of {test_name}")
     processes = f", {ranks.world} processes (DDP)" if ranks.distributed else ""
     plan.add("training", f"{epochs} epoch(s) per point on {chosen_device}{processes}").add("executor", executor_spec)
     if dry_run:
         if ranks.main:  # one plan on screen, from rank 0
-            plan.add("out", out).finish(dry_run)
+            plan.add("out", out).finish(dry_run, show_plan)
         distributed.leave(ranks)
         return
     if ranks.distributed and chosen_device.type == "cpu":
         torch.set_num_threads(max(1, physical_cores() // ranks.world))
     dense.load_weights(weights)
-    sweep_data, data_provenance = load_group_data(dense.spec, data, train_limit, test_limit)
+    sweep_data, data_provenance = load_group_data(dense.spec, data, train_limit, limit, test_set=test_set,
+                                                  train_set=train_set)
     point_cache = GroupCache(cache / "group" / model, dense.weights.sha256 or "none", settings, sweep_data,
                              data_provenance)
 
@@ -125,7 +131,7 @@ def group_command(
     meta = provenance.collect(
         "group",
         {"model": model, "weights": weights, "settings": settings.__dict__, "device": str(chosen_device),
-         "train_limit": train_limit, "test_limit": test_limit, "executor": str(executor_spec), "processes": ranks.world, "out": out, "cache": point_cache.directory},
+         "train_limit": train_limit, "limit": limit, "executor": str(executor_spec), "processes": ranks.world, "out": out, "cache": point_cache.directory},
         weights=dense.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
     )
     with result_set(out):
@@ -134,5 +140,6 @@ def group_command(
         written.append(write_csv(out / "duplication.csv", duplication_table(rows)))
         written.append(plot_group(out / "group.png", table))
     show_table(table, title=f"FLGC on {model}", columns=["groups", "duplicate_top", "duplicated_maps", "params", "macs",
-                                                           "top1", "cpu_ms_1000", "cpu_ms_1000_masked"])
+                                                           "top1", "cpu_ms_1000", "cpu_ms_1000_masked"],
+               source=out / "group.csv")
     show_written(written)

@@ -12,14 +12,16 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, Dataset, DryRun, ModelArgument, ModelOption, OutDir, Weights,
-                                    dataset_name, default_out, float_option, pick_model, split_names, split_numbers)
-from splitbench.cli.render import show_table, show_written
+from splitbench.cli.options import (Bits, DataRoot, Dataset, DryRun, Leaf, Limit, ModelArgument, ModelOption, OutDir,
+                                    Preprocess, Repeats, Split, Weights, Workers, dataset_and_split, default_out,
+                                    float_option, pick_model, split_names, split_numbers)
+from splitbench.cli.render import show_plan, show_table, show_written
 from splitbench.codecs.base import codec_class, codec_names
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
 from splitbench.link.endpoints import BASELINES, EDGE, INPUT, Receiver, Sender, SplitSetup, model_pictures
+from splitbench.link.tasks import answers_for
 from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.results import result_set, write_csv, write_result
 from splitbench.zoo import ZooModel, load_model
@@ -27,15 +29,44 @@ from splitbench.zoo import ZooModel, load_model
 if TYPE_CHECKING:  # zmq is imported where a socket is made, not at every command's start
     from splitbench.link.security import ClientKeys
 
+# serve, link and plan take one codec setting: the same options, the same defaults.
+CODEC = "minmax8"
 CodecOption = Annotated[str, typer.Option(
-    "--codec", help=f"How the tensor at a cut travels: none (float32), minmax8, or an image codec "
-    f"({', '.join(codec_names())}). --at input always sends a JPEG.")]
+    "--codec", help=f"How the tensor at a cut travels: none (float32), minmax8 (eq. 7, 8 bits), or an image codec "
+    f"({', '.join(codec_names())}) at --qp/--quality, or NAME:V with its own value (bpg:35). --at input always "
+    "sends a JPEG.")]
 Qp = Annotated[Optional[int], typer.Option("--qp", help="BPG QP (0–51).")]
 Quality = Annotated[Optional[int], typer.Option("--quality", help="Quality of webp, avif, jpegxl, jpeg2000.")]
 Layout = Annotated[str, typer.Option("--layout", help="Picture layout of the tiled features: gray or paper.")]
-Bits = Annotated[int, typer.Option("--bits", help="Min-max quantisation bits before the codec (eq. 7).")]
-Preprocess = Annotated[str, typer.Option("--preprocess", help="seed (resize to 224x224, as codec) or model.")]
+Bandwidth = Annotated[str, typer.Option("--bandwidth", help="Comma-separated Mbit/s, both directions.")]
+Rtt = Annotated[str, typer.Option("--rtt", help="Comma-separated round-trip times in ms.")]
 SHAPERS = ("auto", "netns", "app", "none")
+MAX_SERVE_WORKERS = 64
+
+
+def codec_setting(codec: str, qp: int | None, quality: int | None, required: bool = True) -> tuple[str, int | None]:
+    """``--codec NAME`` (its value from ``--qp``/``--quality``) or ``NAME:V`` (its own value, as
+    in ``codec``'s NAME:V1/V2): the codec and its parameter value. An option that the codec
+    does not take is refused, as ``codec`` refuses it. ``required``: a codec with a parameter
+    needs a value."""
+    name, colon, own = codec.partition(":")
+    parameter = None if name in BASELINES else codec_class(name).parameter
+    given = {"qp": qp, "quality": quality}
+    for option, value in given.items():
+        if value is not None and option != parameter:
+            raise SplitbenchError(f"--{option} was given but no codec in --codec takes it")
+    if colon:
+        if parameter is None:
+            raise SplitbenchError(f"--codec {codec}: {name} takes no parameter value")
+        values = split_numbers(own.replace("/", ","), f"--codec {codec}", int)
+        if len(values) != 1:
+            raise SplitbenchError(f"--codec {codec}: one {parameter} value here (the codec command sweeps several)")
+        if given[parameter] is not None and given[parameter] != values[0]:
+            raise SplitbenchError(f"--codec {codec} and --{parameter} {given[parameter]} disagree; give one")
+        return name, values[0]
+    if parameter is not None and given[parameter] is None and required:
+        raise SplitbenchError(f"--codec {name} needs --{parameter}")
+    return name, given[parameter] if parameter else None
 
 
 def setup_for(zoo_model: ZooModel, at: str, codec: str, qp: int | None, quality: int | None, layout: str,
@@ -44,24 +75,26 @@ def setup_for(zoo_model: ZooModel, at: str, codec: str, qp: int | None, quality:
     if at in (INPUT, EDGE):
         return SplitSetup(at, "jpeg" if at == INPUT else "none")
     at = zoo_model.cuts().resolve(at).name
+    codec, param = codec_setting(codec, qp, quality)
     if codec in BASELINES:
         return SplitSetup(at, codec)
-    parameter = codec_class(codec).parameter
-    param = {"qp": qp, "quality": quality}.get(parameter) if parameter else None
-    if parameter and param is None:
-        raise SplitbenchError(f"--codec {codec} needs --{parameter}")
     options = (("chroma", "420"), ("backend", "pyav")) if codec == "bpg" else ()  # as `codec` runs it
     return SplitSetup(at, codec, param, layout, bits, options)
+
+
+def _leaf_modules(leaf: str | None) -> tuple[str, ...]:
+    return tuple(split_names(leaf, "--leaf")) if leaf is not None else ()
 
 
 @app.command("serve")
 def serve_command(
     model: ModelArgument = None,
     model_option: ModelOption = None,
-    weights: Weights = "default",
+    weights: Weights = "auto",
     at: Annotated[str, typer.Option("--at", help="The cut whose tail this server runs, or input (the whole "
                                     "model on a JPEG of the input picture).")] = "input",
-    codec: CodecOption = "none",
+    leaf: Leaf = None,
+    codec: CodecOption = CODEC,
     qp: Qp = None,
     quality: Quality = None,
     layout: Layout = "gray",
@@ -69,7 +102,7 @@ def serve_command(
     preprocess: Preprocess = "seed",
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback unless told otherwise).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port; 0 picks a free one.")] = 5555,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Threads answering requests.")] = 1,
+    workers: Workers = None,
     max_message_mb: Annotated[float, float_option("--max-message-mb", minimum=0.001, maximum=1024,
                                                   help_text="Largest frame taken; a peer sending more is dropped.")] = 16.0,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads (default: physical cores).")] = None,
@@ -82,29 +115,36 @@ def serve_command(
                                                       "into this folder (files 0600) and stop.")] = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Serve the tail of MODEL at a cut (and the codec's decoder): coded features in, top-5 out."""
+    """Serve the tail of MODEL at a cut (and the codec's decoder): coded features in, top-5 out (a
+    detector: its detections, after its own post-processing)."""
     from splitbench.link import security
     from splitbench.link.server import SplitServer
 
     if make_keys is not None:
         security.check_key_folder(make_keys)
-        if Plan("serve").add("make keys", f"{make_keys}/{{{', '.join(security.KEY_FILES)}}} (0600)").finish(dry_run):
+        if Plan("serve").add("make keys", f"{make_keys}/{{{', '.join(security.KEY_FILES)}}} (0600)").finish(dry_run, show_plan):
             return
         for path in security.make_keys(make_keys):
             print(path)
         return
+    workers = workers or 1  # threads answering requests; torch's own threads share the cores
+    if workers > MAX_SERVE_WORKERS:
+        raise SplitbenchError(f"--workers {workers}: serve answers with at most {MAX_SERVE_WORKERS} threads")
     keys = security.server_keys(auth) if auth is not None else None
     security.check_bind(host, keys is not None, insecure_bind)
     model = pick_model(model, model_option, "mobilenet_v2")
-    zoo_model = load_model(model).require_classifier("serve")
+    zoo_model = load_model(model, leaf_modules=_leaf_modules(leaf))
+    answers_for(zoo_model, command="serve")  # a classifier, or a detector whose outputs decode to boxes
+    if at not in (INPUT, EDGE):  # --at input takes a JPEG (link starts it with --codec jpeg)
+        codec_setting(codec, qp, quality, required=False)
     setup = setup_for(zoo_model, at, codec, qp, quality, layout, bits)
-    plan = Plan("serve").add("model", model).add("weights", zoo_model.describe_weights(weights))
+    plan = Plan("serve").add("model", model).add("weights", zoo_model.describe_weights(weights, pretrained=True))
     plan.add("setup", setup.label).add("listen", f"tcp://{host}:{port or '*'}")
     plan.add("auth", f"CURVE, {'clients in ' + str(keys.clients) if keys.clients else 'any client with the server key'}"
              if keys else "none")
-    if plan.finish(dry_run):
+    if plan.finish(dry_run, show_plan):
         return
-    zoo_model.load_weights(weights)
+    zoo_model.load_weights(weights, pretrained=True)
     torch.set_num_threads(threads or physical_cores())
     server = SplitServer(Receiver(zoo_model, setup, preprocess), zoo_model.weights.describe()["sha256"],
                          host=host, port=port, workers=workers, max_message_bytes=int(max_message_mb * (1 << 20)),
@@ -118,17 +158,18 @@ def serve_command(
 def link_command(
     model: ModelArgument = None,
     model_option: ModelOption = None,
-    weights: Weights = "default",
+    weights: Weights = "auto",
     at: Annotated[str, typer.Option("--at", help="Comma-separated cuts; input (JPEG upload) and edge (the "
                                     "whole model on the edge) are cuts too.")] = "input,edge",
-    codec: CodecOption = "none",
+    leaf: Leaf = None,
+    codec: CodecOption = CODEC,
     qp: Qp = None,
     quality: Quality = None,
     layout: Layout = "gray",
     bits: Bits = 8,
     preprocess: Preprocess = "seed",
-    bandwidth: Annotated[str, typer.Option("--bandwidth", help="Comma-separated Mbit/s, both directions.")] = "1,10,100",
-    rtt: Annotated[str, typer.Option("--rtt", help="Comma-separated round-trip times in ms.")] = "0",
+    bandwidth: Bandwidth = "1,10,100",
+    rtt: Rtt = "0",
     shaper: Annotated[str, typer.Option("--shaper", help="auto (netns where possible, else app), netns (tbf on "
                                         "a veth pair into a namespace; root), app (token bucket in the client), "
                                         "none (unshaped; no --bandwidth).")] = "auto",
@@ -140,9 +181,9 @@ def link_command(
                                                        "(client.key_secret), for a server that lists its clients; "
                                                        "default: a fresh one.")] = None,
     dataset: Dataset = None,
-    split: Annotated[Optional[str], typer.Option("--split")] = None,
+    split: Split = None,
     data: DataRoot = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Images per cut and condition.")] = 20,
+    limit: Limit = 20,
     with_plan: Annotated[bool, typer.Option("--plan/--no-plan", help="Also time each picture as `plan` does, "
                                             "just before it crosses the link, and write plan's prediction beside "
                                             "the measurement (validation.csv): minutes apart, a drifting machine "
@@ -150,7 +191,7 @@ def link_command(
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Run MODEL split across a shaped link: per-image stage times, bytes on the wire, top-1."""
+    """Run MODEL split across a shaped link: per-image stage times, bytes on the wire, top-1 (a detector: mAP)."""
     from splitbench.link import plan as planning
     from splitbench.link.measure import Condition, Link, on_cores, split_cores, summarise
     from splitbench.link.shaping import EndDelay, netns_possible
@@ -158,7 +199,9 @@ def link_command(
     start = time.perf_counter()
     bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=True)  # bad numbers fail before any work
     model = pick_model(model, model_option, "mobilenet_v2")
-    zoo_model = load_model(model).require_classifier("link")
+    zoo_model = load_model(model, leaf_modules=_leaf_modules(leaf))
+    answers_for(zoo_model, command="link")  # a classifier, or a detector whose outputs decode to boxes
+    codec_setting(codec, qp, quality, required=False)
     setups = [setup_for(zoo_model, cut, codec, qp, quality, layout, bits) for cut in split_names(at, "--at")]
     if shaper not in SHAPERS:
         raise SplitbenchError(f"unknown --shaper '{shaper}'; valid: {', '.join(SHAPERS)}")
@@ -172,13 +215,15 @@ def link_command(
     name, images = _images(zoo_model, dataset, split, data, limit)
     out = writable_folder(out or default_out("link", model), "--out")
     conditions = [Condition(b, r) for b in bandwidths for r in rtts]
-    plan = Plan("link").add("model", model).add("weights", zoo_model.describe_weights(weights))
+    plan = Plan("link").add("model", model).add("weights", zoo_model.describe_weights(weights, pretrained=True))
     plan.add("setups", ", ".join(s.label for s in setups)).add("conditions", "; ".join(c.label for c in conditions))
     plan.add("shaper", shaper).add("data", f"{name}: {len(images)} images").add("out", out)
-    if plan.finish(dry_run):
+    if plan.finish(dry_run, show_plan):
         return
-    zoo_model.load_weights(weights)
+    zoo_model.load_weights(weights, pretrained=True)
     weights_info = zoo_model.weights.describe()
+    # a server started per cut loads what this side loaded (auto resolved), and keeps the same modules whole
+    served = [model, "--weights", zoo_model.weights.source, *(["--leaf", leaf] if leaf is not None else [])]
     tables, costs = [], []
     pictures = model_pictures(zoo_model, images, preprocess)
     edge_cpus, server_cpus = split_cores()
@@ -193,7 +238,7 @@ def link_command(
                 timer.time(pictures[0][0], record=False)  # warm-up, as link's own first exchanges
             task = bar.add_task(setup.label, total=len(images) * (1 if setup.at == EDGE else len(conditions)))
             tables.append(_cross(zoo_model, setup, sender, pictures, conditions, link, server, weights_info,
-                                 [model, "--weights", weights, *_setup_arguments(setup), "--preprocess", preprocess],
+                                 [*served, *_setup_arguments(setup), "--preprocess", preprocess],
                                  server_cpus, lambda task=task: bar.update(task, advance=1),
                                  timer.time if timer is not None else None, keys))
             if timer is not None:
@@ -201,7 +246,9 @@ def link_command(
     per_image = pd.concat(tables, ignore_index=True)
     per_image.insert(5, "shaper", link.name)
     per_image.insert(6, "rtt_by", EndDelay.by)
-    summary = summarise(per_image)
+    answers = answers_for(zoo_model, images)  # top-1, or a detector's mAP against the data set's boxes
+    summary = summarise(per_image, answers)
+    per_image = per_image.drop(columns=list(answers.hidden))  # a detector's boxes: scored, not written
     summary.insert(5, "shaper", link.name)
     meta = provenance.collect(
         "link",
@@ -209,7 +256,7 @@ def link_command(
          "conditions": [c.__dict__ for c in conditions], "shaper": link.name, "tbf_head_start_bytes": link.head_start,
          "rtt_by": EndDelay.by, "edge_cpus": sorted(edge_cpus),
          "server_cpus": sorted(server_cpus) if server is None else "the server's own", "dataset": name, "limit": limit, "preprocess": preprocess,
-         "with_plan": with_plan, "out": out},
+         "with_plan": with_plan, "task": answers.task, "out": out},
         weights=weights_info, data=images.provenance(), wall_s=time.perf_counter() - start,
     )
     from splitbench.link.report import link_markdown, plan_markdown, plot_stages
@@ -234,8 +281,8 @@ def link_command(
             written.append(planning.plot_plan(out / "plan.png", pd.concat(costs, ignore_index=True), rtts[0], link_model,
                                               model, summary))
         written.append(plot_stages(out / "link.png", summary, model))
-    show_table(summary, title=f"{model} over a {link.name} link",
-               columns=["setup", "bandwidth_mbit", "rtt_ms", "top1", "payload_bytes", "total_ms"])
+    show_table(summary, title=f"{model} over a {link.name} link", source=out / "link.csv",
+               columns=["setup", "bandwidth_mbit", "rtt_ms", *answers.metrics, "payload_bytes", "total_ms"])
     show_written(written)
 
 
@@ -286,7 +333,7 @@ def _link_settings(bandwidth: str, rtt: str, unshaped_allowed: bool) -> tuple[li
 
 def _images(zoo_model: ZooModel, dataset: str | None, split: str | None, data: Path | None, limit: int):
     """The data set's name and its first ``limit`` images (the model's own set by default)."""
-    name = dataset_name(zoo_model.spec.name, dataset, zoo_model.spec.dataset)
+    name, split = dataset_and_split(zoo_model.spec.name, dataset, split, zoo_model.spec.dataset)
     return name, zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit))
 
 
@@ -304,17 +351,18 @@ def _setup_arguments(setup: SplitSetup) -> list[str]:
 def plan_command(
     model: ModelArgument = None,
     model_option: ModelOption = None,
-    weights: Weights = "default",
+    weights: Weights = "auto",
     at: Annotated[str, typer.Option("--at", help="Comma-separated cuts, or all (every valid cut); input and "
                                     "edge are always included.")] = "all",
-    codec: CodecOption = "minmax8",
+    leaf: Leaf = None,
+    codec: CodecOption = CODEC,
     qp: Qp = None,
     quality: Quality = None,
     layout: Layout = "gray",
     bits: Bits = 8,
     preprocess: Preprocess = "seed",
-    bandwidth: Annotated[str, typer.Option("--bandwidth", help="Comma-separated Mbit/s to tabulate.")] = "1,10,100",
-    rtt: Annotated[str, typer.Option("--rtt", help="Comma-separated round-trip times in ms.")] = "0",
+    bandwidth: Bandwidth = "1,10,100",
+    rtt: Rtt = "0",
     edge_slowdown: Annotated[float, float_option("--edge-slowdown", minimum=0.01, maximum=1000,
                                                  help_text="The edge is this many times slower than this machine.")] = 1.0,
     edge_times: Annotated[Optional[Path], typer.Option("--edge-times", help="times.csv that plan wrote on the "
@@ -324,10 +372,10 @@ def plan_command(
     validate_with: Annotated[Optional[Path], typer.Option("--validate", help="link.csv to compare the "
                                                           "predictions with (same --at, --codec).")] = None,
     dataset: Dataset = None,
-    split: Annotated[Optional[str], typer.Option("--split")] = None,
+    split: Split = None,
     data: DataRoot = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Real images per cut for bytes and times.")] = 5,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed passes over the images.")] = 2,
+    limit: Limit = 5,
+    repeats: Repeats = 3,
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
@@ -338,9 +386,13 @@ def plan_command(
 
     start = time.perf_counter()
     bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=False)  # bad numbers fail before any work
+    if repeats < 1:
+        raise SplitbenchError("--repeats 0: plan predicts from timings; time each cut at least once")
     model = pick_model(model, model_option, "mobilenet_v2")
-    zoo_model = load_model(model).require_classifier("plan")
-    cuts = _plan_cuts(zoo_model, at, codec)
+    zoo_model = load_model(model, leaf_modules=_leaf_modules(leaf))
+    answers_for(zoo_model, command="plan")  # latency is model-agnostic; the tail must end in outputs it can answer
+    codec_setting(codec, qp, quality, required=False)
+    cuts = _plan_cuts(zoo_model, at, codec.partition(":")[0])
     setups = [setup_for(zoo_model, cut, codec, qp, quality, layout, bits) for cut in cuts]
     try:
         head = {"tbf": MTU_FRAME, "wire": 0}[head_start] if head_start in ("tbf", "wire") else int(head_start)
@@ -353,12 +405,12 @@ def plan_command(
     edge = _read_table(edge_times, "--edge-times", ("setup", "head_ms", "encode_ms")) if edge_times else None
     name, images = _images(zoo_model, dataset, split, data, limit)
     out = writable_folder(out or default_out("plan", model), "--out")
-    plan = Plan("plan").add("model", model).add("weights", zoo_model.describe_weights(weights))
+    plan = Plan("plan").add("model", model).add("weights", zoo_model.describe_weights(weights, pretrained=True))
     plan.add("setups", f"{len(setups)}: {', '.join(s.label for s in setups[:6])}{' …' if len(setups) > 6 else ''}")
     plan.add("link model", f"edge slowdown {edge_slowdown:g}, head start {head} B").add("out", out)
-    if plan.finish(dry_run):
+    if plan.finish(dry_run, show_plan):
         return
-    zoo_model.load_weights(weights)
+    zoo_model.load_weights(weights, pretrained=True)
     pictures = [picture for picture, _ in model_pictures(zoo_model, images, preprocess)]
     link_model = planning.LinkModel(edge_slowdown, head, planning.transport_overhead_ms(Receiver(zoo_model, setups[0])))
     edge_cpus, server_cpus = split_cores()  # as link runs each side: its half of the cores, as many threads
@@ -384,15 +436,17 @@ def plan_command(
     validation = planning.validate(costs, measured, link_model) if measured is not None else None
     with result_set(out):
         written = write_result(out, "plan", best, meta, plan_markdown(model, costs, best, link_model, validation))
-        written += [write_csv(out / "times.csv", costs), write_csv(out / "predictions.csv", predictions)]
+        written += [write_csv(out / "times.csv", costs, optional=planning.SPREAD_COLUMNS),
+                    write_csv(out / "predictions.csv", predictions)]
         if validation is not None:
             written += [write_csv(out / "validation.csv", validation, optional=["bandwidth_mbit"]),
                         write_csv(out / "validation_best.csv", validation.attrs["best"])]
         written.append(planning.plot_plan(out / "plan.png", costs, rtts[0], link_model, model, measured))
-    show_table(best, title=f"{model}: best cut per bandwidth")
+    show_table(best, title=f"{model}: best cut per bandwidth", source=out / "plan.csv")
     if validation is not None:
-        show_table(validation, title="plan against link",
-                   columns=["setup", "bandwidth_mbit", "predicted_ms", "measured_ms", "error_percent"])
+        show_table(validation, title="plan against link", source=out / "validation.csv",
+                   columns=["setup", "bandwidth_mbit", "predicted_ms", "measured_ms", "error_percent",
+                            *(c for c in planning.ACCURACY_COLUMNS if c in validation.columns)])
     show_written(written)
 
 
@@ -401,7 +455,10 @@ def _plan_cuts(zoo_model: ZooModel, at: str, codec: str) -> list[str]:
     if at != "all":
         return [INPUT, *[cut for cut in split_names(at, "--at") if cut not in (INPUT, EDGE)], EDGE]
     planes_only = codec not in BASELINES
-    inner = zoo_model.cuts().cuts[:-1]  # the last cut is the output: sending it is `edge` plus a message
+    graph = zoo_model.cuts()
+    # a classifier's last cut is its output: sending it is `edge` plus a message (a detector's
+    # outputs are its heads, never one cut: its last cut leaves a tail to run)
+    inner = graph.cuts[:-1] if graph.cuts[-1].cum_macs == graph.total_macs else graph.cuts
     return [INPUT, *[cut.name for cut in inner if not planes_only or len(cut.shape) == 3], EDGE]
 
 
@@ -419,9 +476,11 @@ def _read_table(path: Path, option: str, columns: tuple[str, ...]) -> pd.DataFra
 
 
 def _with_edge_times(costs: pd.DataFrame, edge: pd.DataFrame) -> pd.DataFrame:
-    merged = costs.drop(columns=["head_ms", "encode_ms"]).merge(edge[["setup", "head_ms", "encode_ms"]], on="setup",
-                                                               how="left")
+    # the edge's times and their spread; a times.csv from before the spread was recorded leaves it empty
+    edge_side = [c for c in costs.columns if c.startswith(("head_ms", "encode_ms"))]
+    merged = costs.drop(columns=edge_side).merge(edge[["setup", *(c for c in edge_side if c in edge.columns)]],
+                                                 on="setup", how="left")
     missing = merged.loc[merged["head_ms"].isna(), "setup"].tolist()
     if missing:
         raise SplitbenchError(f"--edge-times has no row for {missing[0]}; plan the same --at and --codec there")
-    return merged[costs.columns]
+    return merged.reindex(columns=costs.columns)

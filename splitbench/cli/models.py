@@ -24,7 +24,7 @@ def models_command() -> None:
                 "description": spec.description,
             }
         )
-    show_table(pd.DataFrame(rows), title="splitbench model zoo")
+    show_table(pd.DataFrame(rows), title="splitbench model zoo", source=None)
     console.print(
         "Any torchvision classification model works by its name (resnet18, convnext_tiny, …), timm "
         "models as timm:NAME, and your own as FILE.py:FUNCTION or package.module:FUNCTION. "

@@ -36,9 +36,31 @@ Leaf = Annotated[
 ]
 Dataset = Annotated[
     Optional[str],
-    typer.Option("--dataset", help="Data manifest (default: the model's), or your own images: imagefolder:DIR "
-                 "(class folders; ImageNet wnid names map to the 1000 classes) or csv:FILE (path,label); for a "
-                 "detector, coco:DIR (instances.json + images/) or voc:DIR (Annotations/ + JPEGImages/)."),
+    typer.Option("--dataset", help="The data scored on: a data manifest, MANIFEST:SPLIT for one of its splits "
+                 "(default: the model's own data set, its test split where the command also trains), or your own "
+                 "images: imagefolder:DIR (class folders; ImageNet wnid names map to the 1000 classes) or csv:FILE "
+                 "(path,label); for a detector, coco:DIR (instances.json + images/) or voc:DIR (Annotations/ + "
+                 "JPEGImages/)."),
+]
+TrainDataset = Annotated[
+    Optional[str],
+    typer.Option("--train-dataset", help="The data trained (or calibrated) on, in --dataset's forms (default: the "
+                 "model's own data set's train split; rd: imagenet-sample-1000 for an ImageNet model)."),
+]
+Split = Annotated[
+    Optional[str],
+    typer.Option("--split", help="Split of the --dataset manifest (default: the manifest's own; --dataset "
+                 "MANIFEST:SPLIT says the same)."),
+]
+Limit = Annotated[
+    Optional[int],
+    typer.Option("--limit", min=1, help="Evaluation images: score on N of them only (default: all; link 20 and "
+                 "plan 5, which time every image)."),
+]
+TrainLimit = Annotated[
+    Optional[int],
+    typer.Option("--train-limit", min=1, help="Training images: train on N of them only, spread evenly over the "
+                 "set (default: all)."),
 ]
 Mean = Annotated[
     Optional[str],
@@ -67,8 +89,11 @@ Weights = Annotated[
     str,
     typer.Option(
         "--weights",
-        help="'none' (random init), 'default' (torchvision's weights; downloads once) or a path "
-        "to a state_dict/checkpoint (.pth, .th, .safetensors).",
+        help="auto (the default): the model's published weights where this command's figures depend on them "
+        "(eval, codec, rd, serve, link, plan) and they are already on this machine, else random init with a "
+        "warning; random init where they do not (profile, split) or training starts from scratch (train, "
+        "group); prune: the repository's reference ViT. none: random init (seeded). default: the published "
+        "weights, downloaded once if needed. Or a path to a state_dict/checkpoint (.pth, .th, .safetensors).",
     ),
 ]
 OutDir = Annotated[
@@ -82,6 +107,47 @@ DataRoot = Annotated[
 InputSize = Annotated[
     Optional[int],
     typer.Option("--input-size", min=8, help="Square input side (default: the model's own)."),
+]
+CACHE = Path("cache")
+Cache = Annotated[
+    Path,
+    typer.Option("--cache", help="Folder of reusable work (features, checkpoints, finished points) that later "
+                 "runs pick up; deleting it costs time, not results."),
+]
+Workers = Annotated[
+    Optional[int],
+    typer.Option("--workers", min=1, help="Parallel workers doing the command's own work: codec's encoding "
+                 "processes (default: one per usable core), serve's threads answering requests (default: 1)."),
+]
+LoaderWorkers = Annotated[
+    int,
+    typer.Option("--loader-workers", min=0, help="Processes reading and decoding images (0: in this process)."),
+]
+Repeats = Annotated[
+    int,
+    typer.Option("--repeats", min=0, help="Timed repetitions, of which the median is reported (0: no timing; "
+                 "plan needs 1 or more)."),
+]
+Device = Annotated[
+    str,
+    typer.Option("--device", help="Where to train or run: auto (a GPU when present), cpu or cuda[:N]."),
+]
+Seed = Annotated[
+    int,
+    typer.Option("--seed", min=0, help="Seed of the initialisation, the data order and the augmentation."),
+]
+BatchSize = Annotated[
+    int,
+    typer.Option("--batch-size", min=1, help="Images per batch (each command's default is its recipe's)."),
+]
+Bits = Annotated[
+    int,
+    typer.Option("--bits", help="Min-max quantisation bits before an image codec (eq. 7): 8, 10, 12 or 16."),
+]
+Preprocess = Annotated[
+    str,
+    typer.Option("--preprocess", help="seed: resize the picture to the model's square input (224x224 as in "
+                 "seed 003; 416x416 for yolov4_tiny); model: the zoo's resize+crop."),
 ]
 
 
@@ -148,12 +214,45 @@ def dataset_name(model: str, dataset: str | None, default: str | None) -> str:
     return name
 
 
-def default_out(command: str, run: str) -> Path:
-    """``reports/<command>/<run>/``: one folder per run, so runs never overwrite each other.
+# Names of data that is not a manifest: the part after the colon is a path, not a split.
+_NOT_MANIFESTS = ("imagefolder:", "csv:", "coco:", "voc:")
 
-    Model names from other sources (``timm:x``, ``nets/my.py:build``) become one folder name.
-    """
-    return Path("reports") / command / re.sub(r"[^\w.-]+", "-", run).strip("-")
+
+def manifest_split(text: str) -> tuple[str, str | None]:
+    """``MANIFEST:SPLIT`` → (manifest, split); ``MANIFEST``, ``imagefolder:DIR`` and the like → (text, None)."""
+    if text.startswith(_NOT_MANIFESTS):
+        return text, None
+    name, _, split = text.partition(":")
+    return name, split or None
+
+
+def open_named(text: str, root: Path | None, limit: int | None = None):
+    """A ``--dataset``/``--train-dataset`` value (``MANIFEST[:SPLIT]``, ``imagefolder:DIR``, …), opened, not decoded."""
+    from splitbench.data import open_dataset
+
+    name, split = manifest_split(text)
+    return open_dataset(name, split=split, root=root, limit=limit)
+
+
+def folder_name(text: str) -> str:
+    """A data set or model name as one folder name (``csv:/a/b.csv`` → ``csv-a-b.csv``)."""
+    return re.sub(r"[^\w.-]+", "-", text).strip("-")
+
+
+def dataset_and_split(model: str, dataset: str | None, split: str | None, default: str | None) -> tuple[str, str | None]:
+    """``--dataset`` (``MANIFEST:SPLIT`` too) and ``--split``, else the model's own data set."""
+    name, own = manifest_split(dataset_name(model, dataset, default))
+    if own is not None and split is not None and own != split:
+        raise SplitbenchError(f"--dataset {dataset} names split {own} and --split {split}; give one")
+    return name, own or split
+
+
+def default_out(command: str, run: str) -> Path:
+    """The run's own folder, ``runs/<command>/<run>-<key>/`` (see :func:`splitbench.runs.run_folder`):
+    apart from the committed reproductions, and one per configuration."""
+    from splitbench.runs import run_folder
+
+    return run_folder(command, run)
 
 
 def split_names(text: str, option: str | None = None) -> list[str]:
@@ -192,7 +291,7 @@ def _number(text: str | float, kind: type) -> float | int | None:
 
 
 def alone_timing_repeats(requested: int, executor: str, processes: int = 1) -> int:
-    """``--timing-repeats``, or 0 where points do not run alone (Ray workers side by side, torchrun ranks).
+    """``--repeats``, or 0 where points do not run alone (Ray workers side by side, torchrun ranks).
 
     Points timed next to each other measure each other's contention; their CPU-time columns are
     left empty instead (and so cached apart from timed ones: the repeats are part of the key).

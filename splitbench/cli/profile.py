@@ -12,7 +12,7 @@ from splitbench.cli import app
 from splitbench.cli.options import (DryRun, InputSize, Leaf, ModelArgument, ModelOption, OutDir, Weights, default_out,
                                     pick_model, split_names)
 from splitbench.errors import SplitbenchError
-from splitbench.cli.render import console, show_table, show_written
+from splitbench.cli.render import console, show_plan, show_table, show_written
 from splitbench.profiling import profile_model
 from splitbench.reporting import giga, plot_profile, profile_markdown
 from splitbench.preflight import Plan, writable_folder
@@ -25,7 +25,7 @@ def profile_command(
     model: ModelArgument = None,
     model_option: ModelOption = None,
     input_size: InputSize = None,
-    weights: Weights = "none",
+    weights: Weights = "auto",
     all_nodes: Annotated[bool, typer.Option(
         "--all-nodes", help="One row per operation of the traced graph, valid cut or not.")] = False,
     paper_layers: Annotated[bool, typer.Option(
@@ -46,7 +46,7 @@ def profile_command(
     out = writable_folder(out or default_out("profile", zoo_model.spec.name), "--out")
     plan = Plan("profile").add("model", f"{model} ({zoo_model.spec.source})").add("weights", zoo_model.describe_weights(weights))
     plan.add("input", "x".join(map(str, graph.input_shape))).add("valid cuts", len(graph.cuts)).add("out", out)
-    if plan.finish(dry_run):
+    if plan.finish(dry_run, show_plan):
         return
     warm_up_plotting()
     zoo_model.load_weights(weights)

@@ -8,15 +8,16 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.progress import Progress
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, OutDir, alone_timing_repeats, default_out,
-                                    float_option)
+from splitbench.cli.options import (CACHE, Cache, DataRoot, Dataset, Device, DryRun, ExecutorOption, Limit, OutDir,
+                                    Repeats, TrainDataset, Weights, alone_timing_repeats, default_out, float_option,
+                                    open_named)
 from splitbench.preflight import Plan, writable_folder
-from splitbench.cli.render import console, show_table, show_written
-from splitbench.data import open_dataset
+from splitbench.progress import track
+from splitbench.cli.render import console, show_plan, show_table, show_written
+from splitbench.data.datasets import check_training_data
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
@@ -36,8 +37,11 @@ from splitbench.pruning.sweep import (
 )
 from splitbench.pruning.vit_channels import channel_groups, parse_targets
 from splitbench.results import result_set, write_csv, write_result
+from splitbench.weights import AUTO
 from splitbench.zoo import load_model
 from splitbench.zoo.vit import REFERENCE_CHECKPOINT, reference_checkpoint
+
+LOSS_UNITS = {"exact": "channels", "taylor": "images"}  # what each estimator's on_progress counts
 
 
 def _choices(value: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -68,10 +72,7 @@ def _estimator(value: str) -> str:
 @app.command("prune")
 def prune_command(
     model: Annotated[str, typer.Argument(help="Model to prune: vit (seed 002's CIFAR-10 ViT).")],
-    checkpoint: Annotated[str | None, typer.Option(
-        "--checkpoint", "--weights",
-        help="Trained weights (.safetensors/.pth); default: the repository's reference ViT "
-        "(reports/checkpoints/vit-cifar10-fp16.safetensors).")] = None,
+    weights: Weights = "auto",
     ratio: Annotated[str, typer.Option("--ratio", help="Fraction(s) of channels to prune, e.g. 0.5 or 0.3,0.4,0.5.")] = "0.3,0.4,0.5,0.6,0.7",
     method: Annotated[str, typer.Option("--method", help=f"One or more of {', '.join(METHODS)}.")] = ",".join(METHODS),
     scope: Annotated[str, typer.Option("--scope", help="uniform (same ratio per block), global (one ranking), or both.")] = "uniform,global",
@@ -81,10 +82,13 @@ def prune_command(
     alpha: Annotated[float, float_option("--alpha", minimum=0.0, help_text="Weight of L_KL in the importance loss (eq. 1).")] = DEFAULT_ALPHA,
     proxy: Annotated[int, typer.Option("--proxy", min=1, help="Training images for importance/stability.")] = 512,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Epochs of fine-tuning after pruning (Adam, lr 5e-5 cosine, crop+flip; seed 002 reports none).")] = 0,
-    device: Annotated[str, typer.Option("--device", help="Fine-tuning device: auto, cpu or cuda[:N].")] = "auto",
+    device: Device = "auto",
     data: DataRoot = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Evaluate on N test images spread evenly over all classes.")] = None,
-    timing_repeats: Annotated[int, typer.Option("--timing-repeats", min=0, help="Timed passes over 1000 images (median).")] = 3,
+    dataset: Dataset = None,
+    train_dataset: TrainDataset = None,
+    limit: Limit = None,
+    repeats: Repeats = 3,
+    cache: Cache = CACHE,
     save_models: Annotated[Path | None, typer.Option("--save-models", help="Write every pruned model here (safetensors).")] = None,
     executor: ExecutorOption = "local",
     out: OutDir = None,
@@ -94,71 +98,74 @@ def prune_command(
     start = time.perf_counter()
     if model != "vit":
         raise SplitbenchError(f"channel pruning supports the model vit only, got {model!r}")
-    reference_used = checkpoint is None
-    if checkpoint is None:
+    reference_used = weights == AUTO  # prune's auto: the trained ViT this repository ships
+    checkpoint = weights
+    if reference_used:
         reference = reference_checkpoint()
         if reference is None:
-            raise SplitbenchError(f"no --checkpoint given and no reference checkpoint at {REFERENCE_CHECKPOINT}; "
-                                  f"train one (splitbench train vit) or pass --checkpoint PATH")
+            raise SplitbenchError(f"no --weights given and no reference checkpoint at {REFERENCE_CHECKPOINT}; "
+                                  f"train one (splitbench train vit) or pass --weights PATH")
         checkpoint = str(reference)
-        console.print(f"using the reference checkpoint {reference} (pass --checkpoint to prune another)")
+        console.print(f"using the reference checkpoint {reference} (pass --weights to prune another)")
     executor_spec = ExecutorSpec.parse(executor)
     settings = SweepSettings(
         methods=_choices(method, METHODS, "method"), scopes=_choices(scope, SCOPES, "scope"), ratios=_ratios(ratio),
         targets=parse_targets(targets), estimator=_estimator(estimator), alpha=alpha,
-        proxy=proxy, finetune_epochs=finetune_epochs, timing_repeats=alone_timing_repeats(timing_repeats, executor),
+        proxy=proxy, finetune_epochs=finetune_epochs, timing_repeats=alone_timing_repeats(repeats, executor),
     )
     zoo_model = load_model(model)
     spec = zoo_model.spec
-    test_images = len(zoo_model.check_data(open_dataset(spec.dataset, split="test", root=data, limit=test_limit)))
-    open_dataset(spec.dataset, split="train", root=data)  # the proxy set's images
+    test_name, train_name = dataset or f"{spec.dataset}:test", train_dataset or f"{spec.dataset}:train"
+    test_set, train_set = open_named(test_name, data), open_named(train_name, data)  # the proxy set's images
+    if dataset is not None or train_dataset is not None:
+        check_training_data(train_set, test_set, "--train-dataset")
+    test_images = min(len(zoo_model.check_data(test_set)), limit or len(test_set))
     out = writable_folder(out or default_out("prune", f"{spec.name}-{'+'.join(settings.targets)}"), "--out")
     if save_models is not None:
         writable_folder(save_models, "--save-models")
-    writable_folder(Path("cache") / "prune", "the cache folder")
+    writable_folder(cache / "prune", "--cache")
     plan = Plan("prune").add("model", model).add("checkpoint", zoo_model.describe_weights(checkpoint))
     points = len(settings.methods) * len(settings.scopes) * len(settings.ratios)
     plan.add("points", f"{points}: {', '.join(settings.methods)} × {', '.join(settings.scopes)} × "
                        f"{', '.join(f'{r:g}' for r in settings.ratios)}, plus the unpruned model")
-    plan.add("data", f"{spec.dataset}: {proxy} proxy training images, {test_images:,} test images")
+    plan.add("data", f"{proxy} proxy training images of {train_name}, {test_images:,} test images of {test_name}")
     plan.add("estimator", settings.estimator).add("executor", executor_spec)
-    if plan.add("out", out).finish(dry_run):
+    if plan.add("out", out).finish(dry_run, show_plan):
         return
     zoo_model.load_weights(checkpoint)
-    sweep_data, data_provenance = load_sweep_data(spec, data, proxy, test_limit)
+    sweep_data, data_provenance = load_sweep_data(spec, data, proxy, limit, test_set=test_set, train_set=train_set)
 
-    cache = PointCache(Path("cache") / "prune", zoo_model.weights.sha256 or "none", settings, len(sweep_data.test_labels),
+    cache = PointCache(cache / "prune", zoo_model.weights.sha256 or "none", settings, len(sweep_data.test_labels),
                        data_provenance)
     rows: list[dict] = []
-    with Progress(console=console, transient=True) as bar:
-        losses_task = bar.add_task("per-channel losses", total=None)
-        points_task = bar.add_task("pruned models", total=1 + len(settings.methods) * len(settings.scopes) * len(settings.ratios))
+    with track("pruned models", 1 + points, unit="models", transient=True) as bar, \
+            track("per-channel losses", unit=LOSS_UNITS[settings.estimator], transient=True) as losses_bar:
 
         def point_done(row: dict) -> None:
             rows.append(row)
-            bar.update(points_task, advance=1, description=f"pruned models ({row['method']} {row['scope']} {row['ratio']:g})")
+            bar.advance(info=f"last {row['method']} {row['scope']} {row['ratio']:g}")
 
         finetune = None
         if finetune_epochs:
-            train = decode_dataset(open_dataset(spec.dataset, split="train", root=data))
+            train = decode_dataset(open_named(train_name, data))
             finetune = Finetune(train, spec.preprocessing.mean, spec.preprocessing.std, finetune_epochs, cache.directory, device)
         with open_point_executor(executor_spec) as executor:
             result = run_sweep(zoo_model.model, sweep_data, settings, cache, finetune=finetune, save_dir=save_models,
-                               on_point=point_done, on_loss_progress=lambda n: bar.update(losses_task, advance=n),
+                               on_point=point_done, on_loss_progress=losses_bar.advance,
                                executor=executor)
         agreement = None
         if compare_estimators:
             other = "exact" if settings.estimator == "taylor" else "taylor"
             groups = channel_groups(zoo_model.model, settings.targets)
-            second = cached_losses(zoo_model.model, sweep_data, groups, other, cache,
-                                   on_progress=lambda n: bar.update(losses_task, advance=n))
+            with track(f"per-channel losses ({other})", unit=LOSS_UNITS[other], transient=True) as other_bar:
+                second = cached_losses(zoo_model.model, sweep_data, groups, other, cache, on_progress=other_bar.advance)
             first = result.losses or cached_losses(zoo_model.model, sweep_data, groups, settings.estimator, cache)
             agreement = pd.DataFrame(estimator_agreement(first, second, alpha))
 
     table = pd.DataFrame(result.rows)[PRUNE_COLUMNS + ["kept_per_block"]]
     meta = provenance.collect(
         "prune",
-        {"model": model, "checkpoint": checkpoint, "checkpoint_default": reference_used, "settings": settings.__dict__, "test_limit": test_limit,
+        {"model": model, "checkpoint": checkpoint, "checkpoint_default": reference_used, "settings": settings.__dict__, "limit": limit,
          "executor": str(executor_spec), "save_models": save_models, "out": out, "cache": cache.directory},
         weights=zoo_model.weights.describe(), data=data_provenance, wall_s=time.perf_counter() - start,
     )

@@ -11,9 +11,11 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import (DataRoot, DryRun, ExecutorOption, ModelArgument, ModelOption, OutDir, Precision,
-                                    Weights, default_out, float_option, pick_model, split_names, split_numbers)
-from splitbench.cli.render import console, show_table, show_written
+from splitbench.cli.options import (CACHE, BatchSize, Cache, DataRoot, Dataset, Device, DryRun, ExecutorOption,
+                                    InputSize, Leaf, Limit, ModelArgument, ModelOption, OutDir, Precision, Seed,
+                                    TrainDataset, TrainLimit, Weights, default_out, float_option, pick_model,
+                                    split_names, split_numbers)
+from splitbench.cli.render import console, show_plan, show_table, show_written
 from splitbench.data.datasets import check_training_data
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
@@ -24,6 +26,9 @@ from splitbench.zoo import get_spec, load_model
 
 # The seeds' split points: ResNet50 after conv2_x, and the MobileNetV2 cut at the same 56×56.
 DEFAULT_SPLITS = {"resnet50": "conv2_x", "mobilenet_v2": "bottleneck3"}
+# The seeds' training data beside a model's own (test) data set; elsewhere its train split.
+DEFAULT_TRAINING = {"imagenet-val-1300": "imagenet-sample-1000"}
+MIN_IMAGE_SIZE = 16  # --input-size for the image codec (--at input)
 SEED000_FEATURE_SHAPE = (256, 56, 56)
 _SHOWN = ["variant", "alpha", "lambda", "epochs", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement", "step_s"]
 
@@ -41,26 +46,26 @@ def rd_command(
     entropy: Annotated[str, typer.Option("--entropy", help="Entropy model: factorized or hyperprior.")] = "factorized",
     target: Annotated[str, typer.Option("--target", help="distill (the uncompressed model's outputs) or labels.")] = "distill",
     channels: Annotated[int, typer.Option("--channels", min=1, help="N: channels of the codec's layers and latent.")] = 32,
-    weights: Weights = "default",
-    train_data: Annotated[str, typer.Option("--train-data", help="Training data manifest[:split].")] = "imagenet-sample-1000",
-    test_data: Annotated[str, typer.Option("--test-data", help="Test data manifest[:split].")] = "imagenet-val-1300",
+    weights: Weights = "auto",
+    leaf: Leaf = None,
+    train_dataset: TrainDataset = None,
+    dataset: Dataset = None,
     data: DataRoot = None,
-    train_limit: Annotated[int | None, typer.Option("--train-limit", min=1, help="N training images, spread evenly over the set.")] = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="N test images, spread evenly over the set.")] = None,
-    image_size: Annotated[int | None, typer.Option(
-        "--image-size", min=16, help="Image side for --at input (default: the model's input size).")] = None,
+    train_limit: TrainLimit = None,
+    limit: Limit = None,
+    input_size: InputSize = None,
     epochs: Annotated[str, typer.Option("--epochs", help="RD training epochs per λ; several (2,4,8,16): one curve per training budget.")] = "2",
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", min=0, help="Reconstruction pre-training, shared by every λ.")] = 4,
     warmup_rate_weight: Annotated[float, float_option(
         "--warmup-rate-weight", minimum=0.0, help_text="Weight of bpp in the warm-up loss (relative MSE + w·bpp).")] = 0.01,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    batch_size: BatchSize = 16,
     lr: Annotated[float, float_option("--lr", minimum=0.0, help_text="Adam learning rate of the codec.")] = 1e-3,
-    seed: Annotated[int, typer.Option("--seed", help="Initialisation and batch order.")] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
+    seed: Seed = 0,
+    device: Device = "auto",
     precision: Precision = "auto",
     baseline: Annotated[Path | None, typer.Option("--baseline", help="codec.csv with BPG at the same split (the RD plot's handcrafted curve).")] = None,
     cost_only: Annotated[bool, typer.Option("--cost-only", help="Write the cost table (seed 000 Table 1) only; no data, no training.")] = False,
-    cache: Annotated[Path, typer.Option("--cache", help="Cached features, checkpoints and finished points.")] = Path("cache"),
+    cache: Cache = CACHE,
     executor: ExecutorOption = "local",
     out: OutDir = None,
     dry_run: DryRun = False,
@@ -94,13 +99,17 @@ def rd_command(
     alphas = alpha_values if alpha_values is not None else ([0.0, 0.1] if at == INPUT else [0.0])
     if at != INPUT and any(alphas):
         raise SplitbenchError("--aux-alpha applies to an image codec (--at input) only")
+    if input_size is not None and at != INPUT:
+        raise SplitbenchError("--input-size applies to an image codec (--at input) only; features keep the model's")
+    if input_size is not None and input_size < MIN_IMAGE_SIZE:
+        raise SplitbenchError(f"--input-size {input_size}: the image codec takes {MIN_IMAGE_SIZE} pixels or more")
     if entropy not in ENTROPY_MODELS:
         raise SplitbenchError(f"unknown --entropy '{entropy}'; valid: {', '.join(ENTROPY_MODELS)}")
     if target not in TARGETS:
         raise SplitbenchError(f"unknown --target '{target}'; valid: {', '.join(TARGETS)}")
     baseline_table = load_baseline(baseline, spec.name, at) if baseline is not None else None
     # The cost depends on shapes only: --cost-only needs no weights (and no network).
-    zoo_model = load_model(model)
+    zoo_model = load_model(model, leaf_modules=split_names(leaf, "--leaf") if leaf is not None else ())
     if at != INPUT:
         if len(zoo_model.cuts().resolve(at).shape) != 3:
             raise SplitbenchError(f"the tensor at {at} is not C×H×W feature maps that a feature codec can take")
@@ -118,14 +127,18 @@ def rd_command(
             raise SplitbenchError("--executor ray runs each point on one CPU of a Ray worker; train on the GPU with --executor local "
                               "(or torchrun), or pass --device cpu")
         train_precision = resolve_precision(precision, torch_device)
+        test_data = dataset or spec.dataset
+        train_data = train_dataset or DEFAULT_TRAINING.get(spec.dataset or "") or (spec.dataset and f"{spec.dataset}:train")
+        if test_data is None or train_data is None:
+            raise SplitbenchError(f"{model} has no data set of its own; pass --dataset and --train-dataset")
         train_set, test_set = open_named(train_data, data), open_named(test_data, data)
-        check_training_data(train_set, test_set)
+        check_training_data(train_set, test_set, "--train-dataset")
         for images in (train_set, test_set) if target == "labels" else (test_set,):  # distill: no training labels
             zoo_model.check_data(images)
         train_images, test_images = len(train_set), len(test_set)
-        plan.add("weights", zoo_model.describe_weights(weights)).add("device", torch_device)
+        plan.add("weights", zoo_model.describe_weights(weights, pretrained=True)).add("device", torch_device)
         plan.add("data", f"train {train_data} ({min(train_limit or train_images, train_images):,} images), "
-                         f"test {test_data} ({min(test_limit or test_images, test_images):,} images)")
+                         f"test {test_data} ({min(limit or test_images, test_images):,} images)")
         plan.add("training", f"{warmup_epochs} warm-up + {', '.join(map(str, budgets))} epochs per λ, batch {batch_size}, "
                              f"{train_precision} ({precision})").add("cache", cache)
         plan.add("executor", executor_spec)
@@ -138,18 +151,19 @@ def rd_command(
     plan.add("out", out)
     if dry_run:
         if ranks.main:  # one plan on screen, from rank 0
-            plan.finish(dry_run)
+            plan.finish(dry_run, show_plan)
         distributed.leave(ranks)
         return
     if ranks.distributed and torch_device.type == "cpu":
         torch.set_num_threads(max(1, physical_cores() // ranks.world))
     plotting = warm_up_plotting()
     if not cost_only:  # the cost depends on shapes only: --cost-only needs no weights (and no network)
-        zoo_model.load_weights(weights)
+        zoo_model.load_weights(weights, pretrained=True)
     arguments = {"model": model, "at": at, "variant": ",".join(variants), "lambdas": lams, "aux_alpha": alphas,
                  "entropy": entropy, "target": target, "channels": channels, "weights": weights,
-                 "train_data": train_data, "test_data": test_data, "data": data, "train_limit": train_limit,
-                 "test_limit": test_limit, "image_size": image_size if at == INPUT else None, "epochs": budgets,
+                 "leaf": leaf, "train_dataset": None if cost_only else train_data, "dataset": None if cost_only else test_data,
+                 "data": data, "train_limit": train_limit, "limit": limit,
+                 "input_size": input_size if at == INPUT else None, "epochs": budgets,
                  "warmup_epochs": warmup_epochs, "warmup_rate_weight": warmup_rate_weight,
                  "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "precision_requested": precision,
                  "precision": train_precision if not cost_only else None,
@@ -164,12 +178,12 @@ def rd_command(
 
     settings = RDSettings(epochs=budgets[-1], warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
                           warmup_rate_weight=warmup_rate_weight, target=target, seed=seed, precision=train_precision)
-    size = image_size if at == INPUT else None
+    size = input_size if at == INPUT else None
     if not ranks.main:
         ranks.barrier()  # rank 0 computes the features into the cache; the others then read them
     train_set = prepare(zoo_model, at, train_data, root=data, limit=train_limit, cache=cache, image_size=size,
                         progress=ranks.main)
-    test_set = prepare(zoo_model, at, test_data, root=data, limit=test_limit, cache=cache, image_size=size,
+    test_set = prepare(zoo_model, at, test_data, root=data, limit=limit, cache=cache, image_size=size,
                        progress=ranks.main)
     if ranks.main:
         ranks.barrier()
@@ -209,8 +223,9 @@ def rd_command(
         written.append(plot_rd(table, baseline_table, out / "rd.png"))
         if at == INPUT:
             written.append(bit_allocation_figure(request, out / "bit_allocation.png"))
-    show_table(table, title=f"{spec.name} at {at}: learned compression", columns=_SHOWN)
-    show_table(bd, title="BD-rate and BD-accuracy", columns=["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"])
+    show_table(table, title=f"{spec.name} at {at}: learned compression", columns=_SHOWN, source=out / "rd.csv")
+    show_table(bd, title="BD-rate and BD-accuracy", columns=["anchor", "test", "method", "bd_rate_percent", "bd_top1", "warning"],
+               source=out / "bd.csv")
     show_written(written)
 
 
@@ -228,5 +243,5 @@ def _write_costs(zoo_model, at: str, channels: int, entropy: str, variants: list
     table = cost_table(*shape, channels, entropy, tuple(variants), reference)
     meta = provenance.collect("rd --cost-only", arguments, wall_s=time.perf_counter() - started)
     console.print(f"cost of the compression model on a {'x'.join(map(str, shape))} feature (N = {channels})")
-    show_table(table)
+    show_table(table, source=out / "cost.csv")
     return write_result(out, "cost", table, meta, cost_markdown(table, meta))

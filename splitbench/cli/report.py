@@ -11,7 +11,7 @@ import typer
 
 from splitbench.cli import app
 from splitbench.cli.options import DataRoot, DryRun
-from splitbench.cli.render import console, show_table, show_written
+from splitbench.cli.render import console, figure, show_plan, show_table, show_written
 from splitbench.errors import SplitbenchError
 from splitbench.overview import render_overview
 from splitbench.regression import (
@@ -46,7 +46,7 @@ def report_command(
             raise SplitbenchError("--update and --only go with --check")
         writable_file(out, "--out")
         page = render_overview(reports)  # refuses a folder without results before anything is written
-        if Plan("report").add("reports", reports).add("out", out).finish(dry_run):
+        if Plan("report").add("reports", reports).add("out", out).finish(dry_run, show_plan):
             return
         show_written([write_text(out, page)], own_folder=False)
         return
@@ -58,7 +58,7 @@ def report_command(
         writable_file(baselines, "--baselines")
     # The committed tables against their sidecars' checksums: seconds, and before minutes of measuring.
     tables = verify_tables(reports) if reports.is_dir() else 0
-    if Plan("report --check").add("slices", ", ".join(slices)).add("baselines", baselines).finish(dry_run):
+    if Plan("report --check").add("slices", ", ".join(slices)).add("baselines", baselines).finish(dry_run, show_plan):
         return
     console.print(f"{tables} committed tables match the checksums their sidecars record", style="dim")
     start = time.perf_counter()
@@ -70,9 +70,11 @@ def report_command(
         show_written([baselines])
         return
     drifts = compare(figures, expected, slices)
-    shown = pd.DataFrame([{"metric": f.metric, "baseline": b.value if (b := expected.get(f.metric)) else None, "now": f.value,
-                           "tolerance": b.describe_tolerance() if b else f.describe_tolerance()} for f in figures])
-    show_table(shown, title=f"regression check: {', '.join(slices)} ({wall:.0f} s)")
+    # each row its own quantity: every digit of each figure, not one format for the column
+    shown = pd.DataFrame([{"metric": f.metric, "baseline": figure(b.value) if (b := expected.get(f.metric)) else "n/a",
+                           "now": figure(f.value), "tolerance": b.describe_tolerance() if b else f.describe_tolerance()}
+                          for f in figures])
+    show_table(shown, title=f"regression check: {', '.join(slices)} ({wall:.0f} s)", source=None)
     if drifts:
         for drift in drifts:
             typer.echo(f"DRIFT {drift.line()}")

@@ -13,10 +13,12 @@ import typer
 
 from splitbench import provenance
 from splitbench.cli import app
-from splitbench.cli.options import DataRoot, DryRun, OutDir, Precision, Weights, default_out, float_option
+from splitbench.cli.options import (CACHE, BatchSize, Cache, DataRoot, Dataset, Device, DryRun, Limit, LoaderWorkers,
+                                    OutDir, Precision, Seed, TrainDataset, TrainLimit, Weights, default_out, float_option,
+                                    folder_name, open_named)
 from splitbench.preflight import Plan, physical_cores, worker_count, writable_file, writable_folder
-from splitbench.cli.render import console, show_written
-from splitbench.data import open_dataset
+from splitbench.cli.render import console, show_plan, show_written
+from splitbench.data.datasets import check_training_data
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.reporting import plot_training, training_markdown
@@ -30,25 +32,29 @@ from splitbench.zoo import load_model
 @app.command("train")
 def train_command(
     model: Annotated[str, typer.Argument(help="Zoo classifier to train (e.g. vit).")],
-    weights: Weights = "none",
+    weights: Weights = "auto",
     data: DataRoot = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 200,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 512,
+    dataset: Dataset = None,
+    train_dataset: TrainDataset = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (seed 002's recipe: 200).")] = 200,
+    batch_size: BatchSize = 512,
     lr: Annotated[float, float_option("--lr", minimum=0.0, help_text="Adam learning rate (cosine-annealed to 0).")] = 1e-4,
     randaugment: Annotated[int, typer.Option("--randaugment", min=0, help="RandAugment ops per image; 0 disables.")] = 2,
     magnitude: Annotated[int, typer.Option("--magnitude", min=0, max=30, help="RandAugment magnitude.")] = 14,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda[:N].")] = "auto",
+    seed: Seed = 0,
+    device: Device = "auto",
     precision: Precision = "auto",
     compile_model: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Test accuracy every N epochs.")] = 1,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Train on N images spread over all classes.")] = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Test on N images spread over all classes.")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding the images once.")] = 2,
+    train_limit: TrainLimit = None,
+    limit: Limit = None,
+    loader_workers: LoaderWorkers = 2,
     checkpoint_minutes: Annotated[float, float_option(
         "--checkpoint-minutes", minimum=0.0, help_text="Minutes between checkpoints inside an epoch (0: every step).")] = 10.0,
+    cache: Cache = CACHE,
     checkpoint_dir: Annotated[
-        Path | None, typer.Option("--checkpoint-dir", help="Resumable state (default: cache/train/<run>).")
+        Path | None, typer.Option("--checkpoint-dir", help="Resumable state of this run (default: "
+                                  "<--cache>/train/<model>-<data set>).")
     ] = None,
     export: Annotated[
         Path | None, typer.Option("--export", help="fp16 safetensors of the final model (default: in --out).")
@@ -70,16 +76,19 @@ def train_command(
     threads = max(1, physical_cores() // group.world) if chosen.type == "cpu" else physical_cores()
     augment = CifarAugment(randaugment_ops=randaugment, randaugment_magnitude=magnitude)
 
-    train_set = open_dataset(spec.dataset, split="train", root=data)
-    test_set = open_dataset(spec.dataset, split="test", root=data)
-    if limit is not None and limit < len(train_set):
-        train_set = train_set.evenly_spaced(limit)  # class-sorted folders: a prefix is one class
-    if test_limit is not None and test_limit < len(test_set):
-        test_set = test_set.evenly_spaced(test_limit)
-    workers = worker_count(workers, len(train_set))
-    run = f"{spec.name}-{spec.dataset}"
+    train_set = open_named(train_dataset or f"{spec.dataset}:train", data)
+    test_set = open_named(dataset or f"{spec.dataset}:test", data)
+    if train_dataset is not None or dataset is not None:
+        check_training_data(train_set, test_set, "--train-dataset")
+    if train_limit is not None and train_limit < len(train_set):
+        train_set = train_set.evenly_spaced(train_limit)  # class-sorted folders: a prefix is one class
+    if limit is not None and limit < len(test_set):
+        test_set = test_set.evenly_spaced(limit)
+    workers = worker_count(loader_workers, len(train_set), "--loader-workers")
+    # other training data is another run: its checkpoints must not resume this one's
+    run = f"{spec.name}-{spec.dataset if train_dataset is None else folder_name(train_dataset)}"
     out = writable_folder(out or default_out("train", run), "--out")
-    checkpoint_dir = writable_folder(checkpoint_dir or Path("cache") / "train" / run, "--checkpoint-dir")
+    checkpoint_dir = writable_folder(checkpoint_dir or cache / "train" / run, "--checkpoint-dir")
     export = writable_file(export or out / f"{run}-fp16.safetensors", "--export")
     plan = Plan("train").add("model", f"{model} ({spec.source})").add("weights", zoo_model.describe_weights(weights))
     plan.add("data", f"{spec.dataset}: {len(train_set):,} training, {len(test_set):,} test images")
@@ -88,7 +97,7 @@ def train_command(
     plan.add("device", f"{chosen}, {config.precision} ({precision}), {threads} threads{ranks}").add("checkpoints", checkpoint_dir).add("export", export).add("out", out)
     if dry_run:
         if group.main:  # one plan on screen, from rank 0
-            plan.finish(dry_run)
+            plan.finish(dry_run, show_plan)
         distributed.leave(group)
         return
     zoo_model.load_weights(weights)
@@ -114,7 +123,7 @@ def train_command(
     })
     meta = provenance.collect(
         "train",
-        {"model": model, "weights": weights, "recipe": recipe, "limit": limit, "test_limit": test_limit, "out": out,
+        {"model": model, "weights": weights, "recipe": recipe, "train_limit": train_limit, "limit": limit, "out": out,
          "checkpoint_dir": checkpoint_dir, "export": export,
          "resumed_from_epoch": result.resumed_from_epoch, "epochs_run_now": result.epochs_run_now},
         weights=zoo_model.weights.describe(),

@@ -5,7 +5,7 @@ included); each worker asks the same of the forkserver (``executors._start_worke
 encoder outlives a sweep. Never import this module elsewhere: importing it is what arms it.
 """
 
-from splitbench.codecs.orphans import announce_parent, die_with_parent, expected_parent
+from splitbench.orphans import announce_parent, die_with_parent, expected_parent
 
 # The sweep announced itself before starting this forkserver: if it ended while this was
 # still importing, die now (PDEATHSIG would never come). Workers then check against this process.

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from splitbench.codecs.base import CodecSpec
 from splitbench.codecs.cache import FeatureCache, cache_key
@@ -42,6 +41,7 @@ from splitbench.codecs.features import (
 from splitbench.codecs.worker import Coded, Task, run_task
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_executor
+from splitbench.progress import log, track
 from splitbench.results import atomic_open, disk_errors, locked
 from splitbench.scoring import Arrays, ClassificationScorer, Scorer
 
@@ -126,7 +126,7 @@ class SweepContext:
     workers: int
     batch_size: int = 64
     keep_dir: Path | None = None
-    progress: Progress | None = None
+    progress: bool = False  # bars: the points, each point's images
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     scorer: Scorer = field(default_factory=ClassificationScorer)
 
@@ -143,7 +143,12 @@ def run_points(context: SweepContext, points: list[Point]) -> list[PointResult]:
     tail = context.tail.to(memory_format=torch.channels_last).eval()
     context.tail = tail
     with open_executor(context.executor, context.workers) as executor:
-        return [_cached_or_run(context, point, executor) for point in points]
+        with track("codec points", len(points), unit="points", enabled=context.progress) as bar:
+            results = []
+            for point in points:
+                results.append(_cached_or_run(context, point, executor))
+                bar.advance()
+            return results
 
 
 def _point_path(context: SweepContext, point: Point) -> Path:
@@ -177,8 +182,8 @@ def _cached(context: SweepContext, point: Point, path: Path, settings: dict[str,
         same = "settings" not in stored or json.loads(str(stored["settings"])) == _jsonable(settings)
         if not same or len(stored["nbytes"]) < context.count:
             return None
-        if context.progress is not None:
-            context.progress.console.print(f"{point.label}: from cache", style="dim")
+        if context.progress:
+            log(f"{point.label}: from cache")
         return _from_store(context, point, stored, settings)
 
 
@@ -204,18 +209,17 @@ def _store(path: Path, result: PointResult) -> None:
 
 def _run_point(context: SweepContext, point: Point, executor: Executor, settings: dict[str, Any]) -> PointResult:
     began = time.perf_counter()
-    task = context.progress.add_task(point.label, total=context.count) if context.progress else None
     coded = _coded(context, point, executor)
     scored, tail_s = [], 0.0
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("nbytes", "quantize_s", "encode_s", "decode_s")}
-    for batch in _batches(coded, context.batch_size):
-        start = time.perf_counter()
-        scored.append(_tail_scores(context, batch))
-        tail_s += time.perf_counter() - start
-        for name in parts:
-            parts[name].append(np.array([getattr(c, name) for c in batch]))
-        if context.progress is not None and task is not None:
-            context.progress.update(task, advance=len(batch))
+    with track(point.label, context.count, unit="images", enabled=context.progress) as bar:
+        for batch in _batches(coded, context.batch_size):
+            start = time.perf_counter()
+            scored.append(_tail_scores(context, batch))
+            tail_s += time.perf_counter() - start
+            for name in parts:
+                parts[name].append(np.array([getattr(c, name) for c in batch]))
+            bar.advance(len(batch))
     arrays = {name: np.concatenate(values) for name, values in parts.items()}
     scores = context.scorer.join(scored)
     return PointResult(point, scores=scores, figures=context.summary(scores), tail_s=tail_s,

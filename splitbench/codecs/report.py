@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from splitbench.codecs.sweep import PAPER_SPLITS
 from splitbench.errors import SplitbenchError
 from splitbench.references import load_reference
 from splitbench.reporting import provenance_line
-from splitbench.results import markdown_table, save_figure
+from splitbench.results import markdown_table, plain_log_ticks, save_figure
 
 REFERENCE_FILES = ("seed003_bpg_classification.csv", "seed003_webp_classification.csv")
 _PAPER_MODELS = {"vgg16": "VGG16", "mobilenet_v2": "MobileNetV2"}
@@ -131,6 +132,7 @@ def plot_codec(table: pd.DataFrame, reference: pd.DataFrame | None, path: Path) 
 def finish_size_axes(axes: Any, table: pd.DataFrame, ylabel: str, figure: str, legend_size: float) -> None:
     """The axes every codec plot shares: log ratio against the input JPEG, title, grid, legend."""
     axes.set_xscale("log")
+    plain_log_ticks(axes.xaxis)
     axes.set_xlabel("feature bytes / input JPEG bytes [%] (log)")
     axes.set_ylabel(ylabel)
     axes.set_title(f"{table['model'].iloc[0]} at {table['split'].iloc[0]}: {figure} against size")

@@ -15,8 +15,8 @@ from splitbench.codecs.cache import FeatureCache, fill_cache, open_cache
 from splitbench.codecs.pipeline import Point, PointResult, SweepContext, run_points
 from splitbench.data import ImageDataset, Manifest, Preprocessing, open_dataset
 from splitbench.errors import SplitbenchError
-from splitbench.evaluation import progress_bar
 from splitbench.executors import ExecutorSpec
+from splitbench.progress import track
 from splitbench.scoring import ClassificationScorer, Scorer, scorer_for
 from splitbench.zoo import ZooModel
 
@@ -101,14 +101,13 @@ def run_sweep(request: SweepRequest, points: list[Point]) -> SweepResult:
     head, tail = request.model.cuts().split(cut)
     scorer = scorer_for(request.model, dataset)
     cache = _open_feature_cache(request, dataset, preprocessing, cut.name)
-    with progress_bar(enabled=request.progress, transient=False) as bar:
-        done_before = cache.computed
-        task = bar.add_task("head features", total=max(count - done_before, 0))
-        head_s = fill_cache(cache, head, dataset, preprocessing, count,
-                            batch_size=request.batch_size, on_batch=lambda n: bar.update(task, advance=n))
-        context = SweepContext(cache, tail, count, request.workers,
-                               request.batch_size, request.keep_dir, bar, request.executor, scorer)
-        results = run_points(context, points)
+    done_before = cache.computed
+    with track("head features", max(count - done_before, 0), unit="images",
+               enabled=request.progress and count > done_before) as bar:
+        head_s = fill_cache(cache, head, dataset, preprocessing, count, batch_size=request.batch_size, on_batch=bar.advance)
+    context = SweepContext(cache, tail, count, request.workers,
+                           request.batch_size, request.keep_dir, request.progress, request.executor, scorer)
+    results = run_points(context, points)
     data = {**dataset.provenance(), "images": count, "limit": request.limit}
     table = result_table(request, results, cache.jpeg_bytes(count), preprocessing, scorer)
     return SweepResult(table, results, cache, data, preprocessing, head_s, max(count - done_before, 0),

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.functional import pil_to_tensor
 
 from splitbench.codecs.cache import cache_key
+from splitbench.compression.curves import INPUT
 from splitbench.compression.train import TrainingSet
 from splitbench.data.datasets import ImageDataset, open_dataset, worker_errors_unwrapped
 from splitbench.data.user import is_user_dataset
@@ -26,8 +27,6 @@ from splitbench.evaluation import progress_bar
 from splitbench.results import atomic_open
 from splitbench.zoo import ZooModel
 from splitbench.weights import read_tensor_file
-
-INPUT = "input"  # --at input: an image codec in front of the whole model (seed 001)
 
 
 @dataclass

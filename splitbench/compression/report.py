@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from splitbench.compression.bd import bd_table
-from splitbench.compression.data import INPUT
+from splitbench.compression.curves import curves_of
 from splitbench.errors import SplitbenchError
 from splitbench.reporting import provenance_line
 from splitbench.results import markdown_table, save_figure
@@ -20,21 +20,6 @@ if TYPE_CHECKING:
 
 _COLUMNS = ["variant", "alpha", "lambda", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement",
             "uncompressed_top1", "epochs", "train_images", "test_images", "step_s"]
-
-
-def curve_name(variant: str, alpha: float, split: str) -> str:
-    return f"{variant} α={alpha:g}" if split == INPUT else variant
-
-
-def curves_of(table: pd.DataFrame, budgets: pd.Series | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(actual bpp, top-1) per curve, in the table's order; one curve per training budget where
-    ``budgets`` (default: the table's ``epochs``) holds several."""
-    names = [curve_name(v, a, s) for v, a, s in zip(table["variant"], table["alpha"], table["split"])]
-    budgets = table["epochs"] if budgets is None and "epochs" in table else budgets
-    if budgets is not None and budgets.nunique() > 1:
-        names = [f"{name}, {epochs} ep" for name, epochs in zip(names, table["epochs"])]
-    grouped = table.assign(curve=names).groupby("curve", sort=False)
-    return {name: (group["bpp_actual"].to_numpy(), group["top1"].to_numpy()) for name, group in grouped}
 
 
 def bd_for_table(table: pd.DataFrame) -> pd.DataFrame:

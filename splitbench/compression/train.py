@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from splitbench.compression.pipeline import (
@@ -33,7 +32,8 @@ from splitbench.compression.pipeline import (
     warmup_loss,
 )
 from splitbench.errors import SplitbenchError
-from splitbench.evaluation import progress_bar, topk_hit_masks
+from splitbench.metrics import percent, top1_hits, topk_hit_masks
+from splitbench.progress import track
 from splitbench.results import read_cached, write_json
 from splitbench.training.distributed import Group
 from splitbench.training.guard import DivergenceGuard
@@ -121,11 +121,11 @@ def train(pipeline: nn.Module, data: TrainingSet, objective: Objective, epochs: 
     trained = [(f"{name}.{key}", tensor) for name, module in _trained_modules(pipeline).items()
                for key, tensor in [*module.named_parameters(), *module.named_buffers()]]
     guard = DivergenceGuard(trained, folder / CHECKPOINT, device, ranks_agree=not group.distributed)
-    with _progress(progress and group.main) as bar:
-        task = bar.add_task(description, total=epochs * steps, completed=len(history) * steps, info="")
+    with track(description, epochs * steps, unit="steps", enabled=progress and group.main,
+               completed=len(history) * steps) as bar:
         for epoch in range(len(history), epochs):
             row = _epoch(pipeline, data, objective, optimizer, aux_optimizer, settings, device,
-                         torch.randperm(len(data), generator=generator), lambda info: bar.update(task, advance=1, info=info),
+                         torch.randperm(len(data), generator=generator), lambda info: bar.advance(info=info),
                          group, lambda loss, step: guard.after_step(loss, epoch, step))
             guard.check(epoch, None, row.get("loss"))  # before this epoch's files: the last good ones stay
             history.append({"epoch": epoch + 1, **row})
@@ -279,8 +279,7 @@ def evaluate(pipeline: nn.Module, data: TrainingSet, batch_size: int, device: to
     estimated_bits = actual_bytes = top1 = top5 = agree = 0.0
     pixels = 0
     began = time.perf_counter()
-    with progress_bar(enabled=progress) as bar:
-        task = bar.add_task("evaluating", total=len(data))
+    with track("evaluating", len(data), unit="images", enabled=progress, transient=True) as bar:
         for start in range(0, len(data), batch_size):
             batch = data.inputs[start : start + batch_size].to(device)
             x = pipeline.codec_input(batch)
@@ -294,12 +293,12 @@ def evaluate(pipeline: nn.Module, data: TrainingSet, batch_size: int, device: to
             hit1, hit5 = topk_hit_masks(logits, labels)
             top1 += float(hit1.sum())
             top5 += float(hit5.sum())
-            agree += float((logits.argmax(1) == data.teacher[start : start + batch_size].to(device).argmax(1)).sum())
+            agree += float(top1_hits(logits, data.teacher[start : start + batch_size].to(device).argmax(1)).sum())
             pixels += len(batch) * pixels_of(pipeline, batch)
-            bar.update(task, advance=len(batch))
+            bar.advance(len(batch))
     count = len(data)
     return {"bpp_estimated": estimated_bits / pixels, "bpp_actual": 8 * actual_bytes / pixels,
-            "top1": 100 * top1 / count, "top5": 100 * top5 / count, "agreement": 100 * agree / count,
+            "top1": percent(top1, count), "top5": percent(top5, count), "agreement": percent(agree, count),
             "test_images": count, "eval_s": time.perf_counter() - began}
 
 
@@ -322,8 +321,3 @@ def write_point(folder: Path, row: dict[str, Any], test: dict[str, Any]) -> None
 def _result_file(folder: Path, epochs: int) -> Path:
     return folder / f"point-epochs{epochs}.json"
 
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    disable=not enabled)

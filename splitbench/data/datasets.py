@@ -138,7 +138,7 @@ class ImageDataset(Dataset):
         return ImageDataset([self.samples[i] for i in picks], self.transform, {**self._provenance, **provenance}, origins)
 
 
-def check_training_data(train: ImageDataset, test: ImageDataset | None, option: str = "--train-data") -> None:
+def check_training_data(train: ImageDataset, test: ImageDataset | None, option: str = "--train-dataset") -> None:
     """Warn (one line, recorded in the provenance) when a run trains or calibrates on test images."""
     if train.test_only:
         warn(f"{option}: {train.name} is a test set (its manifest says never to train or calibrate on it); "

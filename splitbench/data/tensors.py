@@ -9,11 +9,11 @@ of images per second and keeps a CPU run free of per-epoch JPEG decoding.
 from __future__ import annotations
 
 import torch
-from rich.progress import Progress
 from torch.utils.data import DataLoader
 from torchvision.transforms.functional import pil_to_tensor
 
 from splitbench.data.datasets import ImageDataset, worker_errors_unwrapped
+from splitbench.progress import track
 
 
 def decode_dataset(dataset: ImageDataset, *, workers: int = 2, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,10 +24,10 @@ def decode_dataset(dataset: ImageDataset, *, workers: int = 2, progress: bool = 
     decoded = ImageDataset(dataset.samples, transform=pil_to_tensor)
     loader = DataLoader(decoded, batch_size=500, num_workers=workers, shuffle=False)
     images, labels = [], []
-    with Progress(transient=True, disable=not progress) as bar, worker_errors_unwrapped():
-        task = bar.add_task("decoding", total=len(decoded))
+    with track("decoding", len(decoded), unit="images", enabled=progress, transient=True) as bar, \
+            worker_errors_unwrapped():
         for batch, batch_labels in loader:
             images.append(batch)
             labels.append(batch_labels)
-            bar.update(task, advance=len(batch_labels))
+            bar.advance(len(batch_labels))
     return torch.cat(images), torch.cat(labels).long()

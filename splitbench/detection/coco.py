@@ -29,6 +29,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # rounding error before calling a box "outside the image".
 BOX_SLACK_PX = 0.5
 
+# COCOeval's largest maxDets (Params.maxDets = [1, 10, 100]): it scores the best this many
+# detections of each category in each image and never looks at the rest.
+COCO_MAX_DETECTIONS = 100
+
 # COCOeval.stats, in the order summarize() prints them.
 STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large",
               "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large")
@@ -205,6 +209,28 @@ def _check_no_unlisted(image_root: Path, images: Sequence[CocoImage], path: Path
 def _short(record: Any) -> str:
     text = json.dumps(record, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def coco_countable(found: Detections, per_category: int = COCO_MAX_DETECTIONS) -> Detections:
+    """The detections COCOeval can count: the first ``per_category`` of each class, in order.
+
+    ``found`` is best first (as the decoders return it), so these are each category's best,
+    and COCOeval, which sorts each image's and category's detections by score (a stable sort)
+    and keeps the first ``COCO_MAX_DETECTIONS``, scores them exactly as it scores ``found``:
+    what ``serve`` sends a detector's client is bounded, and its mAP is ``eval``'s.
+    """
+    import numpy as np
+    import torch
+
+    from splitbench.detection.yolo import Detections
+
+    classes = found.classes.numpy()
+    order = np.argsort(classes, kind="stable")
+    grouped = classes[order]
+    rank = np.empty(len(classes), dtype=np.int64)
+    rank[order] = np.arange(len(classes)) - np.searchsorted(grouped, grouped, side="left")
+    keep = torch.from_numpy(rank < per_category)
+    return found if bool(keep.all()) else Detections(found.boxes[keep], found.scores[keep], found.classes[keep])
 
 
 def coco_results(detections: Sequence[Detections], dataset: CocoDataset) -> list[dict]:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from splitbench.data import open_dataset
+from splitbench.data import ImageDataset, open_dataset
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
@@ -37,9 +37,8 @@ from splitbench.grouping.flgc import (
     to_grouped,
 )
 from splitbench.macs import count_macs
-from splitbench.pruning.sweep import top1
+from splitbench.metrics import classifier_top1, dataset_ms
 from splitbench.results import read_cached, write_json
-from splitbench.timing import dataset_ms
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
 from splitbench.training.augment import normalize
 from splitbench.training.distributed import Group
@@ -85,14 +84,17 @@ class GroupData:
     test_labels: torch.Tensor
 
 
-def load_group_data(spec: ModelSpec, root: Path | None, train_limit: int | None,
-                    test_limit: int | None) -> tuple[GroupData, dict[str, Any]]:
-    """Training and test images of ``spec``'s data set, each optionally thinned evenly over its classes."""
-    if spec.dataset is None:
+def load_group_data(spec: ModelSpec, root: Path | None, train_limit: int | None, test_limit: int | None, *,
+                    train_set: ImageDataset | None = None,
+                    test_set: ImageDataset | None = None) -> tuple[GroupData, dict[str, Any]]:
+    """Training and test images of ``spec``'s data set (or the opened ``train_set`` and
+    ``test_set``), each optionally thinned evenly over its classes."""
+    if spec.dataset is None and (train_set is None or test_set is None):
         raise SplitbenchError(f"{spec.name} has no data set to train on")
     splits = {}
+    given = {"train": train_set, "test": test_set}
     for split, limit in (("train", train_limit), ("test", test_limit)):
-        dataset = open_dataset(spec.dataset, split=split, root=root)
+        dataset = given[split] if given[split] is not None else open_dataset(spec.dataset, split=split, root=root)
         splits[split] = dataset.evenly_spaced(limit) if limit is not None and limit < len(dataset) else dataset
     test_images, test_labels = decode_dataset(splits["test"])
     data = GroupData(decode_dataset(splits["train"]), normalize(test_images, spec.preprocessing.mean,
@@ -136,7 +138,7 @@ def measure(model: nn.Module, data: GroupData, settings: GroupSettings) -> dict[
         "params": params,
         "macs": macs,
         "macs_executed": int(count_macs(model, example).total()),
-        "top1": round(top1(model, data.test_images, data.test_labels), 2),
+        "top1": round(classifier_top1(model, data.test_images, data.test_labels, batch_size=500), 2),
         "cpu_ms_1000": dataset_ms(model, data.test_images[: settings.timing_images], 100, settings.timing_repeats),
     }
 

@@ -4,9 +4,15 @@ A :class:`SplitSetup` names one configuration: a model and its weights, where it
 and how the crossing tensor travels. ``at`` is a cut of the traced graph, ``input`` (the
 classic baseline: the model's input picture goes up as a JPEG and the whole model runs on
 the server) or ``edge`` (the whole model on the edge, nothing sent). :class:`Sender` runs
-head → quantise → encode; :class:`Receiver` runs decode → dequantise → tail → top-5, with
-the same functions and memory layout as ``splitbench codec``, so that a prediction over the
-link is the prediction that ``codec`` scores.
+head → quantise → encode; :class:`Receiver` runs decode → dequantise → tail → top-5 (a
+classifier) or the detector's own post-processing (:mod:`splitbench.link.tasks`), with the
+same functions and memory layout as ``splitbench codec``, so that a prediction over the link
+is the prediction that ``codec`` scores.
+
+A detector's edge holds each image as a :class:`Picture`: the exact input ``eval`` feeds the
+model (yolov4_tiny's darknet resize works on the float image, not on the 8-bit picture an
+``input`` upload carries) and the original image's size, which each request names so that
+the server draws the boxes in the original image's pixels.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from splitbench.codecs.worker import decode_features, encode_features
 from splitbench.data import Preprocessing, load_rgb_image
 from splitbench.errors import SplitbenchError
 from splitbench.link.protocol import ProtocolError, Request, pack_range, unpack_range
+from splitbench.link.tasks import Answers, answers_for
 from splitbench.zoo import ZooModel
 
 INPUT, EDGE = "input", "edge"
@@ -88,15 +95,44 @@ class Sent:
     encode_s: float
 
 
-def model_pictures(model: ZooModel, images: Dataset, preprocess: str = "seed") -> list[tuple[Image.Image, int]]:
-    """Every image of ``images`` as the model's input picture, with its label: decoded once per run."""
-    geometry = preprocessing_for(model, preprocess).geometry()
-    return [(geometry(image), label) for image, label in (images[i] for i in range(len(images)))]
+@dataclass(frozen=True)
+class Picture:
+    """A detector's input for one image (what the edge holds; a classifier's is the PIL picture).
+
+    Attributes:
+        picture: the 8-bit picture the model sees (what ``--at input`` uploads as a JPEG).
+        tensor: 3×H×W, the input ``eval`` feeds the model (for yolov4_tiny, darknet's resize of
+            the float image rather than the 8-bit picture).
+        size: the original image's (height, width), where the server draws its boxes.
+    """
+
+    picture: Image.Image
+    tensor: torch.Tensor
+    size: tuple[int, int]
+
+
+def model_pictures(model: ZooModel, images: Dataset, preprocess: str = "seed") -> list[tuple[Any, int]]:
+    """Every image of ``images`` as the model's input picture, with its label: decoded once per run.
+
+    A detector's are :class:`Picture` s, sized as the data set's records give each image (the
+    size ``eval`` scales its boxes to)."""
+    preprocessing = preprocessing_for(model, preprocess)
+    if model.spec.task != "detection":
+        geometry = preprocessing.geometry()
+        return [(geometry(image), label) for image, label in (images[i] for i in range(len(images)))]
+    pictures = []
+    for index in range(len(images)):
+        image, label = images[index]
+        tensor, picture = preprocessing.input_and_picture(image)
+        size = images.image_sizes([label])[0] if hasattr(images, "image_sizes") else (image.height, image.width)
+        pictures.append((Picture(picture, tensor, size), label))
+    return pictures
 
 
 class _Half:
     def __init__(self, model: ZooModel, setup: SplitSetup, preprocess: str = "seed") -> None:
         self.model, self.setup = model, setup
+        self.answers: Answers = answers_for(model)
         self.preprocessing: Preprocessing = preprocessing_for(model, preprocess)
         self._to_tensor = self.preprocessing.to_tensor()  # built once: it runs for every picture
         self.codec: Codec | None = setup.spec.build() if setup.spec is not None else None
@@ -111,8 +147,9 @@ class _Half:
     def _prepared(module: torch.nn.Module) -> torch.nn.Module:
         return module.to(memory_format=torch.channels_last).eval()  # as codec sweeps run it
 
-    def _input_tensor(self, picture: Image.Image) -> torch.Tensor:
-        return self._to_tensor(picture).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    def _input_tensor(self, picture: Image.Image | Picture) -> torch.Tensor:
+        tensor = picture.tensor if isinstance(picture, Picture) else self._to_tensor(picture)
+        return tensor.unsqueeze(0).contiguous(memory_format=torch.channels_last)
 
 
 class Sender(_Half):
@@ -127,23 +164,31 @@ class Sender(_Half):
         else:
             self.head = self._prepared(model.cuts().head(setup.at))
 
-    def picture(self, image: Image.Image) -> Image.Image:
-        """The model's input picture (seed 003's resize, or the model's own geometry)."""
-        return self.preprocessing.geometry()(image)
+    def picture(self, image: Image.Image) -> Image.Image | Picture:
+        """The model's input picture (seed 003's resize, or the model's own geometry); a
+        detector's :class:`Picture`."""
+        if self.answers.task != "detection":
+            return self.preprocessing.geometry()(image)
+        tensor, picture = self.preprocessing.input_and_picture(image)
+        return Picture(picture, tensor, (image.height, image.width))
 
-    def local(self, picture: Image.Image) -> tuple[torch.Tensor, float]:
-        """``edge``: the whole model's logits here, and the time it took."""
+    def local(self, picture: Image.Image | Picture) -> tuple[dict[str, Any], float]:
+        """``edge``: the whole model and its task's answer here (a classifier's argmax, a
+        detector's post-processing: what its server would reply), and the time it took."""
         began = time.perf_counter()
         with torch.inference_mode():
-            logits = self.head(self._input_tensor(picture))  # type: ignore[misc]
-        return logits[0], time.perf_counter() - began
+            outputs = self.head(self._input_tensor(picture))  # type: ignore[misc]
+            answer = self.answers.local(outputs, picture.size if isinstance(picture, Picture) else None)
+        return answer, time.perf_counter() - began
 
-    def send(self, picture: Image.Image, index: int = 0) -> Sent:
+    def send(self, picture: Image.Image | Picture, index: int = 0) -> Sent:
         """Head and encoder on one picture: the payload and the request's header fields."""
-        header = {"input": "features", "codec": self.setup.codec, "shape": list(self.shape)}
+        header: dict[str, Any] = {"input": "features", "codec": self.setup.codec, "shape": list(self.shape)}
+        if isinstance(picture, Picture):  # a detector's server draws the boxes in the original's pixels
+            header["image_size"] = list(picture.size)
         if self.setup.at == INPUT:
             began = time.perf_counter()
-            payload = jpeg_file(picture)
+            payload = jpeg_file(picture.picture if isinstance(picture, Picture) else picture)
             return Sent(payload, {**header, "input": "image"}, 0.0, time.perf_counter() - began)
         began = time.perf_counter()
         with torch.inference_mode():
@@ -175,7 +220,8 @@ class Receiver(_Half):
             self.picture_size = (rows * self.shape[1], cols * self.shape[2])
 
     def answer(self, request: Request) -> dict[str, Any]:
-        """Top-5 for one request; a payload that does not fit this setup raises :class:`ProtocolError`."""
+        """Top-5 (or a detector's detections) for one request; a payload that does not fit this
+        setup raises :class:`ProtocolError`."""
         wanted_input = "image" if self.setup.at == INPUT else "features"
         if request.input != wanted_input or request.codec != self.setup.codec:
             raise ProtocolError(f"this server takes {wanted_input} coded as {self.setup.codec}, "
@@ -185,15 +231,9 @@ class Receiver(_Half):
         began = time.perf_counter()
         tensor = self._decode(request.payload)
         decoded = time.perf_counter()
-        with torch.inference_mode():
-            probabilities = torch.softmax(self.tail(tensor)[0].float(), dim=0)
-        if not torch.isfinite(probabilities).all():  # finite but huge features can overflow the tail
-            raise ProtocolError("the model's output is not finite for these features (NaN or Infinity)")
-        top = torch.topk(probabilities, 5)
-        return {
-            "top5": [[int(c), round(float(p), 6)] for p, c in zip(top.values, top.indices)],
-            "server_s": {"decode": decoded - began, "tail": time.perf_counter() - decoded},
-        }
+        with torch.inference_mode():  # the tail and the task's answer: top-5, or a detector's post-processing
+            answer = self.answers.reply(self.tail(tensor), request.image_size)
+        return {**answer, "server_s": {"decode": decoded - began, "tail": time.perf_counter() - decoded}}
 
     def _decode(self, payload: bytes) -> torch.Tensor:
         if self.setup.at == INPUT:
@@ -232,5 +272,6 @@ class Receiver(_Half):
             raise ProtocolError(f"cannot decode the image: {error}") from None
 
     def info(self, weights_sha256: str | None) -> dict[str, Any]:
-        return {"model": self.model.spec.name, "weights_sha256": weights_sha256, "shape": list(self.shape),
+        return {"model": self.model.spec.name, "task": self.answers.task, "weights_sha256": weights_sha256,
+                "shape": list(self.shape),
                 "preprocessing": self.preprocessing.describe(), **self.setup.describe()}

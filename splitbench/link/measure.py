@@ -1,7 +1,9 @@
 """``splitbench link`` as a library call: split inference over a link, timed stage by stage.
 
 For each setup (a cut and how its tensor travels), each link condition (bandwidth, RTT) and
-each image: head → encode → send → wait for the server's top-5 → score. Stage times come
+each image: head → encode → send → wait for the server's top-5 (a detector's server: its
+detections) → score. A classifier's figure is top-1; a detector's, mAP and mAP@.5 by COCOeval
+over each setup's and condition's images (:mod:`splitbench.link.tasks`). Stage times come
 from both ends: the edge times its head and encoder and the whole exchange; the server
 reports its decode and tail; the transfer is the exchange minus the server's time (so it
 holds the bytes' time on the link, the RTT and the transport's own cost).
@@ -29,6 +31,7 @@ from splitbench.link.endpoints import EDGE, Sender
 from splitbench.link.protocol import framing_bytes
 from splitbench.link.security import is_loopback
 from splitbench.link.shaping import EndDelay, NetnsLink, TokenBucket
+from splitbench.link.tasks import Answers, ClassificationAnswers
 
 STAGES = ("head_ms", "encode_ms", "transfer_ms", "server_ms")
 SERVER_START_S = 180.0
@@ -166,18 +169,17 @@ def _one(sender: Sender, client: LinkClient | None, picture: Any, label: int, in
     row: dict[str, Any] = {"setup": sender.setup.label, "at": sender.setup.at, "codec": sender.setup.codec,
                            "bandwidth_mbit": condition.bandwidth_mbit, "rtt_ms": condition.rtt_ms,
                            "image": index, "label": label}
-    if sender.setup.at == EDGE:
-        logits, seconds = sender.local(picture)
-        predicted = int(logits.argmax())
-        return row | {"predicted": predicted, "hit1": predicted == label, "payload_bytes": 0, "framing_bytes": 0,
-                      "reply_bytes": 0, "head_ms": seconds * 1e3, "encode_ms": 0.0, "transfer_ms": 0.0,
-                      "server_ms": 0.0, "server_decode_ms": 0.0, "server_tail_ms": 0.0, "total_ms": seconds * 1e3}
+    if sender.setup.at == EDGE:  # the whole model and its answer (a detector's post-processing too) here
+        answer, seconds = sender.local(picture)
+        return row | sender.answers.row(answer, label) | {
+            "payload_bytes": 0, "framing_bytes": 0, "reply_bytes": 0, "head_ms": seconds * 1e3, "encode_ms": 0.0,
+            "transfer_ms": 0.0, "server_ms": 0.0, "server_decode_ms": 0.0, "server_tail_ms": 0.0,
+            "total_ms": seconds * 1e3}
     sent = sender.send(picture, index)
     reply, figures = exchange(client, sent.payload, sent.header, link, delay)  # type: ignore[arg-type]
-    predicted = int(reply["top5"][0][0])
     transfer_s = figures["exchange_s"] - figures["server_s"]
-    row |= {
-        "predicted": predicted, "hit1": predicted == label, "payload_bytes": len(sent.payload),
+    row |= sender.answers.row(reply, label) | {
+        "payload_bytes": len(sent.payload),
         "framing_bytes": figures["framing_bytes"], "reply_bytes": figures["reply_bytes"],
         "head_ms": sent.head_s * 1e3, "encode_ms": sent.encode_s * 1e3, "transfer_ms": transfer_s * 1e3,
         "server_ms": figures["server_s"] * 1e3, "server_decode_ms": figures["server_decode_s"] * 1e3,
@@ -189,10 +191,11 @@ def _one(sender: Sender, client: LinkClient | None, picture: Any, label: int, in
     return row
 
 
-def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
-    """One row per setup and condition: accuracy, mean bytes and mean stage times."""
+def summarise(per_image: pd.DataFrame, answers: Answers | None = None) -> pd.DataFrame:
+    """One row per setup and condition: accuracy (``answers``' figures: a classifier's top-1 by
+    default, a detector's mAP, mAP@.5 and detections per image), mean bytes and mean stage times."""
     keys = ["setup", "at", "codec", "bandwidth_mbit", "rtt_ms"]
-    columns = {"images": ("image", "count"), "top1": ("hit1", lambda h: round(100 * float(np.mean(h)), 2)),
+    columns = {"images": ("image", "count"),
                "payload_bytes": ("payload_bytes", "mean"), "framing_bytes": ("framing_bytes", "mean"),
                "reply_bytes": ("reply_bytes", "mean")}
     if "wire_up_bytes" in per_image:
@@ -200,7 +203,12 @@ def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
     for stage in (*STAGES, "server_decode_ms", "server_tail_ms", "total_ms"):
         columns[stage] = (stage, "mean")
     columns |= {"total_p50_ms": ("total_ms", "median"), "total_p99_ms": ("total_ms", lambda t: float(np.percentile(t, 99)))}
-    table = per_image.groupby(keys, sort=False, dropna=False).agg(**columns).reset_index()
+    groups = per_image.groupby(keys, sort=False, dropna=False)
+    table = groups.agg(**columns).reset_index()
+    figures = pd.DataFrame([(answers or ClassificationAnswers()).figures(group) for _, group in groups],
+                           index=table.index)
+    at = table.columns.get_loc("images") + 1
+    table = pd.concat([table.iloc[:, :at], figures, table.iloc[:, at:]], axis=1)
     return table.round({c: 3 for c in table.columns if c.endswith("_ms")} | {c: 1 for c in table.columns if c.endswith("_bytes")})
 
 

@@ -24,20 +24,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from splitbench.errors import SplitbenchError
 from splitbench.link.endpoints import EDGE, Receiver, Sender, SplitSetup
 from splitbench.link.measure import on_cores
 from splitbench.link.protocol import Request, encode_header, framing_bytes, reply_frames, zmtp_frame_bytes
 from splitbench.link.shaping import transfer_s
-from splitbench.results import save_figure
+from splitbench.results import plain_log_ticks, save_figure
+from splitbench.timing import Timing
 from splitbench.zoo import ZooModel
 
 TIME_COLUMNS = ("head_ms", "encode_ms", "decode_ms", "tail_ms")
+# Each time's spread over the timed pictures (10th and 90th percentile), after the existing columns of times.csv.
+SPREAD_COLUMNS = tuple(f"{name}_{q}" for name in TIME_COLUMNS for q in ("p10", "p90"))
 
 
-def measure_costs(model: ZooModel, setups: Iterable[SplitSetup], pictures: list[Image.Image], repeats: int = 1,
+def measure_costs(model: ZooModel, setups: Iterable[SplitSetup], pictures: list[Any], repeats: int = 1,
                   preprocess: str = "seed", on_setup: Callable[[], None] | None = None,
                   server_cpus: set[int] | None = None) -> pd.DataFrame:
     """Per setup: mean edge and server times (ms) and bytes over ``pictures``, run here without a link
@@ -67,9 +69,13 @@ class CostTimer:
         self.times: dict[str, list[float]] = {name: [] for name in TIME_COLUMNS}
         self.payloads: list[int] = []
         self.framings: list[int] = []
-        self.reply_bytes = 0
+        self.replies: list[int] = []  # a detector's replies grow with what it finds: their mean
 
-    def time(self, picture: Image.Image, index: int = 0, *, record: bool = True) -> None:
+    @property
+    def reply_bytes(self) -> int:
+        return round(float(np.mean(self.replies))) if self.replies else 0
+
+    def time(self, picture: Any, index: int = 0, *, record: bool = True) -> None:
         """One picture through both halves (``record=False``: a warm-up, not counted)."""
         if self.receiver is None:
             seconds = self.sender.local(picture)[1]
@@ -78,8 +84,10 @@ class CostTimer:
             return
         sent = self.sender.send(picture, index)
         with on_cores(self.server_cpus) if self.server_cpus else nullcontext():
+            size = sent.header.get("image_size")  # a detector's: the original image's
             answer = self.receiver.answer(Request("infer", "plan", sent.header["input"], sent.header["codec"],
-                                                  tuple(sent.header["shape"]), sent.payload))
+                                                  tuple(sent.header["shape"]), sent.payload,
+                                                  tuple(size) if size else None))
         if not record:
             return
         for name, seconds in (("head_ms", sent.head_s), ("encode_ms", sent.encode_s),
@@ -89,14 +97,15 @@ class CostTimer:
         header = encode_header({"op": "infer", "id": "0000000-00000000000-0", **sent.header})
         self.framings.append(framing_bytes(header, len(sent.payload)))
         reply = reply_frames("0000000-00000000000-0", ok=True, **answer)[0]
-        self.reply_bytes = len(reply) + zmtp_frame_bytes(len(reply))
+        self.replies.append(len(reply) + zmtp_frame_bytes(len(reply)))
 
     def row(self) -> dict[str, Any]:
-        """The setup's mean times (ms) and bytes over the recorded pictures."""
+        """The setup's mean times (ms) and bytes over the recorded pictures; then each time's
+        10th and 90th percentile (``head_ms_p10`` …) and how many pictures were timed (``timed_runs``)."""
         return _row(self.setup, self.sender, self.times, self.payloads or [0], self.framings or [0], self.reply_bytes)
 
 
-def _costs(model: ZooModel, setup: SplitSetup, pictures: list[Image.Image], repeats: int,
+def _costs(model: ZooModel, setup: SplitSetup, pictures: list[Any], repeats: int,
            preprocess: str, server_cpus: set[int] | None = None) -> dict[str, Any]:
     timer = CostTimer(model, setup, preprocess, server_cpus)
     for attempt in range(repeats + 1):  # the first pass warms up and is not counted
@@ -111,7 +120,17 @@ def _row(setup: SplitSetup, sender: Sender, times: dict[str, list[float]], paylo
             "elements": int(np.prod(sender.shape)) if setup.at != EDGE else 0,
             **{name: round(float(np.mean(values)), 3) if values else 0.0 for name, values in times.items()},
             "payload_bytes": round(float(np.mean(payloads)), 1), "framing_bytes": round(float(np.mean(framings)), 1),
-            "reply_bytes": reply_bytes}
+            "reply_bytes": reply_bytes,
+            **_spread(times), "timed_runs": len(times["head_ms"])}
+
+
+def _spread(times: dict[str, list[float]]) -> dict[str, float]:
+    """``name_p10`` and ``name_p90`` per time (0.0 where nothing was timed, as its mean)."""
+    spread = {}
+    for name, values in times.items():
+        timing = Timing.of(values, 3) if values else None
+        spread[f"{name}_p10"], spread[f"{name}_p90"] = (timing.p10_ms, timing.p90_ms) if timing else (0.0, 0.0)
+    return spread
 
 
 @dataclass(frozen=True)
@@ -194,8 +213,14 @@ def switch_points(costs: pd.DataFrame, rtt: float, link: LinkModel, low: float =
     return grid, curves, switches
 
 
+# link's accuracy columns: a classifier's top-1, a detector's mAP and mAP@.5 (percent)
+ACCURACY_COLUMNS = ("top1", "map", "map50")
+
+
 def validate(costs: pd.DataFrame, measured: pd.DataFrame, link: LinkModel) -> pd.DataFrame:
-    """``plan``'s prediction beside ``link``'s measurement for every setup and condition measured."""
+    """``plan``'s prediction beside ``link``'s measurement for every setup and condition measured,
+    with the accuracy that link measured there (``top1``, or a detector's ``map`` and ``map50``)."""
+    accuracy = [c for c in ACCURACY_COLUMNS if c in measured.columns]
     rows = []
     for row in measured.itertuples():
         cost = costs[costs["setup"] == row.setup]
@@ -207,7 +232,8 @@ def validate(costs: pd.DataFrame, measured: pd.DataFrame, link: LinkModel) -> pd
         rows.append({"setup": row.setup, "bandwidth_mbit": bandwidth, "rtt_ms": row.rtt_ms,
                      "predicted_ms": predicted["total_ms"], "measured_ms": round(float(row.total_ms), 3),
                      "error_percent": round(100 * (predicted["total_ms"] - row.total_ms) / row.total_ms, 1),
-                     "predicted_transfer_ms": predicted["transfer_ms"], "measured_transfer_ms": round(row.transfer_ms, 3)})
+                     "predicted_transfer_ms": predicted["transfer_ms"], "measured_transfer_ms": round(row.transfer_ms, 3),
+                     **{name: getattr(row, name) for name in accuracy}})
     table = pd.DataFrame(rows)
     table.attrs["best"] = best_agreement(table)
     return table
@@ -265,6 +291,8 @@ def plot_plan(path: Path, costs: pd.DataFrame, rtt: float, link: LinkModel, mode
                          label="measured (link)")
         axes.set_xscale("log")
         axes.set_yscale("log")
+        plain_log_ticks(axes.xaxis)
+        plain_log_ticks(axes.yaxis)
         axes.set_xlabel("bandwidth (Mbit/s)")
         axes.set_ylabel("end-to-end latency per image (ms)")
         axes.set_title(f"{model}: predicted latency per cut, RTT {rtt:g} ms (grey: never best)")

@@ -16,11 +16,16 @@ STAGE_NAMES = {"head_ms": "edge head", "encode_ms": "edge encode", "transfer_ms"
 
 
 def link_markdown(model: str, summary: pd.DataFrame, shaper: str) -> str:
-    shown = summary[["setup", "bandwidth_mbit", "rtt_ms", "images", "top1", "payload_bytes", "framing_bytes",
-                     *STAGES, "total_ms", "total_p99_ms"]]
+    detector = "map" in summary.columns  # a detector's figures, and its replies, which carry its boxes
+    accuracy = ["map", "map50", "detections"] if detector else ["top1"]
+    shown = summary[["setup", "bandwidth_mbit", "rtt_ms", "images", *accuracy, "payload_bytes", "framing_bytes",
+                     *(["reply_bytes"] if detector else []), *STAGES, "total_ms", "total_p99_ms"]]
+    scored = (" `map`, `map50`: COCOeval's AP@[.5:.95] and AP@.5 (percent) of the detections the server "
+              "replied, over these images; `detections`: per image; `reply_bytes`: the reply that carries them."
+              if detector else "")
     return (f"# {model} split across a link\n\nShaper: {shaper}. Mean over images; times in ms, bytes per "
             f"image. `framing_bytes`: the request header and ZeroMQ's frame prefixes on top of the payload; "
-            f"TCP/IP and Ethernet add about 4.6 % more.\n\n{markdown_table(shown)}\n\n![stages](link.png)\n")
+            f"TCP/IP and Ethernet add about 4.6 % more.{scored}\n\n{markdown_table(shown)}\n\n![stages](link.png)\n")
 
 
 def plot_stages(path: Path, summary: pd.DataFrame, model: str) -> Path:
@@ -37,7 +42,11 @@ def plot_stages(path: Path, summary: pd.DataFrame, model: str) -> Path:
             bottom += values
         axes.set_xticks(range(len(summary)), labels, rotation=60, ha="right", fontsize=7)
         axes.set_ylabel("ms per image (mean)")
-        axes.set_yscale("log" if bottom.max() > 50 * max(bottom.min(), 1e-3) else "linear")
+        if bottom.max() > 50 * max(bottom.min(), 1e-3):
+            from splitbench.results import plain_log_ticks
+
+            axes.set_yscale("log")
+            plain_log_ticks(axes.yaxis)  # 30, 100, 300 ms rather than 3×10¹, 10², 3×10²
         axes.set_title(f"{model}: where the time goes, per cut and link")
         axes.legend(fontsize=8)
 

@@ -64,7 +64,7 @@ def prune_markdown(
 
     timed = rows["cpu_ms_1000_b100"].notna().any()
     cpu = (f"CPU {ms(original['cpu_ms_1000_b100'])} per 1000 images at batch 100 and {ms(original['cpu_ms_1000_b1'])} "
-           "at batch 1" if timed else "CPU time not measured (`--timing-repeats 0`)")
+           "at batch 1" if timed else "CPU time not measured (`--repeats 0`)")
     parts = [
         "# ViT channel pruning on CIFAR-10 (seed 002)\n",
         (f"Unpruned: top-1 {original['top1']:.2f} % on {int(original['test_images'])} test images, "

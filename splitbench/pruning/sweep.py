@@ -21,11 +21,12 @@ import torch
 from torch import nn
 from vit_pytorch.vit import ViT
 
-from splitbench.data import open_dataset
+from splitbench.data import ImageDataset, open_dataset
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
 from splitbench.macs import count_macs
+from splitbench.metrics import classifier_top1, dataset_ms
 from splitbench.pruning.scores import (
     DEFAULT_ALPHA,
     METHODS,
@@ -46,7 +47,6 @@ from splitbench.pruning.vit_channels import (
     save_pruned_vit,
 )
 from splitbench.results import atomic_open, read_cached, write_json
-from splitbench.timing import dataset_ms
 from splitbench.training.augment import normalize
 from splitbench.zoo.registry import ModelSpec
 from splitbench.zoo import count_parameters
@@ -90,14 +90,20 @@ class SweepResult:
     scores: dict[str, Scores] = field(default_factory=dict)
 
 
-def load_sweep_data(spec: ModelSpec, root: Path | None, proxy: int, test_limit: int | None) -> tuple[SweepData, dict]:
-    """Normalised test images and a proxy set spread evenly over the (class-sorted) training set."""
-    if spec.dataset is None:
+def load_sweep_data(spec: ModelSpec, root: Path | None, proxy: int, test_limit: int | None, *,
+                    test_set: ImageDataset | None = None, train_set: ImageDataset | None = None) -> tuple[SweepData, dict]:
+    """Normalised test images and a proxy set spread evenly over the (class-sorted) training set.
+
+    The data sets are the model's own (its test and train splits) unless given, opened.
+    """
+    if spec.dataset is None and (test_set is None or train_set is None):
         raise SplitbenchError(f"{spec.name} has no data set to prune on")
-    test_set = open_dataset(spec.dataset, split="test", root=root)
+    if test_set is None:
+        test_set = open_dataset(spec.dataset, split="test", root=root)
     if test_limit is not None and test_limit < len(test_set):
         test_set = test_set.evenly_spaced(test_limit)  # the test set is class-sorted: keep every class
-    train_set = open_dataset(spec.dataset, split="train", root=root)
+    if train_set is None:
+        train_set = open_dataset(spec.dataset, split="train", root=root)
     if proxy > len(train_set):
         raise SplitbenchError(f"--proxy {proxy} is more than the {len(train_set)} training images")
     proxy_set = train_set.evenly_spaced(proxy)
@@ -149,18 +155,12 @@ def measure(model: nn.Module, data: SweepData, settings: SweepSettings) -> dict[
         "params": params,
         "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         "macs": int(count_macs(model, data.test_images[:1]).total()),
-        "top1": round(top1(model, data.test_images, data.test_labels), 2),
+        "top1": round(classifier_top1(model, data.test_images, data.test_labels, batch_size=500), 2),
         "cpu_ms_1000_b100": dataset_ms(model, timing, 100, settings.timing_repeats),
         "cpu_ms_1000_b1": dataset_ms(model, timing, 1, settings.timing_repeats),
         "timing_images": len(timing),  # 1000 unless the test set is smaller
         "test_images": len(data.test_labels),
     }
-
-
-def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    with torch.inference_mode():
-        hits = sum(int((model(x).argmax(1) == y).sum()) for x, y in zip(images.split(batch_size), labels.split(batch_size)))
-    return 100.0 * hits / len(labels)
 
 
 def points(settings: SweepSettings) -> Iterator[tuple[str, str, float]]:

@@ -24,17 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from torch import nn
 
 from splitbench.errors import SplitbenchError
+from splitbench.metrics import classifier_top1, percent, top1_hits
+from splitbench.progress import track
 from splitbench.training.augment import CifarAugment, normalize
 from splitbench.training.distributed import Group, global_batchnorm, local_batchnorm
 from splitbench.training.guard import DivergenceGuard
@@ -157,25 +151,25 @@ def train_classifier(
     guard = DivergenceGuard([*model.named_parameters(), *model.named_buffers()], checkpoint_dir / CHECKPOINT_NAME,
                             device, ranks_agree=not group.distributed)
 
-    with _progress(progress and group.main) as bar:
-        epochs_task = bar.add_task("epochs", total=config.epochs, completed=start_epoch, info="")
+    shown = progress and group.main
+    with track("epochs", config.epochs, unit="epochs", enabled=shown, completed=start_epoch) as bar:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             loss, top1 = _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean, std, config, device,
-                                      bar, epoch=epoch, partial=partial, saver=saver, on_step=on_step, group=group,
+                                      shown, epoch=epoch, partial=partial, saver=saver, on_step=on_step, group=group,
                                       guard=guard)
             guard.check(epoch, None, loss)  # the epoch's loss is summed over the ranks: they agree on it
             partial = None
             scheduler.step()
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss, "train_top1": top1}
             if test_on_device is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
-                row["test_top1"] = accuracy(model, *test_on_device, mean=mean, std=std, config=config)
+                row["test_top1"] = _test_top1(model, *test_on_device, mean=mean, std=std, config=config)
             row["epoch_s"] = time.perf_counter() - started
             row["images_per_s"] = len(images) / row["epoch_s"]
             result.history.append(row)
             result.epochs_run_now += 1
             saver.save()
-            bar.update(epochs_task, advance=1, info=_describe(row))
+            bar.advance(info=_describe(row))
             if on_epoch is not None:
                 on_epoch(row)
     if group.distributed:
@@ -184,19 +178,15 @@ def train_classifier(
     return result
 
 
-def accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...],
-    config: TrainConfig, batch_size: int = 1000,
-) -> float:
-    """Top-1 in percent of ``model`` on uint8 ``images`` (no augmentation)."""
+def _test_top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: tuple[float, ...],
+               std: tuple[float, ...], config: TrainConfig) -> float:
+    """Top-1 in percent of ``model`` (in eval mode for it) on uint8 ``images``, no augmentation, at the run's precision."""
     was_training = model.training
     model.eval()
-    hits = 0
-    with torch.inference_mode(), _autocast(config, images.device):
-        for batch, batch_labels in zip(images.split(batch_size), labels.split(batch_size)):
-            hits += int((model(normalize(batch, mean, std)).argmax(1) == batch_labels).sum())
+    with _autocast(config, images.device):
+        top1 = classifier_top1(model, images, labels, batch_size=1000, transform=lambda batch: normalize(batch, mean, std))
     model.train(was_training)
-    return 100.0 * hits / len(labels)
+    return top1
 
 
 @torch.no_grad()
@@ -221,7 +211,7 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     return model.train(was_training)
 
 
-def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean, std, config, device, bar, *,
+def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean, std, config, device, shown, *,
                  epoch: int, partial: dict[str, Any] | None, saver: _Saver, on_step, guard: DivergenceGuard,
                  group: Group = Group()) -> tuple[float, float]:
     model.train()
@@ -234,31 +224,32 @@ def _train_epoch(step, model, optimizer, loss_fn, images, labels, augment, mean,
         order, done = partial["order"].to(device), partial["step"]
         loss_sum, hits = partial["loss_sum"].to(device), partial["hits"].to(device)
     batches = order.split(config.batch_size)
-    task = bar.add_task("  images", total=len(images), completed=sum(len(b) for b in batches[:done]), info="")
-    for number, index in enumerate(batches[done:], start=done + 1):
-        # Every rank augments the whole batch (the same random draws as one process) and keeps its share.
-        mine = group.shard(len(index), device)
-        batch = normalize(augment(images[index]), mean, std)[mine]
-        target = labels[index][mine]
-        loss, logits = step(batch, target, loss_fn)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        # Summed on the device: a .item() per batch would synchronise every step.
-        loss_sum += loss.detach() * len(mine)
-        hits += (logits.detach().argmax(1) == target).sum()
-        bar.update(task, advance=len(index))
-        saving = number < len(batches) and saver.due()
-        guard.after_step(loss, epoch, number, force=saving)
-        if saving:
-            saver.save({"epoch": epoch, "step": number, "order": order.cpu(), "loss_sum": loss_sum.cpu(), "hits": hits.cpu()})
-        if on_step is not None:
-            on_step(epoch, number)
-    bar.remove_task(task)
+    with track(f"epoch {epoch + 1}", len(images), unit="images", enabled=shown, transient=True,
+               completed=sum(len(b) for b in batches[:done])) as bar:
+        for number, index in enumerate(batches[done:], start=done + 1):
+            # Every rank augments the whole batch (the same random draws as one process) and keeps its share.
+            mine = group.shard(len(index), device)
+            batch = normalize(augment(images[index]), mean, std)[mine]
+            target = labels[index][mine]
+            loss, logits = step(batch, target, loss_fn)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # Summed on the device: a .item() per batch would synchronise every step.
+            loss_sum += loss.detach() * len(mine)
+            hits += top1_hits(logits.detach(), target).sum()
+            bar.advance(len(index))
+            saving = number < len(batches) and saver.due()
+            guard.after_step(loss, epoch, number, force=saving)
+            if saving:
+                saver.save({"epoch": epoch, "step": number, "order": order.cpu(), "loss_sum": loss_sum.cpu(),
+                            "hits": hits.cpu()})
+            if on_step is not None:
+                on_step(epoch, number)
     if group.distributed:
         group.sum(loss_sum)
         group.sum(hits)
-    return float(loss_sum) / len(images), 100.0 * int(hits) / len(images)
+    return float(loss_sum) / len(images), percent(int(hits), len(images))
 
 
 def _compiled_step(model: nn.Module, config: TrainConfig, device: torch.device):
@@ -338,15 +329,3 @@ def _resume(directory: Path, model, optimizer, scheduler, config: TrainConfig,
 def _describe(row: dict[str, float]) -> str:
     test = f" test {row['test_top1']:.2f} %" if "test_top1" in row else ""
     return f"loss {row['train_loss']:.3f} train {row['train_top1']:.2f} %{test} {row['images_per_s']:,.0f} images/s"
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        disable=not enabled,
-    )

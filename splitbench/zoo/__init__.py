@@ -12,23 +12,25 @@ The zoo's own models (the papers' networks) add the papers' names for their cuts
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
 # Importing the model modules registers their specs, in the order listings show them.
 from splitbench.zoo import imagenet, vit, cifar_resnet, ssd, yolo  # noqa: F401  (registration)
+from splitbench.checks import available_memory
 from splitbench.cuts import Cut, CutGraph
 from splitbench.data.datasets import ImageDataset, check_scored_data
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import class_scores
-from splitbench.preflight import available_memory
 from splitbench.zoo.registry import ModelSpec, list_models, unknown_model, zoo_spec
 from splitbench.zoo.sources import (DEFAULT_INPUT_SIZE, TIMM_PREFIX, factory_spec, is_factory, timm_spec,
                                     torchvision_names, torchvision_spec)
-from splitbench.weights import WeightsInfo, load_weights
+from splitbench.weights import AUTO, WeightsInfo, describe_weights, load_weights, torchvision_cache
 
 __all__ = [
     "Cut",
@@ -150,29 +152,109 @@ class ZooModel:
                 f"this machine has {free / 2**30:,.1f} GiB available"
             )
 
-    def load_weights(self, weights: str) -> ZooModel:
-        """Load ``weights`` (``none``, ``default`` or a file path) into the model, in place.
+    def resolve_weights(self, weights: str, pretrained: bool = False) -> tuple[str, str | None]:
+        """What ``--weights`` loads: ``auto`` becomes ``default`` or ``none``, anything else stays.
+
+        ``pretrained``: the command's figures depend on the weights (eval, codec, rd, serve,
+        link, plan). ``auto`` then means the model's published weights if they are already on
+        this machine (nothing is downloaded), else random init; elsewhere (profile, split, and
+        train and group, which train from scratch) it means random init. Returns the choice
+        and, where ``auto`` fell back to random init for a command that wanted real weights,
+        why and how to get them (else None).
+        """
+        if weights != AUTO:
+            return weights, None
+        if not pretrained:
+            return "none", None
+        found, text = published_weights_here(self.spec)
+        return ("default", None) if found else ("none", text)
+
+    def load_weights(self, weights: str, *, pretrained: bool = False) -> ZooModel:
+        """Load ``weights`` (``auto``, ``none``, ``default`` or a file path) into the model, in place.
 
         Commands build the model with random weights first, check every other input, and
-        load (perhaps download) the weights last.
+        load (perhaps download) the weights last. ``auto`` is resolved by
+        :meth:`resolve_weights`; where it falls back to random init although the command's
+        figures depend on the weights, one warning line says so (recorded in the result's
+        provenance as ``random weights: …``).
         """
         spec = self.spec
-        self.weights = load_weights(self.model, spec.name, weights, spec.torchvision_weights, spec.default_weights)
+        chosen, random_because = self.resolve_weights(weights, pretrained)
+        if random_because is not None:
+            from splitbench import provenance
+
+            provenance.warn(f"random weights: {random_because}")
+        info = load_weights(self.model, spec.name, chosen, spec.torchvision_weights, spec.default_weights)
+        self.weights = replace(info, requested=weights) if weights == AUTO else info
         self.model.eval()
         return self
 
-    def describe_weights(self, weights: str) -> str:
-        """What ``weights`` will load, checked without downloading (see :mod:`splitbench.preflight`)."""
-        from splitbench.preflight import describe_weights
-
-        if weights == "default" and self.spec.default_weights_note is not None:
-            return self.spec.default_weights_note()
-        return describe_weights(weights, self.spec.torchvision_weights, self.spec.default_weights is not None)
+    def describe_weights(self, weights: str, *, pretrained: bool = False) -> str:
+        """What ``weights`` will load (``auto`` resolved as :meth:`load_weights` will), checked
+        without downloading (:func:`splitbench.weights.describe_weights`)."""
+        chosen, random_because = self.resolve_weights(weights, pretrained)
+        if chosen == "default" and self.spec.default_weights_note is not None:
+            described = self.spec.default_weights_note()
+        else:
+            described = describe_weights(chosen, self.spec.torchvision_weights, self.spec.default_weights is not None)
+        if weights != AUTO:
+            return described
+        return f"auto: {described}, as {random_because}" if random_because else f"auto: {described}"
 
     def split(self, at: str, input_size: int | None = None) -> tuple[nn.Module, nn.Module]:
         """Head and tail at the cut named ``at``."""
         graph = self.cuts(input_size)
         return graph.split(graph.resolve(at))
+
+
+def published_weights_here(spec: ModelSpec) -> tuple[bool, str]:
+    """Whether ``spec``'s published weights are on this machine without a download: (True,
+    where they are) or (False, why not and how to get them). Reads no weights file."""
+    if spec.torchvision_weights is not None:
+        enum, cached = torchvision_cache(spec.torchvision_weights)
+        if cached.is_file():
+            return True, f"torchvision's {enum} (cached at {cached})"
+        return False, (f"{spec.name}'s published weights (torchvision's {enum}) are not on this machine; "
+                       "--weights default downloads them, --weights PATH loads a file")
+    if spec.default_weights_note is not None:  # a package's files (yolov4_tiny)
+        try:
+            return True, spec.default_weights_note()
+        except SplitbenchError as error:
+            return False, f"{spec.name}'s published weights are not on this machine ({error})"
+    if spec.source == "timm":
+        cached = _timm_cached(spec.name.removeprefix(TIMM_PREFIX))
+        if cached is not None:
+            return True, f"timm's pretrained weights (cached at {cached})"
+        return False, (f"timm's pretrained weights for {spec.name} are not in this machine's cache; "
+                       "--weights default downloads them, --weights PATH loads a file")
+    if spec.default_weights is not None:
+        return False, (f"{spec.name}'s published weights are not known to be on this machine; "
+                       "--weights default loads them, --weights PATH loads a file")
+    return False, f"{spec.name} has no published weights; pass --weights PATH to a trained checkpoint"
+
+
+def _timm_cached(architecture: str) -> str | None:
+    """Where timm's pretrained weights for ``architecture`` are cached (Hugging Face hub or
+    torch.hub), without any network access; None where they are not (or timm cannot say)."""
+    try:
+        import timm
+        from huggingface_hub import try_to_load_from_cache
+
+        config = timm.models.get_pretrained_cfg(architecture)
+        if config is None:
+            return None
+        if config.hf_hub_id:
+            repo, _, revision = config.hf_hub_id.partition("@")
+            for filename in (config.hf_hub_filename, "model.safetensors", "pytorch_model.bin"):
+                found = try_to_load_from_cache(repo, filename, revision=revision or None) if filename else None
+                if isinstance(found, str):
+                    return found
+        if config.url:
+            path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(config.url)
+            return str(path) if path.is_file() else None
+    except Exception:  # an older timm or hub API, a broken cache: not known to be here
+        return None
+    return None
 
 
 def check_task_data(spec: ModelSpec, data: ImageDataset) -> None:
