@@ -267,7 +267,7 @@ def test_a_label_of_int64_s_largest_reaches_the_model_check(tmp_path: Path) -> N
 @pytest.mark.parametrize("command", [
     ["eval", "cifar_resnet20", "--weights", "none", "--dataset", "imagenet-val-1300"],
     ["codec", "cifar_resnet20", "--weights", "none", "--at", "layer1", "--codec", "none", "--dataset", "imagenet-val-1300"],
-    ["rd", "cifar_resnet20", "--weights", "none", "--at", "input"],  # the default data: ImageNet
+    ["rd", "cifar_resnet20", "--weights", "none", "--at", "input", "--dataset", "imagenet-val-1300"],
     ["plan", "cifar_resnet20", "--weights", "none", "--at", "layer1", "--dataset", "imagenet-val-1300"],
 ])
 def test_every_command_that_scores_warns_about_another_label_space(command: list[str], tmp_path: Path) -> None:
