@@ -19,7 +19,7 @@ from splitbench.codecs.features import LAYOUTS, check_layout
 from splitbench.codecs.pipeline import Point, baseline_point, layout_points
 from splitbench.codecs.detection_report import detection_markdown, load_paper_detection, plot_detection
 from splitbench.codecs.report import codec_markdown, display_table, load_paper_rows, plot_codec
-from splitbench.codecs.sweep import DEFAULT_SPLITS, PREPROCESS, SweepRequest, check_scored_tail, run_sweep
+from splitbench.codecs.sweep import PREPROCESS, SweepRequest, check_scored_tail, run_sweep
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec
 from splitbench.data import open_dataset
@@ -135,7 +135,7 @@ def codec_command(
     points = build_points(split_names(codec, "--codec"), split_numbers(qp, "--qp", int),
                           split_numbers(quality, "--quality", int), split_names(layout, "--layout"), bits,
                           chroma, bpg_backend)
-    at = at or DEFAULT_SPLITS.get(get_spec(model).name)
+    at = at or get_spec(model).default_cut("codec")
     if at is None:
         raise SplitbenchError(f"{model} has no seed split point; pass --at")
     if preprocess not in PREPROCESS:

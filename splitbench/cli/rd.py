@@ -24,10 +24,6 @@ from splitbench.results import result_set, warm_up_plotting, write_csv, write_re
 from splitbench.training import distributed
 from splitbench.zoo import get_spec, load_model
 
-# The seeds' split points: ResNet50 after conv2_x, and the MobileNetV2 cut at the same 56×56.
-DEFAULT_SPLITS = {"resnet50": "conv2_x", "mobilenet_v2": "bottleneck3"}
-# The seeds' training data beside a model's own (test) data set; elsewhere its train split.
-DEFAULT_TRAINING = {"imagenet-val-1300": "imagenet-sample-1000"}
 MIN_IMAGE_SIZE = 16  # --input-size for the image codec (--at input)
 SEED000_FEATURE_SHAPE = (256, 56, 56)
 _SHOWN = ["variant", "alpha", "lambda", "epochs", "bpp_estimated", "bpp_actual", "top1", "top5", "agreement", "step_s"]
@@ -90,7 +86,7 @@ def rd_command(
     executor_spec = ExecutorSpec.parse(executor)
     model = pick_model(model, model_option, "mobilenet_v2")
     spec = get_spec(model)
-    at = at or DEFAULT_SPLITS.get(spec.name)
+    at = at or spec.default_cut("rd")
     if at is None:
         raise SplitbenchError(f"{model} has no seed split point; pass --at")
     default_variants = "cheng2020_attn" if at == INPUT else "none,attention1,attention2"
@@ -128,7 +124,7 @@ def rd_command(
                               "(or torchrun), or pass --device cpu")
         train_precision = resolve_precision(precision, torch_device)
         test_data = dataset or spec.dataset
-        train_data = train_dataset or DEFAULT_TRAINING.get(spec.dataset or "") or (spec.dataset and f"{spec.dataset}:train")
+        train_data = train_dataset or spec.train_dataset or (spec.dataset and f"{spec.dataset}:train")
         if test_data is None or train_data is None:
             raise SplitbenchError(f"{model} has no data set of its own; pass --dataset and --train-dataset")
         train_set, test_set = open_named(train_data, data), open_named(test_data, data)

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from splitbench.codecs.sweep import PAPER_SPLITS
 from splitbench.errors import SplitbenchError
 from splitbench.references import load_reference
 from splitbench.reporting import provenance_line
 from splitbench.results import markdown_table, plain_log_ticks, save_figure
+from splitbench.zoo import zoo_spec
 
 REFERENCE_FILES = ("seed003_bpg_classification.csv", "seed003_webp_classification.csv")
 _PAPER_MODELS = {"vgg16": "VGG16", "mobilenet_v2": "MobileNetV2"}
@@ -48,7 +48,8 @@ def paper_rows(table: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFr
     if reference is None or table.empty:
         return None
     name = str(table["model"].iloc[0])
-    if str(table["split"].iloc[0]) != PAPER_SPLITS.get(name):
+    spec = zoo_spec(name)
+    if spec is None or str(table["split"].iloc[0]) != spec.default_cut("codec"):
         return None  # the seed's rows are for its own split point only
     rows = reference[reference["model"] == _PAPER_MODELS.get(name)]
     return rows.reset_index(drop=True) if len(rows) else None

@@ -20,11 +20,6 @@ from splitbench.progress import track
 from splitbench.scoring import ClassificationScorer, Scorer, scorer_for
 from splitbench.zoo import ZooModel
 
-# The split points seed 003 transmits (its Table 2).
-PAPER_SPLITS = {"vgg16": "pool4", "mobilenet_v2": "bottleneck6"}
-# ... and their analogue in a detector the seed did not use: YOLOv4-tiny's stride-16 max pool
-# (256x26x26 at 416x416), the backbone's last single-tensor stage like VGG16's pool4.
-DEFAULT_SPLITS = {**PAPER_SPLITS, "yolov4_tiny": "pool2"}
 PREPROCESS = ("seed", "model")
 
 

@@ -85,6 +85,8 @@ VGG16 = register(
         split_points=vgg16_split_points(),
         torchvision_weights="vgg16",
         dataset="imagenet-val-1300",
+        train_dataset="imagenet-sample-1000",
+        default_cuts={"codec": "pool4"},  # seed 003
         detector="ssd_vgg16",
     )
 )
@@ -100,6 +102,9 @@ MOBILENET_V2 = register(
         split_points=mobilenet_v2_split_points(),
         torchvision_weights="mobilenet_v2",
         dataset="imagenet-val-1300",
+        train_dataset="imagenet-sample-1000",
+        # seed 003's codec cut; seed 001's learned codec at the 56×56 of ResNet-50's conv2_x
+        default_cuts={"codec": "bottleneck6", "rd": "bottleneck3"},
         detector="ssd_mobilenet_v2",
     )
 )
@@ -115,5 +120,7 @@ RESNET50 = register(
         split_points=RESNET50_SPLIT_POINTS,
         torchvision_weights="resnet50",
         dataset="imagenet-val-1300",
+        train_dataset="imagenet-sample-1000",
+        default_cuts={"rd": "conv2_x"},  # seed 000
     )
 )

@@ -42,6 +42,10 @@ class ModelSpec:
         default_weights_note: what ``default`` loads, checked without loading it (for
             ``--dry-run``); ``None``: "the source's published weights".
         dataset: the data manifest the model is evaluated on by default.
+        train_dataset: the data a command that trains on this model's features uses by
+            default (``None``: the train split of ``dataset``).
+        default_cuts: the papers' split point per study (``codec``, ``rd``), where a
+            command's ``--at`` defaults to one.
         detector: zoo name of the detection model that shares this model's backbone
             (seed 003's multi-task accounting).
         leaf_modules: module paths or type names that tracing keeps whole (no cut inside).
@@ -66,6 +70,8 @@ class ModelSpec:
     default_weights: Callable[[nn.Module], str | WeightsInfo] | None = None
     default_weights_note: Callable[[], str] | None = None
     dataset: str | None = None
+    train_dataset: str | None = None
+    default_cuts: Mapping[str, str] = field(default_factory=dict)
     detector: str | None = None
     input_channels: int = 3
     leaf_modules: tuple[str, ...] = ()
@@ -73,6 +79,11 @@ class ModelSpec:
     source: str = "zoo"
     decode_detections: DetectionDecoder | None = None
     image_list_input: bool = False
+
+
+    def default_cut(self, study: str) -> str | None:
+        """The papers' split point of ``study`` (``codec``, ``rd``) for this model, if they have one."""
+        return self.default_cuts.get(study)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

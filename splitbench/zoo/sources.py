@@ -74,6 +74,7 @@ def torchvision_spec(name: str) -> ModelSpec:
         build=lambda: tv_models.get_model(name, weights=None, **_built_for(name, size)),
         torchvision_weights=name,
         dataset="imagenet-val-1300" if classes == 1000 else None,
+        train_dataset="imagenet-sample-1000" if classes == 1000 else None,
         source="torchvision",
     )
 
@@ -180,6 +181,7 @@ def timm_spec(name: str) -> ModelSpec:
         build=lambda: timm.create_model(architecture, pretrained=False),
         default_weights=lambda model: _timm_pretrained(architecture, model),
         dataset="imagenet-val-1300" if classes == 1000 else None,
+        train_dataset="imagenet-sample-1000" if classes == 1000 else None,
         source="timm",
     )
 
