@@ -182,12 +182,7 @@ def codec_detection_slice(inputs: Inputs) -> list[Figure]:
 def prune_slice(inputs: Inputs) -> list[Figure]:
     """The reference CIFAR-10 ViT pruned by half (weight and stability, uniform): top-1 on 500 test
     images, the batch-100 speed-up over 200 (median of 3)."""
-    from splitbench.pruning.sweep import (
-        PointCache,
-        SweepSettings,
-        load_sweep_data,
-        run_sweep,
-    )
+    from splitbench.pruning.sweep import SweepSettings, load_sweep_data, prune_store, run_sweep
     from splitbench.zoo import load_model
 
     if not inputs.reference_vit.is_file():
@@ -196,7 +191,7 @@ def prune_slice(inputs: Inputs) -> list[Figure]:
     settings = SweepSettings(methods=("weight", "stability"), scopes=("uniform",), ratios=(0.5,), proxy=64,
                              timing_images=200, timing_repeats=3)
     data, _ = load_sweep_data(model.spec, inputs.data_root, settings.proxy, test_limit=500)
-    cache = PointCache(inputs.scratch / "prune", "check", settings, len(data.test_labels))
+    cache = prune_store(inputs.scratch / "prune", "check", settings, len(data.test_labels))
     rows = run_sweep(model.model, data, settings, cache).rows
     original = rows[0]
     figures = [Figure("prune.original.top1", original["top1"], "abs", 1.0)]

@@ -22,7 +22,7 @@ DOC = REPO / "docs" / "architecture.md"
 # Lowest first; names are relative to ``splitbench`` ("" is the package itself, and only it).
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["", "errors", "finite", "results", "runs", "provenance", "progress", "metrics", "macs", "timing",
-                    "references"]),
+                    "references", "points"]),
     ("machine", ["checks", "orphans", "executors"]),
     ("data", ["data", "weights", "evaluation"]),
     ("detection", ["detection"]),
@@ -42,9 +42,6 @@ EXCEPTIONS: list[tuple[str, str, str]] = [
     # data → detection (upward): open_dataset opens coco:/voc: names and detection manifests
     # itself; to do: detection registers its openers with splitbench.data.
     ("data.datasets", "detection.data", "open_dataset dispatches to detection's data sets"),
-    # compression → codecs (sibling features): compression's data and sweep caches reuse the
-    # codecs' cache key. Being fixed now (cache_key moving below both).
-    ("compression", "codecs.cache", "cache_key"),
     # link → the codec sweep (siblings in the sweeps layer): the endpoints take the sweep's
     # helpers. Being fixed now (feature_shape, preprocessing_for moving below both).
     ("link.endpoints", "codecs.sweep", "feature_shape, preprocessing_for"),

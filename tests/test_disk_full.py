@@ -19,7 +19,7 @@ import pytest
 from conftest import SHARED_DATA, needs_shared_data, needs_shared_weights, run_in_process, shared_weights
 
 from splitbench.errors import SplitbenchError
-from splitbench.pruning.sweep import PointCache, SweepSettings
+from splitbench.pruning.sweep import SweepSettings, prune_store
 from splitbench.results import LOCK_NAME, STAGING_PREFIX, verify_tables
 
 
@@ -106,7 +106,7 @@ def test_a_full_disk_under_the_feature_cache_ends_in_one_line_not_sigbus(small_d
 
 def test_a_full_disk_under_a_point_cache_ends_in_one_line_and_leaves_no_temporary(small_disk) -> None:
     disk = small_disk("64k")
-    cache = PointCache(disk, "checkpoint", SweepSettings(), test_images=10)
+    cache = prune_store(disk, "checkpoint", SweepSettings(), test_images=10)
     cache.put("small", {"top1": 50.0})
     _fill(disk, leave=0)
     with pytest.raises(SplitbenchError, match=r"^no space left on the device for .*/large\.json; nothing half-written"):

@@ -56,7 +56,7 @@ def test_points_come_back_in_order_from_cache_or_task_and_a_failure_keeps_the_re
 
 @needs_shared_data
 def test_a_prune_sweep_on_ray_gives_the_local_rows(cluster: RayExecutor, tmp_path: Path) -> None:
-    from splitbench.pruning.sweep import PointCache, SweepSettings, load_sweep_data, run_sweep
+    from splitbench.pruning.sweep import SweepSettings, load_sweep_data, prune_store, run_sweep
     from splitbench.zoo import load_model
 
     vit = load_model("vit", str(REFERENCE_VIT))
@@ -65,7 +65,7 @@ def test_a_prune_sweep_on_ray_gives_the_local_rows(cluster: RayExecutor, tmp_pat
                              timing_repeats=0)
 
     def sweep(executor: Executor, name: str) -> pd.DataFrame:
-        cache = PointCache(tmp_path / name, vit.weights.sha256, settings, 100, provenance)
+        cache = prune_store(tmp_path / name, vit.weights.sha256, settings, 100, provenance)
         return pd.DataFrame(run_sweep(vit.model, data, settings, cache, executor=executor).rows)
 
     local, remote = sweep(InProcess(), "local"), sweep(cluster, "ray")
@@ -107,7 +107,7 @@ def test_an_rd_sweep_on_ray_gives_the_local_rows_within_thread_order_tolerance(c
 @needs_shared_data
 @needs_shared_weights
 def test_a_group_sweep_on_ray_gives_the_local_rows(cluster: RayExecutor, tmp_path: Path) -> None:
-    from splitbench.grouping.sweep import GroupCache, GroupSettings, load_group_data, run_group_sweep
+    from splitbench.grouping.sweep import GroupSettings, group_store, load_group_data, run_group_sweep
     from splitbench.zoo import load_model
 
     dense = load_model("cifar_resnet20", str(shared_weights(RESNET20)))
@@ -115,7 +115,7 @@ def test_a_group_sweep_on_ray_gives_the_local_rows(cluster: RayExecutor, tmp_pat
     settings = GroupSettings(groups=(4,), duplicate_tops=(0, 3), epochs=1, timing_repeats=0)
 
     def sweep(executor: Executor, name: str) -> pd.DataFrame:
-        cache = GroupCache(tmp_path / name, dense.weights.sha256, settings, data, provenance)
+        cache = group_store(tmp_path / name, dense.weights.sha256, settings, data, provenance)
         rows = run_group_sweep(dense, data, settings, cache, torch.device("cpu"), executor=executor)
         return pd.DataFrame(rows).drop(columns=["train_s"])  # wall time
 

@@ -13,7 +13,7 @@ from conftest import REPO
 from scipy import stats
 
 from splitbench.claims import CLAIMS, claims_table
-from splitbench.grouping.sweep import GroupCache, GroupSettings
+from splitbench.grouping.sweep import GroupSettings, group_store
 from splitbench.errors import SplitbenchError
 from splitbench.spread import (DOES_NOT_HOLD, HOLDS, NO_VALUE, ONE_SEED, WITHIN_NOISE, mean_std, point_spread, seed_runs,
                                verdict)
@@ -96,7 +96,7 @@ def test_each_claim_measures_what_the_committed_tables_say() -> None:
 
 def test_the_seed_is_part_of_a_group_points_cache_key(tmp_path: Path) -> None:
     data = SimpleNamespace(train=(None, [0] * 256), test_labels=[0] * 200)
-    folder = {seed: GroupCache(tmp_path, "12fca82f", GroupSettings(seed=seed), data).directory for seed in (0, 1)}
+    folder = {seed: group_store(tmp_path, "12fca82f", GroupSettings(seed=seed), data).directory for seed in (0, 1)}
     assert folder[0] != folder[1]
     # Longer or shorter lists of group counts share their points (a sweep of 4, 8, 16 reuses 1..16's).
-    assert GroupCache(tmp_path, "12fca82f", GroupSettings(groups=(4, 8, 16)), data).directory == folder[0]
+    assert group_store(tmp_path, "12fca82f", GroupSettings(groups=(4, 8, 16)), data).directory == folder[0]

@@ -19,7 +19,6 @@ SIGBUS on the first write into a page the file system cannot provide.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from splitbench.data import ImageDataset, Preprocessing, worker_errors_unwrapped
 from splitbench.errors import SplitbenchError
+from splitbench.points import content_key
 from splitbench.results import LOCK_NAME, atomic_open, disk_errors, locked, write_json
 
 CACHE_VERSION = 1
@@ -68,8 +68,8 @@ class _InputAndJpeg:
 
 
 def cache_key(fields: dict[str, Any]) -> str:
-    text = json.dumps({"version": CACHE_VERSION, **fields}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    """The codecs' keys (features, points): :func:`~splitbench.points.content_key` at this version."""
+    return content_key(fields, version=CACHE_VERSION, digits=20)
 
 
 @dataclass

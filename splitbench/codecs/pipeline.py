@@ -42,7 +42,7 @@ from splitbench.codecs.worker import Coded, Task, run_task
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_executor
 from splitbench.progress import log, track
-from splitbench.results import atomic_open, disk_errors, locked
+from splitbench.points import PointStore
 from splitbench.scoring import Arrays, ClassificationScorer, Scorer
 
 BASELINE = re.compile(r"none|minmax(\d+)")
@@ -151,40 +151,36 @@ def run_points(context: SweepContext, points: list[Point]) -> list[PointResult]:
             return results
 
 
-def _point_path(context: SweepContext, point: Point) -> Path:
+def _point_name(context: SweepContext, point: Point) -> str:
     tag = context.scorer.cache_tag  # empty for classification: its points keep their keys
-    key = cache_key({"point": point.key(), "scoring": tag}) if tag else point.key()
-    return context.cache.folder / "points" / f"{key}.npz"
+    return cache_key({"point": point.key(), "scoring": tag}) if tag else point.key()
 
 
 def _cached_or_run(context: SweepContext, point: Point, executor: Executor) -> PointResult:
-    """The point from the cache, or measured and stored. Under the point's lock: a concurrent run
-    on the same cache waits for this one's result instead of measuring the point again."""
-    path = _point_path(context, point)
+    """The point from the cache, or measured and stored, under the point's lock."""
+    store, name = PointStore(context.cache.folder / "points"), _point_name(context, point)
     settings = point.spec.build().settings() if point.spec else {}
-    with disk_errors(path.parent):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with locked(path.with_suffix(".lock"), f"waiting for another run measuring {point.label} in {path.parent}"):
-        cached = _cached(context, point, path, settings) if context.keep_dir is None else None
+    with store.measuring(name, point.label):
+        cached = _cached(context, point, store.get_arrays(name), settings) if context.keep_dir is None else None
         if cached is not None:
             return cached
         result = _run_point(context, point, executor, settings)
-        _store(path, result)
+        store.put_arrays(name, _arrays(result))
         return result
 
 
-def _cached(context: SweepContext, point: Point, path: Path, settings: dict[str, Any]) -> PointResult | None:
-    if not path.is_file():
+def _cached(context: SweepContext, point: Point, stored: dict[str, np.ndarray] | None,
+            settings: dict[str, Any]) -> PointResult | None:
+    if stored is None:
         return None
-    with np.load(path, allow_pickle=False) as stored:
-        # A point coded by other library versions or encoder settings is coded again. (Points
-        # stored before the settings were kept carry none and count as current.)
-        same = "settings" not in stored or json.loads(str(stored["settings"])) == _jsonable(settings)
-        if not same or len(stored["nbytes"]) < context.count:
-            return None
-        if context.progress:
-            log(f"{point.label}: from cache")
-        return _from_store(context, point, stored, settings)
+    # A point coded by other library versions or encoder settings is coded again. (Points
+    # stored before the settings were kept carry none and count as current.)
+    same = "settings" not in stored or json.loads(str(stored["settings"])) == _jsonable(settings)
+    if not same or len(stored["nbytes"]) < context.count:
+        return None
+    if context.progress:
+        log(f"{point.label}: from cache")
+    return _from_store(context, point, stored, settings)
 
 
 def _jsonable(settings: dict[str, Any]) -> Any:
@@ -199,12 +195,11 @@ def _from_store(context: SweepContext, point: Point, stored: Any, settings: dict
                        wall_s=float(stored["wall_s"]), settings=settings)
 
 
-def _store(path: Path, result: PointResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as handle:
-        np.savez(handle, nbytes=result.nbytes, **result.scores, quantize_s=result.quantize_s,
-                 encode_s=result.encode_s, decode_s=result.decode_s, tail_s=result.tail_s, wall_s=result.wall_s,
-                 settings=json.dumps(result.settings, sort_keys=True, default=str))
+def _arrays(result: PointResult) -> dict[str, Any]:
+    """What the store keeps of a point: every per-image array, the times and the settings."""
+    return dict(nbytes=result.nbytes, **result.scores, quantize_s=result.quantize_s, encode_s=result.encode_s,
+                decode_s=result.decode_s, tail_s=result.tail_s, wall_s=result.wall_s,
+                settings=json.dumps(result.settings, sort_keys=True, default=str))
 
 
 def _run_point(context: SweepContext, point: Point, executor: Executor, settings: dict[str, Any]) -> PointResult:

@@ -17,16 +17,19 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms.functional import pil_to_tensor
 
-from splitbench.codecs.cache import cache_key
 from splitbench.compression.curves import INPUT
 from splitbench.compression.train import TrainingSet
 from splitbench.data.datasets import ImageDataset, open_dataset, worker_errors_unwrapped
 from splitbench.data.user import is_user_dataset
 from splitbench.data.transforms import Preprocessing
 from splitbench.evaluation import progress_bar
+from splitbench.points import content_key
 from splitbench.results import atomic_open
 from splitbench.zoo import ZooModel
 from splitbench.weights import read_tensor_file
+
+# The version of the keys of rd's caches (prepared data here, trained points in compression.sweep).
+CACHE_VERSION = 1
 
 
 @dataclass
@@ -51,7 +54,7 @@ def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, li
     weights = zoo_model.weights
     fields = {"model": zoo_model.spec.name, "weights_sha256": weights.sha256 or f"{weights.source}:{weights.name}", "at": at,
               "data": opened.provenance(), "preprocessing": preprocessing.describe()}  # content included
-    path = cache / "rd-data" / f"{cache_key(fields)}.pt"
+    path = cache / "rd-data" / f"{content_key(fields, version=CACHE_VERSION, digits=20)}.pt"
     provenance = {**opened.provenance(), "images": len(opened), "preprocessing": preprocessing.describe(),
                   "cache": path.name}
     if path.exists():

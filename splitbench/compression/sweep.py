@@ -13,8 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from splitbench.codecs.cache import cache_key
-from splitbench.compression.data import INPUT, PreparedData
+from splitbench.compression.data import CACHE_VERSION, INPUT, PreparedData
 from splitbench.compression.image_codec import AuxiliaryBranch, ImageCodec
 from splitbench.compression.models import FeatureCodec, check_variant
 from splitbench.compression.pipeline import FeaturePipeline, ImagePipeline
@@ -30,6 +29,7 @@ from splitbench.compression.train import (
 from splitbench.errors import SplitbenchError
 from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
 from splitbench.metrics import top1_hits
+from splitbench.points import content_key
 from splitbench.training.distributed import Group
 from splitbench.zoo import ZooModel, count_parameters
 
@@ -62,10 +62,10 @@ class RDRequest:
     def key(self) -> str:
         """The cache folder of this configuration: everything but λ, α, the variant and the budget."""
         weights = self.zoo_model.weights  # published weights without a local file are keyed by name
-        return cache_key({"model": self.zoo_model.spec.name, "weights": weights.sha256 or f"{weights.source}:{weights.name}",
-                          "at": self.at,
-                          "channels": self.channels, "entropy": self.entropy, "settings": self.settings.recipe(),
-                          "train": self.train.provenance})
+        return content_key({"model": self.zoo_model.spec.name, "weights": weights.sha256 or f"{weights.source}:{weights.name}",
+                            "at": self.at, "channels": self.channels, "entropy": self.entropy,
+                            "settings": self.settings.recipe(), "train": self.train.provenance},
+                           version=CACHE_VERSION, digits=20)
 
 
 def check_lambdas(lambdas: list[float]) -> list[float]:

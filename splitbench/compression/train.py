@@ -34,7 +34,7 @@ from splitbench.compression.pipeline import (
 from splitbench.errors import SplitbenchError
 from splitbench.metrics import percent, top1_hits, topk_hit_masks
 from splitbench.progress import track
-from splitbench.results import read_cached, write_json
+from splitbench.points import PointStore
 from splitbench.training.distributed import Group
 from splitbench.training.guard import DivergenceGuard
 from splitbench.weights import read_tensor_file, write_tensor_file
@@ -304,20 +304,18 @@ def evaluate(pipeline: nn.Module, data: TrainingSet, batch_size: int, device: to
 
 def read_point(folder: Path, epochs: int, test: dict[str, Any]) -> dict[str, Any] | None:
     """A point's row after ``epochs``, if it was evaluated on ``test`` (else its weights are tested again)."""
-    saved = read_cached(_result_file(folder, epochs))  # missing or damaged: evaluated again
+    saved = PointStore(folder).get(_result_name(epochs))  # missing or damaged: evaluated again
     if not isinstance(saved, dict) or "row" not in saved:
         return None
     return saved["row"] if saved.get("test") == json.loads(json.dumps(test)) else None
 
 
 def write_point(folder: Path, row: dict[str, Any], test: dict[str, Any]) -> None:
-    """Keep a point's row (evaluated after ``row["epochs"]`` epochs) for reruns.
-
-    Replaced whole (atomic_open): concurrent runs may both write it, and either's is complete.
-    """
-    write_json(_result_file(folder, row["epochs"]), {"row": row, "test": test})
+    """Keep a point's row (evaluated after ``row["epochs"]`` epochs) for reruns, in the point's folder
+    (which also holds its training checkpoints)."""
+    PointStore(folder).put(_result_name(row["epochs"]), {"row": row, "test": test})
 
 
-def _result_file(folder: Path, epochs: int) -> Path:
-    return folder / f"point-epochs{epochs}.json"
+def _result_name(epochs: int) -> str:
+    return f"point-epochs{epochs}"
 

@@ -13,8 +13,6 @@ checkpoint, so an interrupted sweep loses at most one epoch.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
@@ -38,7 +36,7 @@ from splitbench.grouping.flgc import (
 )
 from splitbench.macs import count_macs
 from splitbench.metrics import classifier_top1, dataset_ms
-from splitbench.results import read_cached, write_json
+from splitbench.points import PointStore
 from splitbench.training import CifarAugment, TrainConfig, train_classifier
 from splitbench.training.augment import normalize
 from splitbench.training.distributed import Group
@@ -102,31 +100,18 @@ def load_group_data(spec: ModelSpec, root: Path | None, train_limit: int | None,
     return data, {split: dataset.provenance() for split, dataset in splits.items()}
 
 
-class GroupCache:
-    """Finished points as JSON, one directory per (checkpoint, recipe, data)."""
-
-    def __init__(self, root: Path, checkpoint_sha256: str, settings: GroupSettings, data: GroupData,
-                 provenance: dict[str, Any] | None = None) -> None:
-        identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "train_images": len(data.train[1]),
-                    "test_images": len(data.test_labels), "version": CACHE_VERSION}
-        if provenance is not None:  # which images (by content, not name): another data root is other data
-            identity["data"] = {split: info.get("content_sha256") for split, info in provenance.items()}
-        for key in ("groups", "duplicate_tops"):  # a longer sweep reuses a shorter one's points
-            identity.pop(key)
-        if settings.precision == "fp32":  # points cached before precision was a setting were fp32
-            identity.pop("precision")
-        self.directory = root / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-    def _path(self, name: str) -> Path:
-        return self.directory / f"{name}.v{MEASURE_VERSION}.json"
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        return read_cached(self._path(name))
-
-    def put(self, name: str, row: dict[str, Any]) -> None:
-        # Replaced whole (atomic_open): runs sharing the cache may both measure a point, and
-        # either's row is a complete one. A full disk ends in one line naming the file.
-        write_json(self._path(name), row)
+def group_store(root: Path, checkpoint_sha256: str, settings: GroupSettings, data: GroupData,
+                provenance: dict[str, Any] | None = None) -> PointStore:
+    """The store of one (checkpoint, recipe, data) sweep's finished points, as JSON rows."""
+    identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "train_images": len(data.train[1]),
+                "test_images": len(data.test_labels)}
+    if provenance is not None:  # which images (by content, not name): another data root is other data
+        identity["data"] = {split: info.get("content_sha256") for split, info in provenance.items()}
+    for key in ("groups", "duplicate_tops"):  # a longer sweep reuses a shorter one's points
+        identity.pop(key)
+    if settings.precision == "fp32":  # points cached before precision was a setting were fp32
+        identity.pop("precision")
+    return PointStore.keyed(root, identity, version=CACHE_VERSION)
 
 
 def measure(model: nn.Module, data: GroupData, settings: GroupSettings) -> dict[str, Any]:
@@ -147,7 +132,7 @@ def run_group_sweep(
     dense: ZooModel,
     data: GroupData,
     settings: GroupSettings,
-    cache: GroupCache,
+    cache: PointStore,
     device: torch.device,
     on_point: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
@@ -183,7 +168,8 @@ DENSE = (1, -1)  # the key of the unmodified model's row (no FLGC point has a ne
 
 
 def _point_name(point: tuple[int, int]) -> str:
-    return "dense" if point == DENSE else f"g{point[0]}-d{point[1]}"
+    """The point's file in the store; the measure's version is part of it (a new measure keeps the training)."""
+    return ("dense" if point == DENSE else f"g{point[0]}-d{point[1]}") + f".v{MEASURE_VERSION}"
 
 
 def _common(dense: ZooModel, data: GroupData) -> dict[str, Any]:
@@ -245,3 +231,6 @@ def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, setti
             "train_top1": round(result.history[-1]["train_top1"], 2) if result.history else None,
             "train_s": round(sum(row["epoch_s"] for row in result.history), 1),
             **measure(grouped, data, settings), "cpu_ms_1000_masked": masked_ms, "padded_layers": padded}
+
+
+GroupCache = group_store  # TEMPORARY alias while the CLI moves to splitbench.jobs; removed in this change

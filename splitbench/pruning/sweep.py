@@ -9,8 +9,6 @@ interrupted sweep resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
 from splitbench.macs import count_macs
+from splitbench.points import PointStore
 from splitbench.metrics import classifier_top1, dataset_ms
 from splitbench.pruning.scores import (
     DEFAULT_ALPHA,
@@ -46,7 +45,7 @@ from splitbench.pruning.vit_channels import (
     prune_vit,
     save_pruned_vit,
 )
-from splitbench.results import atomic_open, read_cached, write_json
+from splitbench.results import atomic_open
 from splitbench.training.augment import normalize
 from splitbench.zoo.registry import ModelSpec
 from splitbench.zoo import count_parameters
@@ -117,33 +116,15 @@ def load_sweep_data(spec: ModelSpec, root: Path | None, proxy: int, test_limit: 
 CACHE_VERSION = 2  # part of every point's cache key: bump it when what a point measures changes
 
 
-class PointCache:
-    """Finished sweep points as JSON files under one directory per (checkpoint, settings)."""
-
-    def __init__(self, root: Path, checkpoint_sha256: str, settings: SweepSettings, test_images: int,
-                 data: dict[str, Any] | None = None) -> None:
-        identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "test_images": test_images,
-                    "version": CACHE_VERSION}
-        if data is not None:  # which images (by content, not name): another data root is other data
-            identity["data"] = {split: info.get("content_sha256") for split, info in data.items()}
-        for key in ("methods", "scopes", "ratios"):  # a longer sweep reuses a shorter one's points
-            identity.pop(key)
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        self.directory = root / digest
-
-    def _path(self, name: str) -> Path:
-        return self.directory / f"{name}.json"
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        return read_cached(self._path(name))
-
-    def put(self, name: str, row: dict[str, Any]) -> None:
-        # Replaced whole (atomic_open): runs sharing the cache may both measure a point, and
-        # either's row is a complete one. A full disk ends in one line naming the file.
-        write_json(self._path(name), row)
-
-    def losses_path(self) -> Path:
-        return self.directory / "channel_losses.pt"
+def prune_store(root: Path, checkpoint_sha256: str, settings: SweepSettings, test_images: int,
+                data: dict[str, Any] | None = None) -> PointStore:
+    """The store of one (checkpoint, settings, data) sweep's finished points, as JSON rows."""
+    identity = {**asdict(settings), "checkpoint": checkpoint_sha256, "test_images": test_images}
+    if data is not None:  # which images (by content, not name): another data root is other data
+        identity["data"] = {split: info.get("content_sha256") for split, info in data.items()}
+    for key in ("methods", "scopes", "ratios"):  # a longer sweep reuses a shorter one's points
+        identity.pop(key)
+    return PointStore.keyed(root, identity, version=CACHE_VERSION)
 
 
 def measure(model: nn.Module, data: SweepData, settings: SweepSettings) -> dict[str, Any]:
@@ -204,7 +185,7 @@ def run_sweep(
     teacher: ViT,
     data: SweepData,
     settings: SweepSettings,
-    cache: PointCache,
+    cache: PointStore,
     *,
     finetune: Finetune | None = None,
     save_dir: Path | None = None,
@@ -281,11 +262,11 @@ def measure_pruned(teacher: ViT, data: SweepData, settings: SweepSettings, score
 
 
 def cached_losses(
-    teacher: ViT, data: SweepData, groups: list[ChannelGroup], estimator: str, cache: PointCache,
+    teacher: ViT, data: SweepData, groups: list[ChannelGroup], estimator: str, cache: PointStore,
     on_progress: Callable[[int], None] | None = None,
 ) -> ChannelLosses:
     """Per-channel losses by ``estimator``, from the cache when this sweep computed them before."""
-    path = cache.losses_path().with_name(f"channel_losses-{estimator}.pt")
+    path = cache.file(f"channel_losses-{estimator}", ".pt")
     if path.is_file():
         stored = read_tensor_file(path, "cached channel losses")
         by_name = {g.name: g for g in groups}
@@ -335,3 +316,6 @@ def _describe(method: str, scope: str, ratio: float, settings: SweepSettings, mo
 
 def _kept_per_block(keep: dict[tuple[int, str], torch.Tensor], groups: list[ChannelGroup]) -> str:
     return " ".join(f"{len(keep[(g.block, g.target)])}" for g in groups)
+
+
+PointCache = prune_store  # TEMPORARY alias while the CLI moves to splitbench.jobs; removed in this change
