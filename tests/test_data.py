@@ -108,6 +108,19 @@ def test_open_shared_datasets_gives_sorted_labelled_samples() -> None:
     ]
 
 
+@needs_shared_data
+def test_the_two_limit_rules_take_a_prefix_or_every_class() -> None:
+    cifar = open_dataset("cifar10", root=SHARED_DATA)  # class-sorted: 1000 images a class
+    first, spread = cifar.limited(20, "first"), cifar.limited(20, "spread")
+    assert [label for _, label in first.samples] == [0] * 20  # a prefix: airplanes only
+    assert sorted({label for _, label in spread.samples}) == list(range(10))  # every class, 2 each
+    assert spread.samples[0] == cifar.samples[0] and spread.samples[-1] == cifar.samples[-1]
+    assert first.samples == open_dataset("cifar10", root=SHARED_DATA, limit=20).samples  # open_dataset's limit
+    assert cifar.limited(None, "first") is cifar and cifar.limited(10_000, "spread") is cifar
+    with pytest.raises(ValueError, match="unknown limit rule 'last'; valid: first, spread"):
+        cifar.limited(5, "last")
+
+
 # --- manifest and data-root errors --------------------------------------------------------
 
 

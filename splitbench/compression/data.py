@@ -48,9 +48,7 @@ def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, li
     images = at == INPUT
     preprocessing = image_preprocessing(zoo_model, image_size) if images else zoo_model.spec.preprocessing
     opened = open_named(dataset, root)
-    if limit is not None and limit < len(opened):
-        # Class-folder sets are sorted by class: a prefix would hold a few classes only.
-        opened = opened.evenly_spaced(limit)
+    opened = opened.limited(limit, "spread")  # class-folder sets are sorted: a prefix holds a few classes
     weights = zoo_model.weights
     fields = {"model": zoo_model.spec.name, "weights_sha256": weights.sha256 or f"{weights.source}:{weights.name}", "at": at,
               "data": opened.provenance(), "preprocessing": preprocessing.describe()}  # content included

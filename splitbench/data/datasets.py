@@ -121,6 +121,22 @@ class ImageDataset(Dataset):
         """Whether the manifest says this is a test set, never to be trained or calibrated on."""
         return bool(self._provenance.get("test_only"))
 
+    def limited(self, count: int | None, rule: str) -> ImageDataset:
+        """At most ``count`` of the images (all for ``None``), picked by one of the two ``--limit`` rules:
+
+        - ``first``: the first ``count`` of the sorted order, so that a quick run is a prefix of the
+          full one (eval, codec, link, plan: figures per image; :func:`open_dataset`'s ``limit``);
+        - ``spread``: ``count`` spread evenly over the order (:meth:`evenly_spaced`), so that a
+          class-sorted set keeps every class (train, prune, group, rd: they fit on the images).
+        """
+        if rule not in LIMIT_RULES:
+            raise ValueError(f"unknown limit rule {rule!r}; valid: {', '.join(LIMIT_RULES)}")
+        if count is None or count >= len(self.samples):
+            return self
+        if rule == "first":
+            return self._subset(range(count), {"limit": count})
+        return self.evenly_spaced(count)
+
     def evenly_spaced(self, count: int) -> ImageDataset:
         """``count`` samples spread evenly over the dataset's order (first and last included).
 
@@ -136,6 +152,9 @@ class ImageDataset(Dataset):
         """The samples at ``picks``, with their origins and the provenance updated by ``provenance``."""
         origins = [self.origins[i] for i in picks] if self.origins is not None else None
         return ImageDataset([self.samples[i] for i in picks], self.transform, {**self._provenance, **provenance}, origins)
+
+
+LIMIT_RULES = ("first", "spread")  # see ImageDataset.limited
 
 
 def check_training_data(train: ImageDataset, test: ImageDataset | None, option: str = "--train-dataset") -> None:

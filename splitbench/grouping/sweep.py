@@ -93,7 +93,7 @@ def load_group_data(spec: ModelSpec, root: Path | None, train_limit: int | None,
     given = {"train": train_set, "test": test_set}
     for split, limit in (("train", train_limit), ("test", test_limit)):
         dataset = given[split] if given[split] is not None else open_dataset(spec.dataset, split=split, root=root)
-        splits[split] = dataset.evenly_spaced(limit) if limit is not None and limit < len(dataset) else dataset
+        splits[split] = dataset.limited(limit, "spread")
     test_images, test_labels = decode_dataset(splits["test"])
     data = GroupData(decode_dataset(splits["train"]), normalize(test_images, spec.preprocessing.mean,
                                                                  spec.preprocessing.std), test_labels)

@@ -99,8 +99,7 @@ def load_sweep_data(spec: ModelSpec, root: Path | None, proxy: int, test_limit: 
         raise SplitbenchError(f"{spec.name} has no data set to prune on")
     if test_set is None:
         test_set = open_dataset(spec.dataset, split="test", root=root)
-    if test_limit is not None and test_limit < len(test_set):
-        test_set = test_set.evenly_spaced(test_limit)  # the test set is class-sorted: keep every class
+    test_set = test_set.limited(test_limit, "spread")  # the test set is class-sorted: keep every class
     if train_set is None:
         train_set = open_dataset(spec.dataset, split="train", root=root)
     if proxy > len(train_set):
