@@ -297,7 +297,7 @@ def test_serve_link_and_plan_read_one_codec_setting() -> None:
 
 
 def test_a_dataset_names_its_split_as_everywhere() -> None:
-    from splitbench.cli.options import dataset_and_split, manifest_split
+    from splitbench.data.datasets import dataset_and_split, manifest_split
     from splitbench.errors import SplitbenchError
 
     assert manifest_split("cifar10:test") == ("cifar10", "test")

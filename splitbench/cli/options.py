@@ -206,45 +206,9 @@ def normalisation(text: str | None, option: str) -> tuple[float, ...] | None:
     return values
 
 
-def dataset_name(model: str, dataset: str | None, default: str | None) -> str:
-    """``--dataset``, else the model's own data set; a model without one needs the option."""
-    name = dataset or default
-    if name is None:
-        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
-    return name
-
-
-# Names of data that is not a manifest: the part after the colon is a path, not a split.
-_NOT_MANIFESTS = ("imagefolder:", "csv:", "coco:", "voc:")
-
-
-def manifest_split(text: str) -> tuple[str, str | None]:
-    """``MANIFEST:SPLIT`` → (manifest, split); ``MANIFEST``, ``imagefolder:DIR`` and the like → (text, None)."""
-    if text.startswith(_NOT_MANIFESTS):
-        return text, None
-    name, _, split = text.partition(":")
-    return name, split or None
-
-
-def open_named(text: str, root: Path | None, limit: int | None = None):
-    """A ``--dataset``/``--train-dataset`` value (``MANIFEST[:SPLIT]``, ``imagefolder:DIR``, …), opened, not decoded."""
-    from splitbench.data import open_dataset
-
-    name, split = manifest_split(text)
-    return open_dataset(name, split=split, root=root, limit=limit)
-
-
 def folder_name(text: str) -> str:
     """A data set or model name as one folder name (``csv:/a/b.csv`` → ``csv-a-b.csv``)."""
     return re.sub(r"[^\w.-]+", "-", text).strip("-")
-
-
-def dataset_and_split(model: str, dataset: str | None, split: str | None, default: str | None) -> tuple[str, str | None]:
-    """``--dataset`` (``MANIFEST:SPLIT`` too) and ``--split``, else the model's own data set."""
-    name, own = manifest_split(dataset_name(model, dataset, default))
-    if own is not None and split is not None and own != split:
-        raise SplitbenchError(f"--dataset {dataset} names split {own} and --split {split}; give one")
-    return name, own or split
 
 
 def default_out(command: str, run: str) -> Path:
@@ -288,19 +252,3 @@ def _number(text: str | float, kind: type) -> float | int | None:
         return kind(text)
     except (ValueError, TypeError, OverflowError):
         return None
-
-
-def alone_timing_repeats(requested: int, executor: str, processes: int = 1) -> int:
-    """``--repeats``, or 0 where points do not run alone (Ray workers side by side, torchrun ranks).
-
-    Points timed next to each other measure each other's contention; their CPU-time columns are
-    left empty instead (and so cached apart from timed ones: the repeats are part of the key).
-    """
-    if requested and (not executor.startswith("local") or processes > 1):
-        from splitbench.cli.render import console
-
-        where = "on Ray" if processes == 1 else f"under torchrun ({processes} processes)"
-        console.print(f"CPU-time columns left empty {where}: points timed side by side measure each other; "
-                      "time with --executor local in one process")
-        return 0
-    return requested

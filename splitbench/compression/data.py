@@ -19,8 +19,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from splitbench.compression.curves import INPUT
 from splitbench.compression.train import TrainingSet
-from splitbench.data.datasets import ImageDataset, open_dataset, worker_errors_unwrapped
-from splitbench.data.user import is_user_dataset
+from splitbench.data.datasets import ImageDataset, open_named, worker_errors_unwrapped
 from splitbench.data.transforms import Preprocessing
 from splitbench.evaluation import progress_bar
 from splitbench.points import content_key
@@ -61,12 +60,6 @@ def prepare(zoo_model: ZooModel, at: str, dataset: str, *, root: Path | None, li
     with atomic_open(path, "wb") as handle:
         torch.save({"inputs": data.inputs, "teacher": data.teacher, "labels": data.labels}, handle)
     return PreparedData(data, provenance)
-
-
-def open_named(dataset: str, root: Path | None) -> ImageDataset:
-    """``manifest[:split]``, ``imagefolder:DIR`` or ``csv:FILE``, opened (not decoded)."""
-    name, _, split = (dataset, "", "") if is_user_dataset(dataset) else dataset.partition(":")
-    return open_dataset(name, split=split or None, root=root)
 
 
 def image_preprocessing(zoo_model: ZooModel, size: int | None) -> Preprocessing:

@@ -156,6 +156,34 @@ class ImageDataset(Dataset):
 
 LIMIT_RULES = ("first", "spread")  # see ImageDataset.limited
 
+# Names of data that is not a manifest: the part after the colon is a path, not a split.
+NOT_MANIFESTS = ("imagefolder:", "csv:", "coco:", "voc:")
+
+
+def manifest_split(text: str) -> tuple[str, str | None]:
+    """``MANIFEST:SPLIT`` → (manifest, split); ``MANIFEST``, ``imagefolder:DIR`` and the like → (text, None)."""
+    if text.startswith(NOT_MANIFESTS):
+        return text, None
+    name, _, split = text.partition(":")
+    return name, split or None
+
+
+def open_named(text: str, root: Path | str | None, limit: int | None = None) -> ImageDataset:
+    """A ``--dataset``/``--train-dataset`` value (``MANIFEST[:SPLIT]``, ``imagefolder:DIR``, …), opened, not decoded."""
+    name, split = manifest_split(text)
+    return open_dataset(name, split=split, root=root, limit=limit)
+
+
+def dataset_and_split(model: str, dataset: str | None, split: str | None, default: str | None) -> tuple[str, str | None]:
+    """``--dataset`` (``MANIFEST:SPLIT`` too) and ``--split``, else the model's own data set (``default``)."""
+    text = dataset or default
+    if text is None:
+        raise SplitbenchError(f"{model} has no default data set; pass --dataset")
+    name, own = manifest_split(text)
+    if own is not None and split is not None and own != split:
+        raise SplitbenchError(f"--dataset {dataset} names split {own} and --split {split}; give one")
+    return name, own or split
+
 
 def check_training_data(train: ImageDataset, test: ImageDataset | None, option: str = "--train-dataset") -> None:
     """Warn (one line, recorded in the provenance) when a run trains or calibrates on test images."""

@@ -231,6 +231,3 @@ def _train_and_measure(model: nn.Module, spec: ModelSpec, data: GroupData, setti
             "train_top1": round(result.history[-1]["train_top1"], 2) if result.history else None,
             "train_s": round(sum(row["epoch_s"] for row in result.history), 1),
             **measure(grouped, data, settings), "cpu_ms_1000_masked": masked_ms, "padded_layers": padded}
-
-
-GroupCache = group_store  # TEMPORARY alias while the CLI moves to splitbench.jobs; removed in this change

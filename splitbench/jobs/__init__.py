@@ -11,3 +11,22 @@ calls it and renders; the Python API builds the same jobs, so it gets the same c
 
 Provenance records ``dataclasses.asdict(job)``: the arguments are the request itself.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A table a command shows: ``heading`` (a line above it), its title, the columns shown first,
+    and the file that holds all of them."""
+
+    table: pd.DataFrame
+    title: str | None = None
+    columns: list[str] | None = None
+    source: Path | None = None
+    heading: str | None = None

@@ -26,12 +26,15 @@ import pandas as pd
 import torch
 
 from splitbench.errors import SplitbenchError
+from splitbench.evaluation import progress_bar
 from splitbench.link.client import LinkClient
-from splitbench.link.endpoints import EDGE, Sender
+from splitbench.link.endpoints import EDGE, Sender, SplitSetup
 from splitbench.link.protocol import framing_bytes
-from splitbench.link.security import is_loopback
+from splitbench.link.security import ClientKeys, is_loopback
 from splitbench.link.shaping import EndDelay, NetnsLink, TokenBucket
+from splitbench.link.setups import serve_arguments
 from splitbench.link.tasks import Answers, ClassificationAnswers
+from splitbench.zoo import ZooModel
 
 STAGES = ("head_ms", "encode_ms", "transfer_ms", "server_ms")
 SERVER_START_S = 180.0
@@ -122,6 +125,58 @@ def exchange(client: LinkClient, sent_payload: bytes, header: dict[str, Any], li
     if before and after:
         figures |= {"wire_up_bytes": after[0] - before[0], "wire_down_bytes": after[1] - before[1]}
     return reply, figures
+
+
+def measure_setups(zoo_model: ZooModel, setups: list[SplitSetup], pictures: list[tuple[Any, int]],
+                   conditions: list[Condition], link: Link, preprocess: str, served: list[str], *,
+                   server: str | None = None, keys: ClientKeys | None = None, server_cpus: set[int] | None = None,
+                   with_plan: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Every setup's per-image rows over ``link`` (:func:`measure`), one bar per setup; and, ``with_plan``,
+    ``plan``'s timing of each picture just before it crosses (:class:`~splitbench.link.plan.CostTimer`).
+
+    ``served``: the ``splitbench serve`` arguments (model, weights, leaf modules) of a server
+    started per cut on ``server_cpus``; ``server``: a running one (HOST:PORT, with ``keys``) instead.
+    Returns the rows of every setup and, ``with_plan``, plan's costs (one row per setup).
+    """
+    from splitbench.link.plan import CostTimer  # plan times with measure's helpers: imported here
+
+    tables, costs = [], []
+    with progress_bar(enabled=True, transient=False) as bar:
+        for setup in setups:
+            sender = Sender(zoo_model, setup, preprocess)
+            # plan's own timing of each picture just before it crosses the link: the prediction's
+            # compute terms come from the same seconds as the measurement (this VM's speed drifts)
+            timer = None
+            if with_plan:
+                timer = CostTimer(zoo_model, setup, preprocess, server_cpus if server is None else None)
+                timer.time(pictures[0][0], record=False)  # warm-up, as link's own first exchanges
+            task = bar.add_task(setup.label, total=len(pictures) * (1 if setup.at == EDGE else len(conditions)))
+            tables.append(_cross(zoo_model, sender, pictures, conditions, link, server, keys,
+                                 [*served, *serve_arguments(setup), "--preprocess", preprocess], server_cpus,
+                                 lambda task=task: bar.update(task, advance=1), timer.time if timer else None))
+            if timer is not None:
+                costs.append(pd.DataFrame([timer.row()]))
+    return pd.concat(tables, ignore_index=True), pd.concat(costs, ignore_index=True) if costs else None
+
+
+def _cross(zoo_model: ZooModel, sender: Sender, pictures: list[tuple[Any, int]], conditions: list[Condition],
+           link: Link, server: str | None, keys: ClientKeys | None, server_arguments: list[str],
+           server_cpus: set[int] | None, advance: Callable[[], None],
+           before_image: Callable[[Any, int], None] | None) -> pd.DataFrame:
+    """One cut's per-image measurements over ``link``: edge alone, a running server, or one started for it."""
+    setup = sender.setup
+    if setup.at == EDGE:  # no network: one timing per image, reported under every condition
+        return measure(sender, None, pictures, conditions, link, advance, before_image)
+    expected = {"model": zoo_model.spec.name, "weights_sha256": zoo_model.weights.describe()["sha256"],
+                **setup.describe(), "shape": list(sender.shape)}
+    if server is not None:
+        with LinkClient(server, keys=keys) as client:
+            client.check(expected)
+            return measure(sender, client, pictures, conditions, link, advance, before_image)
+    with running_server(server_arguments, link.server_prefix, link.server_host, server_cpus) as (_, endpoint), \
+            LinkClient(endpoint) as client:
+        client.check(expected)
+        return measure(sender, client, pictures, conditions, link, advance, before_image)
 
 
 def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any, int]], conditions: list[Condition],

@@ -315,6 +315,3 @@ def _describe(method: str, scope: str, ratio: float, settings: SweepSettings, mo
 
 def _kept_per_block(keep: dict[tuple[int, str], torch.Tensor], groups: list[ChannelGroup]) -> str:
     return " ".join(f"{len(keep[(g.block, g.target)])}" for g in groups)
-
-
-PointCache = prune_store  # TEMPORARY alias while the CLI moves to splitbench.jobs; removed in this change

@@ -1,0 +1,69 @@
+"""The codec setting that ``serve``, ``link`` and ``plan`` share, and the cut it makes a :class:`SplitSetup` of."""
+
+from __future__ import annotations
+
+from splitbench.codecs.base import codec_class
+from splitbench.errors import SplitbenchError
+from splitbench.link.endpoints import BASELINES, EDGE, INPUT, SplitSetup
+from splitbench.zoo import ZooModel
+
+
+def codec_setting(codec: str, qp: int | None, quality: int | None, required: bool = True) -> tuple[str, int | None]:
+    """``--codec NAME`` (its value from ``--qp``/``--quality``) or ``NAME:V`` (its own value, as
+    in ``codec``'s NAME:V1/V2): the codec and its parameter value. An option that the codec
+    does not take is refused, as ``codec`` refuses it. ``required``: a codec with a parameter
+    needs a value."""
+    name, colon, own = codec.partition(":")
+    parameter = None if name in BASELINES else codec_class(name).parameter
+    given = {"qp": qp, "quality": quality}
+    for option, value in given.items():
+        if value is not None and option != parameter:
+            raise SplitbenchError(f"--{option} was given but no codec in --codec takes it")
+    if colon:
+        if parameter is None:
+            raise SplitbenchError(f"--codec {codec}: {name} takes no parameter value")
+        values = _integers(own.replace("/", ","), f"--codec {codec}")
+        if len(values) != 1:
+            raise SplitbenchError(f"--codec {codec}: one {parameter} value here (the codec command sweeps several)")
+        if given[parameter] is not None and given[parameter] != values[0]:
+            raise SplitbenchError(f"--codec {codec} and --{parameter} {given[parameter]} disagree; give one")
+        return name, values[0]
+    if parameter is not None and given[parameter] is None and required:
+        raise SplitbenchError(f"--codec {name} needs --{parameter}")
+    return name, given[parameter] if parameter else None
+
+
+def setup_for(zoo_model: ZooModel, at: str, codec: str, qp: int | None, quality: int | None, layout: str,
+              bits: int) -> SplitSetup:
+    """One cut and its codec from the command line's options (the cut's canonical name)."""
+    if at in (INPUT, EDGE):
+        return SplitSetup(at, "jpeg" if at == INPUT else "none")
+    at = zoo_model.cuts().resolve(at).name
+    codec, param = codec_setting(codec, qp, quality)
+    if codec in BASELINES:
+        return SplitSetup(at, codec)
+    options = (("chroma", "420"), ("backend", "pyav")) if codec == "bpg" else ()  # as `codec` runs it
+    return SplitSetup(at, codec, param, layout, bits, options)
+
+
+def serve_arguments(setup: SplitSetup) -> list[str]:
+    """The ``splitbench serve`` options that serve ``setup``."""
+    arguments = ["--at", setup.at, "--codec", setup.codec]
+    if setup.spec is not None:
+        parameter = codec_class(setup.codec).parameter
+        if parameter:
+            arguments += [f"--{parameter}", str(setup.param)]
+        arguments += ["--layout", setup.layout, "--bits", str(setup.bits)]
+    return arguments if setup.at != INPUT else ["--at", INPUT, "--codec", "jpeg"]
+
+
+def _integers(text: str, option: str) -> list[int]:
+    """Comma-separated integers, as the command line's ``split_numbers(text, option, int)`` reads them."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if not values:
+        raise SplitbenchError(f"{option} takes comma-separated integers, got {text!r}")
+    return values
