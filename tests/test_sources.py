@@ -267,7 +267,8 @@ def test_eval_on_an_image_folder_matches_the_manifest(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("marker", "printed"), [("<!-- api-example -->", "layer2"),
-                                                  ("<!-- api-example-link -->", "bytes; top-5: [[")])
+                                                  ("<!-- api-example-link -->", "bytes; top-5: [["),
+                                                  ("<!-- api-example-jobs -->", "'head_macs': 995692544}")])
 def test_readme_python_api_example_runs(marker: str, printed: str, tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     start = readme.index(marker)
