@@ -152,6 +152,12 @@ def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def say(message: str) -> None:
+    """A line of what a command is doing, on standard output beside its tables (as the command line
+    printed them). Standard error stays for progress and for a failing command's one error line."""
+    print(message, flush=True)
+
+
 class Bars:
     """Several sibling bars by task id, as rich's ``Progress`` offers them (``add_task``, ``update``).
 

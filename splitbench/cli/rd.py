@@ -103,7 +103,7 @@ def rd_command(
 
 
 def _show(shown: Shown) -> None:
-    """One of the job's tables (:class:`splitbench.jobs.rd.Shown`), as soon as it is ready."""
+    """One of the job's tables (:class:`splitbench.jobs.Shown`), as soon as it is ready."""
     if shown.heading:
         console.print(shown.heading)
     show_table(shown.table, title=shown.title, columns=shown.columns, source=shown.source)

@@ -28,7 +28,7 @@ from splitbench.grouping.flgc import check_groups_fit
 from splitbench.grouping.report import duplication_table, group_markdown, plot_group
 from splitbench.grouping.sweep import GROUP_COLUMNS, GroupSettings, group_store, load_group_data, run_group_sweep
 from splitbench.preflight import Plan, writable_folder
-from splitbench.progress import log
+from splitbench.progress import say
 from splitbench.results import result_set, write_csv, write_result
 from splitbench.runs import run_folder
 from splitbench.training.runtime import Runtime
@@ -156,7 +156,7 @@ class GroupJob:
         def point_done(row: dict) -> None:  # the trainer's own bars show each point's epochs and images/s
             done.append(row)
             if runtime.main:
-                log(f"[{len(done)}/{total}] groups {row['groups']}, duplicate top {row['duplicate_top']}: "
+                say(f"[{len(done)}/{total}] groups {row['groups']}, duplicate top {row['duplicate_top']}: "
                     f"top-1 {row['top1']:.2f} %, {row['macs'] / 1e6:.2f} M MACs, {row['cpu_ms_1000']} ms")
 
         with open_point_executor(runtime.executor) as pool:  # training bars from this process only

@@ -34,7 +34,7 @@ from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
 from splitbench.jobs import Shown
 from splitbench.preflight import Plan, writable_folder
-from splitbench.progress import log
+from splitbench.progress import say
 from splitbench.results import result_set, warm_up_plotting, write_csv, write_result
 from splitbench.runs import run_folder
 from splitbench.training.runtime import Runtime
@@ -242,7 +242,7 @@ class RdJob:
 
         def point_done(row: dict) -> None:
             if not in_process:
-                log(f"{row['variant']} α={row['alpha']:g} λ={row['lambda']:g}, {row['epochs']} epochs: "
+                say(f"{row['variant']} α={row['alpha']:g} λ={row['lambda']:g}, {row['epochs']} epochs: "
                     f"{row['bpp_actual']:.4f} bpp, top-1 {row['top1']:.2f} %")
 
         with open_point_executor(runtime.executor) as pool:

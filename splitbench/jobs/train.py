@@ -23,7 +23,7 @@ from splitbench.data.datasets import check_training_data, open_named
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.preflight import Plan, worker_count, writable_file, writable_folder
-from splitbench.progress import log
+from splitbench.progress import say
 from splitbench.reporting import plot_training, training_markdown
 from splitbench.results import result_set, write_result
 from splitbench.runs import folder_name, run_folder
@@ -140,7 +140,7 @@ class TrainJob:
         spec = r.zoo_model.spec
         r.zoo_model.load_weights(self.weights)
         runtime.use_threads()
-        log(f"decoding {len(r.train_set):,} training and {len(r.test_set):,} test images once")
+        say(f"decoding {len(r.train_set):,} training and {len(r.test_set):,} test images once")
         train, test = decode_dataset(r.train_set, workers=r.workers), decode_dataset(r.test_set, workers=r.workers)
         result = train_classifier(
             r.zoo_model.model, train, test, mean=spec.preprocessing.mean, std=spec.preprocessing.std,
