@@ -108,6 +108,9 @@ WRITER = textwrap.dedent("""
             time.sleep(0.02)  # a set takes a while to write, so the two writers' sets overlap in time
             write_csv(out / "extra.csv", table.assign(extra=1))
             write_text(out / "run.png", f"{tag} {number}")
+        # between sets, as a real run computes: the observer, whose lock polls every 50 ms, gets
+        # its turns (two writers re-taking the lock at once starved it: it saw one set only)
+        time.sleep(0.06)
 """)
 
 
