@@ -14,10 +14,14 @@ Provenance records ``dataclasses.asdict(job)``: the arguments are the request it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import pandas as pd
+
+from splitbench.errors import SplitbenchError
 
 
 @dataclass(frozen=True)
@@ -30,3 +34,20 @@ class Shown:
     columns: list[str] | None = None
     source: Path | None = None
     heading: str | None = None
+
+
+# The range checks typer makes on the command line (``min=``, FiniteFloat), for jobs built in
+# Python: the same texts.
+
+
+def check_at_least(values: dict[str, tuple[int | None, int]]) -> None:
+    """Whole-number options against their least value (typer checks them on the command line)."""
+    for option, (value, minimum) in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < minimum):
+            raise SplitbenchError(f"{option} takes a whole number ≥ {minimum}, got {value!r}")
+
+
+def check_finite(option: str, value: float, minimum: float) -> None:
+    """A float option: finite and ≥ ``minimum`` (the command line's :class:`~splitbench.cli.options.FiniteFloat` text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise SplitbenchError(f"{option} takes a finite number ≥ {minimum:g}, got {value!r}")

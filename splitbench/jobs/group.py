@@ -4,14 +4,12 @@
 >>> job.plan()                     # what a dry run shows                                  # doctest: +SKIP
 >>> result = job.run()             # the table and the files written (None on a torchrun rank > 0)  # doctest: +SKIP
 
-Also the helpers that the point sweeps' jobs share (:func:`alone_timing_repeats`,
-:func:`open_named`, :func:`check_at_least`).
+Also :func:`alone_timing_repeats`, which the prune job shares.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from numbers import Integral
@@ -25,6 +23,7 @@ from splitbench.data.datasets import ImageDataset, check_training_data, open_nam
 from splitbench.errors import SplitbenchError
 from splitbench.executors import open_point_executor
 from splitbench.grouping.flgc import check_groups_fit
+from splitbench.jobs import check_at_least, check_finite
 from splitbench.grouping.report import duplication_table, group_markdown, plot_group
 from splitbench.grouping.sweep import GROUP_COLUMNS, GroupSettings, group_store, load_group_data, run_group_sweep
 from splitbench.preflight import Plan, writable_folder
@@ -219,19 +218,6 @@ def _whole(text: str | Integral) -> int | None:
         return int(text)
     except (ValueError, OverflowError):
         return None
-
-
-def check_at_least(values: dict[str, tuple[int | None, int]]) -> None:
-    """Whole-number options against their least value (typer checks them on the command line)."""
-    for option, (value, minimum) in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < minimum):
-            raise SplitbenchError(f"{option} takes a whole number ≥ {minimum}, got {value!r}")
-
-
-def check_finite(option: str, value: float, minimum: float) -> None:
-    """A float option: finite and ≥ ``minimum`` (the command line's :class:`~splitbench.cli.options.FiniteFloat` text)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise SplitbenchError(f"{option} takes a finite number ≥ {minimum:g}, got {value!r}")
 
 
 def alone_timing_repeats(requested: int, executor: str, processes: int = 1) -> tuple[int, str | None]:

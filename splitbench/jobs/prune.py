@@ -21,7 +21,8 @@ from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
 from splitbench.data.datasets import open_named
-from splitbench.jobs.group import CACHE, alone_timing_repeats, check_at_least, check_finite
+from splitbench.jobs import check_at_least, check_finite
+from splitbench.jobs.group import CACHE, alone_timing_repeats
 from splitbench.preflight import Plan, writable_folder
 from splitbench.progress import track
 from splitbench.pruning import SCOPES

@@ -32,7 +32,7 @@ from splitbench.compression.train import RDSettings
 from splitbench.data.datasets import check_training_data
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
-from splitbench.jobs import Shown
+from splitbench.jobs import Shown, check_at_least, check_finite
 from splitbench.preflight import Plan, writable_folder
 from splitbench.progress import say
 from splitbench.results import result_set, warm_up_plotting, write_csv, write_result
@@ -109,8 +109,11 @@ class RdJob:
         alphas = self.aux_alpha if self.aux_alpha is not None else ((0.0, 0.1) if at == INPUT else (0.0,))
         alphas = tuple(float(alpha) for alpha in alphas)
         budgets = tuple(sorted(set(self.epochs)))
-        _at_least(self, {"channels": 1, "warmup_epochs": 0, "warmup_rate_weight": 0.0, "batch_size": 1, "lr": 0.0,
-                         "seed": 0, "train_limit": 1, "limit": 1})
+        check_at_least({"--channels": (self.channels, 1), "--warmup-epochs": (self.warmup_epochs, 0),
+                        "--batch-size": (self.batch_size, 1), "--seed": (self.seed, 0),
+                        "--train-limit": (self.train_limit, 1), "--limit": (self.limit, 1)})
+        check_finite("--warmup-rate-weight", self.warmup_rate_weight, 0.0)
+        check_finite("--lr", self.lr, 0.0)
         if not budgets or min(budgets) < 1:
             raise SplitbenchError(f"--epochs takes comma-separated integers ≥ 1, got {self.epochs!r}")
         if at != INPUT and any(alphas):
@@ -300,11 +303,3 @@ class RdJob:
         the runtime: ``_`` attributes, not fields, so neither equality nor provenance sees them)."""
         for name, value in values.items():
             object.__setattr__(self, name, value)
-
-
-def _at_least(job: RdJob, minimums: dict[str, float]) -> None:
-    """The command line's range checks (typer's ``min=``), for jobs built in Python."""
-    for name, minimum in minimums.items():
-        value = getattr(job, name)
-        if value is not None and not value >= minimum:
-            raise SplitbenchError(f"--{name.replace('_', '-')} takes a number ≥ {minimum:g}, got {value!r}")
