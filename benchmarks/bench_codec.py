@@ -73,7 +73,7 @@ def naive(args: argparse.Namespace) -> float:
     import torch
 
     from splitbench.codecs.features import Quantized, dequantize, quantize, tile, untile
-    from splitbench.codecs.sweep import preprocessing_for
+    from splitbench.split import preprocessing_for
     from splitbench.data import open_dataset
     from splitbench.zoo import load_model
 

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from splitbench.codecs.sweep import feature_shape
+from splitbench.split import feature_shape
 from splitbench.compression.data import INPUT
 from splitbench.compression.models import VARIANTS
 from splitbench.compression.pipeline import rd_loss, warmup_loss

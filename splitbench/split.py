@@ -13,17 +13,19 @@ side information, which the receiver needs to dequantise).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
 
 from splitbench.errors import SplitbenchError
 from splitbench.metrics import Timing, time_ms
+from splitbench.data import Preprocessing
 from splitbench.zoo import ZooModel, load_model
 
 TASKS = ("classification", "detection")
 MINMAX_SIDE_INFO_BYTES = 8  # min and max as float32
+PREPROCESS = ("seed", "model")  # how a split run sizes its pictures (preprocessing_for)
 
 
 @dataclass
@@ -231,3 +233,22 @@ def _check_same_head(splits: list[TaskSplit]) -> None:
                 f"{other.model}'s layers up to the split differ from {first.model}'s "
                 f"({other.macs_head} vs {first.macs_head} MACs, {other.head_shape} vs {first.head_shape})"
             )
+
+
+def preprocessing_for(model: ZooModel, preprocess: str) -> Preprocessing:
+    """``seed``: the whole image resized to the input size (seed 003 eq. 5–6); ``model``: the zoo's."""
+    spec = model.spec.preprocessing
+    if preprocess == "model":
+        return spec
+    if preprocess == "seed":
+        return replace(spec, square=True)
+    raise SplitbenchError(f"unknown preprocessing '{preprocess}'; valid: {', '.join(PREPROCESS)}")
+
+
+def feature_shape(model: ZooModel, at: str, preprocessing: Preprocessing) -> tuple[int, int, int]:
+    """C×H×W of the tensor at the cut ``at``, for an input of the preprocessing's size."""
+    with torch.inference_mode():
+        out = model.cuts().head(at)(model.example_input(preprocessing.crop))
+    if out.dim() != 4:
+        raise SplitbenchError(f"the output at the split is {tuple(out.shape[1:])}, not C×H×W planes an image codec can carry")
+    return tuple(int(s) for s in out.shape[1:])  # type: ignore[return-value]

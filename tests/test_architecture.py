@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("models", ["zoo", "cuts"]),
     ("model tools", ["split", "profiling", "scoring", "reporting", "training"]),
     ("features", ["codecs", "compression", "pruning", "grouping"]),
+    ("transport", ["transport"]),
     ("sweeps", ["codecs.pipeline", "codecs.sweep", "codecs.report", "codecs.detection_report",
                 "compression.sweep", "compression.report", "pruning.sweep", "pruning.report",
                 "grouping.sweep", "grouping.report", "detection.evaluate", "link"]),
@@ -42,9 +43,6 @@ EXCEPTIONS: list[tuple[str, str, str]] = [
     # data → detection (upward): open_dataset opens coco:/voc: names and detection manifests
     # itself; to do: detection registers its openers with splitbench.data.
     ("data.datasets", "detection.data", "open_dataset dispatches to detection's data sets"),
-    # link → the codec sweep (siblings in the sweeps layer): the endpoints take the sweep's
-    # helpers. Being fixed now (feature_shape, preprocessing_for moving below both).
-    ("link.endpoints", "codecs.sweep", "feature_shape, preprocessing_for"),
 ]
 
 

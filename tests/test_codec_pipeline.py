@@ -18,7 +18,8 @@ from conftest import SHARED_DATA, needs_shared_data, needs_shared_weights, share
 from splitbench.codecs import CodecSpec, bpg
 from splitbench.codecs.cache import fill_cache
 from splitbench.codecs.pipeline import baseline_point, layout_points
-from splitbench.codecs.sweep import SweepRequest, preprocessing_for, run_sweep
+from splitbench.codecs.sweep import SweepRequest, run_sweep
+from splitbench.split import preprocessing_for
 from splitbench.data import Manifest, SplitInfo, load_rgb_image, open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.zoo import load_model

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, SHARED_WEIGHTS, as_user, needs_root, needs_shared_data, run_in_process, zoo
-from splitbench.codecs.sweep import SweepRequest, _open_feature_cache, preprocessing_for
+from splitbench.codecs.sweep import SweepRequest, _open_feature_cache
+from splitbench.split import preprocessing_for
 from splitbench.data import open_dataset
 from splitbench.errors import SplitbenchError
 

@@ -429,7 +429,7 @@ def _served(receiver: Receiver, **options) -> Iterator[str]:
 def test_every_codec_refuses_a_huge_declared_size_over_the_wire(name: str) -> None:
     options = BPG_OPTIONS if name == "bpg" else ()
     receiver = Receiver(_cifar(), SplitSetup("layer2", name, PARAMS[name], "gray", 8, options))
-    assert receiver.picture_size == PICTURE
+    assert receiver.transport.picture_size == PICTURE
     payload, header = _good_request(name)
     with _served(receiver) as endpoint:
         good = _exchange(endpoint, [encode_header({"op": "infer", "id": "g", **header}), payload])

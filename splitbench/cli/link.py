@@ -24,8 +24,10 @@ from splitbench.link.setups import codec_setting  # noqa: F401 - the commands' c
 # serve, link and plan take one codec setting: the same options, the same defaults.
 CodecOption = Annotated[str, typer.Option(
     "--codec", help=f"How the tensor at a cut travels: none (float32), minmax8 (eq. 7, 8 bits), or an image codec "
-    f"({', '.join(codec_names())}) at --qp/--quality, or NAME:V with its own value (bpg:35). --at input always "
-    "sends a JPEG.")]
+    f"({', '.join(codec_names())}) at --qp/--quality, or NAME:V with its own value (bpg:35); learned:FILE or "
+    "learned:RUN@λ (a codec rd trained: the file, or rd's result folder and λ); FILE.py:FUNCTION (your codec: "
+    "FUNCTION() returns an object with encode(tensor) -> bytes and decode(bytes, shape) -> tensor). --at input "
+    "always sends a JPEG.")]
 Qp = Annotated[Optional[int], typer.Option("--qp", help="BPG QP (0–51).")]
 Quality = Annotated[Optional[int], typer.Option("--quality", help="Quality of webp, avif, jpegxl, jpeg2000.")]
 Layout = Annotated[str, typer.Option("--layout", help="Picture layout of the tiled features: gray or paper.")]

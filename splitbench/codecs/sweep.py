@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from splitbench.codecs.cache import FeatureCache, fill_cache, open_cache
 from splitbench.codecs.pipeline import Point, PointResult, SweepContext, run_points
@@ -18,9 +17,9 @@ from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec
 from splitbench.progress import track
 from splitbench.scoring import ClassificationScorer, Scorer, scorer_for
+from splitbench.split import feature_shape, preprocessing_for
 from splitbench.zoo import ZooModel
 
-PREPROCESS = ("seed", "model")
 
 
 def columns(metrics: tuple[str, ...] = ClassificationScorer.metrics) -> list[str]:
@@ -64,16 +63,6 @@ class SweepResult:
     head_images: int
     timings: dict[str, float] = field(default_factory=dict)
     task: str = "classification"
-
-
-def preprocessing_for(model: ZooModel, preprocess: str) -> Preprocessing:
-    """``seed``: the whole image resized to the input size (seed 003 eq. 5–6); ``model``: the zoo's."""
-    spec = model.spec.preprocessing
-    if preprocess == "model":
-        return spec
-    if preprocess == "seed":
-        return replace(spec, square=True)
-    raise SplitbenchError(f"unknown preprocessing '{preprocess}'; valid: {', '.join(PREPROCESS)}")
 
 
 def check_scored_tail(model: ZooModel) -> None:
@@ -125,15 +114,6 @@ def _open_feature_cache(request: SweepRequest, dataset: ImageDataset, preprocess
     }
     shape = feature_shape(model, cut, preprocessing)
     return open_cache(request.cache_root, fields, len(dataset), shape)
-
-
-def feature_shape(model: ZooModel, at: str, preprocessing: Preprocessing) -> tuple[int, int, int]:
-    """C×H×W of the tensor at the cut ``at``, for an input of the preprocessing's size."""
-    with torch.inference_mode():
-        out = model.cuts().head(at)(model.example_input(preprocessing.crop))
-    if out.dim() != 4:
-        raise SplitbenchError(f"the output at the split is {tuple(out.shape[1:])}, not C×H×W planes an image codec can carry")
-    return tuple(int(s) for s in out.shape[1:])  # type: ignore[return-value]
 
 
 def result_table(request: SweepRequest, results: list[PointResult], jpeg: np.ndarray,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from splitbench.compression.data import CACHE_VERSION, INPUT, PreparedData
+from splitbench.compression.export import CodecRecipe, export_codec
 from splitbench.compression.image_codec import AuxiliaryBranch, ImageCodec
 from splitbench.compression.models import FeatureCodec, check_variant
 from splitbench.compression.pipeline import FeaturePipeline, ImagePipeline
@@ -175,14 +176,15 @@ def train_point(request: RDRequest, root: Path, variant: str, alpha: float, lam:
         if not request.group.main:  # rank 0 evaluates and keeps the point; the others go on training
             continue
         row = read_point(folder, epochs, request.test.provenance)
-        rows.append(row or _measured_row(request, pipeline, variant, alpha, lam, epochs, history, warm_s, wall_train_s))
+        rows.append(row or _measured_row(request, pipeline, folder, variant, alpha, lam, epochs, history, warm_s, wall_train_s))
     return rows
 
 
-def _measured_row(request: RDRequest, pipeline: nn.Module, variant: str, alpha: float, lam: float, epochs: int,
+def _measured_row(request: RDRequest, pipeline: nn.Module, folder: Path, variant: str, alpha: float, lam: float, epochs: int,
                   history: list[dict[str, float]], warm_s: float, train_s: float) -> dict[str, Any]:
     settings = request.settings
     measured = evaluate(pipeline, request.test.data, 4 * settings.batch_size, request.device, progress=request.progress)
+    exported = _export(request, pipeline, variant, lam, epochs, folder)
     return {"model": request.zoo_model.spec.name, "split": request.at, "variant": variant, "alpha": alpha,
             "lambda": lam, **measured, "epochs": epochs, "warmup_epochs": settings.warmup_epochs,
             "train_images": len(request.train.data), "codec_params": count_parameters([pipeline.codec]),
@@ -190,7 +192,17 @@ def _measured_row(request: RDRequest, pipeline: nn.Module, variant: str, alpha: 
             "train_bpp": history[-1]["bpp"], "train_task_loss": history[-1]["task"],
             "step_s": sum(h["seconds"] for h in history) / sum(h["seconds"] / h["step_s"] for h in history),
             "train_s": sum(h["seconds"] for h in history), "warmup_s": warm_s, "wall_train_s": train_s,
-            "seed": settings.seed}
+            "seed": settings.seed, "codec_file": str(exported) if exported is not None else None}
+
+
+def _export(request: RDRequest, pipeline: nn.Module, variant: str, lam: float, epochs: int, folder: Path) -> Path | None:
+    """The evaluated codec as a file that ``--codec learned:FILE`` sends over the link (feature codecs only)."""
+    if not isinstance(pipeline, FeaturePipeline):
+        return None
+    shape = tuple(int(s) for s in request.train.data.inputs.shape[1:])
+    recipe = CodecRecipe(request.zoo_model.spec.name, request.at, shape, request.channels, variant, request.entropy,
+                         lam, epochs, request.zoo_model.weights.sha256)
+    return export_codec(pipeline.codec, recipe, folder / f"codec-epochs{epochs}.safetensors")
 
 
 def _fresh_pipeline(request: RDRequest, variant: str, alpha: float) -> nn.Module:

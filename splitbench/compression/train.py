@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from splitbench.compression.export import load_codec_state
 from splitbench.compression.pipeline import (
     RDOutput,
     bits,
@@ -211,22 +212,10 @@ def _trainable_state(pipeline: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_trainable(pipeline: nn.Module, state: dict[str, torch.Tensor]) -> None:
     codec = {k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")}
-    _load_codec_state(pipeline.codec, codec)
+    load_codec_state(pipeline.codec, codec)
     aux = {k[len("aux."):]: v for k, v in state.items() if k.startswith("aux.")}
     if pipeline.aux is not None and aux:
         pipeline.aux.load_state_dict(aux)
-
-
-def _load_codec_state(codec: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    # The entropy models' CDF tables change size once built; size them from the state first, as
-    # new tensors (tables built by an evaluation are inference tensors, which cannot be resized).
-    for name, value in state.items():
-        if name.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table")):
-            owner, _, buffer = name.rpartition(".")
-            module = codec.get_submodule(owner)
-            current = getattr(module, buffer)
-            module.register_buffer(buffer, torch.empty(value.shape, dtype=current.dtype, device=current.device))
-    codec.load_state_dict(state)
 
 
 def _save_rng(folder: Path, rank: int, epochs: int, device: torch.device) -> None:

@@ -18,7 +18,8 @@ from splitbench.codecs.detection_report import detection_markdown, load_paper_de
 from splitbench.codecs.features import check_layout
 from splitbench.codecs.pipeline import Point, baseline_point, layout_points
 from splitbench.codecs.report import codec_markdown, load_paper_rows, plot_codec
-from splitbench.codecs.sweep import PREPROCESS, SweepRequest, check_scored_tail, run_sweep
+from splitbench.codecs.sweep import SweepRequest, check_scored_tail, run_sweep
+from splitbench.split import PREPROCESS
 from splitbench.data.datasets import dataset_and_split, open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec

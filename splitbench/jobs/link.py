@@ -26,12 +26,13 @@ from splitbench.data.datasets import dataset_and_split, open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
 from splitbench.jobs import Shown
-from splitbench.link.endpoints import BASELINES, EDGE, INPUT, Receiver, SplitSetup, model_pictures
+from splitbench.link.endpoints import EDGE, INPUT, Receiver, SplitSetup, model_pictures
 from splitbench.link.setups import codec_setting, setup_for
 from splitbench.link.tasks import answers_for
 from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.results import result_set, write_csv, write_result
 from splitbench.runs import run_folder
+from splitbench.transport import BASELINES, is_user_codec
 from splitbench.zoo import ZooModel, load_model
 
 if TYPE_CHECKING:  # zmq is imported where a socket is made, not at every command's start
@@ -65,7 +66,7 @@ class _SplitJob:
     model: str = "mobilenet_v2"
     weights: str = "auto"
     leaf: tuple[str, ...] = ()  # modules kept whole when tracing
-    codec: str = CODEC  # none, minmax8, an image codec at qp/quality, or NAME:V
+    codec: str = CODEC  # none, minmax8, an image codec at qp/quality or NAME:V, learned:…, FILE.py:FUNCTION
     qp: int | None = None
     quality: int | None = None
     layout: str = "gray"
@@ -299,7 +300,7 @@ class PlanJob(_SplitJob):
             raise SplitbenchError("--repeats 0: plan predicts from timings; time each cut at least once")
         zoo_model = self._split_model("plan")  # latency is model-agnostic; the tail must end in outputs it answers
         codec_setting(self.codec, self.qp, self.quality, required=False)
-        setups = [self._setup(zoo_model, cut) for cut in _plan_cuts(zoo_model, self.at, self.codec.partition(":")[0])]
+        setups = [self._setup(zoo_model, cut) for cut in _plan_cuts(zoo_model, self.at, self.codec)]
         head_start = str(self.head_start)
         try:
             head = {"tbf": MTU_FRAME, "wire": 0}[head_start] if head_start in ("tbf", "wire") else int(head_start)
@@ -409,7 +410,7 @@ def _plan_cuts(zoo_model: ZooModel, at: tuple[str, ...], codec: str) -> list[str
     """``all``: every valid cut the codec can carry (C×H×W for an image codec) but the output; input first, edge last."""
     if tuple(at) != ("all",):
         return [INPUT, *[cut for cut in at if cut not in (INPUT, EDGE)], EDGE]
-    planes_only = codec not in BASELINES
+    planes_only = codec not in BASELINES and not is_user_codec(codec)  # a user's codec may take any tensor
     graph = zoo_model.cuts()
     # a classifier's last cut is its output: sending it is `edge` plus a message (a detector's
     # outputs are its heads, never one cut: its last cut leaves a tail to run)

@@ -282,7 +282,7 @@ class RdJob:
 
     def _write_costs(self, arguments: dict[str, Any], show: Callable[[Shown], None]) -> list[Path]:
         """The cost table of each variant's codec at the split (seed 000 Table 1): shapes only."""
-        from splitbench.codecs.sweep import feature_shape
+        from splitbench.split import feature_shape
         from splitbench.compression.costs import cost_table
         from splitbench.compression.report import cost_markdown
         from splitbench.references import load_reference

@@ -27,25 +27,24 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from splitbench.codecs.base import Codec, CodecSpec, codec_class
+from splitbench.codecs.base import codec_class
 from splitbench.codecs.cache import JPEG_QUALITY, jpeg_file
-from splitbench.codecs.features import (SIDE_INFO_BYTES, Quantized, check_layout, dequantize, layout_channels, quantize,
-                                       tile_grid)
-from splitbench.codecs.sweep import feature_shape, preprocessing_for
-from splitbench.codecs.worker import decode_features, encode_features
+from splitbench.codecs.features import check_layout
 from splitbench.data import Preprocessing, load_rgb_image
 from splitbench.errors import SplitbenchError
-from splitbench.link.protocol import ProtocolError, Request, pack_range, unpack_range
+from splitbench.link.protocol import ProtocolError, Request
 from splitbench.link.tasks import Answers, answers_for
+from splitbench.split import feature_shape, preprocessing_for
+from splitbench.transport import TensorCodec, learned_file, takes_parameter, tensor_codec
 from splitbench.zoo import ZooModel
 
 INPUT, EDGE = "input", "edge"
-BASELINES = ("none", "minmax8")  # float32 as it is; eq. 7 to 8 bits with no codec
 
 
 @dataclass(frozen=True)
 class SplitSetup:
-    """A model cut at ``at`` with the crossing tensor sent as ``codec`` (a registered codec or a baseline)."""
+    """A model cut at ``at`` with the crossing tensor sent as ``codec``: any ``--codec`` string of
+    :mod:`splitbench.transport` (a baseline, an image codec, ``learned:…`` or ``FILE.py:FUNCTION``)."""
 
     at: str
     codec: str = "none"
@@ -57,20 +56,28 @@ class SplitSetup:
     def __post_init__(self) -> None:
         if self.at == INPUT and self.codec != "jpeg":
             raise SplitbenchError(f"--at input sends the picture as JPEG; --codec {self.codec} codes features")
-        if self.at != INPUT and self.codec not in BASELINES:
+        if self.at == INPUT:
+            return
+        if self.pictured:
             codec_class(self.codec)  # an unknown name fails here, with close matches
             check_layout(self.layout)
+        elif self.codec.startswith("learned:") and not (path := learned_file(self.codec)).is_file():
+            raise SplitbenchError(f"--codec {self.codec}: learned codec file not found: {path}")
 
     @property
-    def spec(self) -> CodecSpec | None:
-        """The feature codec, or None for ``input``, ``edge`` and the baselines."""
-        if self.at in (INPUT, EDGE) or self.codec in BASELINES:
+    def pictured(self) -> bool:
+        """Whether the tensor travels as a picture of an image codec (which takes a layout and bits)."""
+        return self.at not in (INPUT, EDGE) and takes_parameter(self.codec)
+
+    def tensor_codec(self, shape: tuple[int, ...]) -> TensorCodec | None:
+        """How a tensor of ``shape`` crosses; None for ``input`` (a JPEG) and ``edge`` (nothing)."""
+        if self.at in (INPUT, EDGE):
             return None
-        return CodecSpec(self.codec, self.param, self.bits, layout_channels(self.layout), self.options)
+        return tensor_codec(self.codec, shape, self.param, self.layout, self.bits, self.options)
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {"at": self.at, "codec": self.codec}
-        if self.spec is not None:
+        if self.pictured:
             described |= {"param": self.param, "layout": self.layout, "bits": self.bits, **dict(self.options)}
         if self.at == INPUT:
             described["jpeg_quality"] = JPEG_QUALITY
@@ -81,7 +88,7 @@ class SplitSetup:
         if self.at in (INPUT, EDGE):
             return self.at
         param = f"@{self.param}" if self.param is not None else ""
-        layout = f"/{self.layout}" if self.spec is not None else ""
+        layout = f"/{self.layout}" if self.pictured else ""
         return f"{self.at}:{self.codec}{param}{layout}"
 
 
@@ -135,13 +142,13 @@ class _Half:
         self.answers: Answers = answers_for(model)
         self.preprocessing: Preprocessing = preprocessing_for(model, preprocess)
         self._to_tensor = self.preprocessing.to_tensor()  # built once: it runs for every picture
-        self.codec: Codec | None = setup.spec.build() if setup.spec is not None else None
         if setup.at in (INPUT, EDGE):
             self.shape: tuple[int, ...] = (3, self.preprocessing.crop, self.preprocessing.crop)
-        elif self.codec is not None:  # an image codec carries C×H×W planes only
+        elif setup.pictured:  # an image codec carries C×H×W planes only
             self.shape = feature_shape(model, setup.at, self.preprocessing)
         else:  # the traced graph measured every cut's tensor at this input size
             self.shape = tuple(model.cuts(self.preprocessing.crop).resolve(setup.at).shape)
+        self.transport: TensorCodec | None = setup.tensor_codec(self.shape)
 
     @staticmethod
     def _prepared(module: torch.nn.Module) -> torch.nn.Module:
@@ -194,14 +201,7 @@ class Sender(_Half):
         with torch.inference_mode():
             features = self.head(self._input_tensor(picture))[0].contiguous().numpy()  # type: ignore[misc]
         headed = time.perf_counter()
-        if self.setup.codec == "none":
-            payload = features.astype("<f4").tobytes()
-        elif self.setup.codec == "minmax8":
-            quantized = quantize(features, 8)
-            payload = pack_range(quantized.minimum, quantized.maximum) + quantized.values.tobytes()
-        else:
-            sent = encode_features(features, self.codec, self.setup.layout, index)  # type: ignore[arg-type]
-            payload = pack_range(sent.minimum, sent.maximum) + sent.data
+        payload = self.transport.encode(features)  # type: ignore[union-attr]
         return Sent(payload, header, headed - began, time.perf_counter() - headed)
 
 
@@ -213,11 +213,7 @@ class Receiver(_Half):
             raise SplitbenchError("--at edge runs the whole model on the edge: there is nothing to serve")
         super().__init__(model, setup, preprocess)
         self.tail = self._prepared(model.model if setup.at == INPUT else model.cuts().tail(setup.at))
-        elements = int(np.prod(self.shape))
-        self.expected_bytes = {"none": elements * 4, "minmax8": elements + SIDE_INFO_BYTES}.get(setup.codec)
-        if self.codec is not None:  # the tiled picture (features.tile) a peer's bitstream must declare
-            rows, cols = tile_grid(self.shape[0])
-            self.picture_size = (rows * self.shape[1], cols * self.shape[2])
+        self.expected_bytes = self.transport.expected_bytes if self.transport is not None else None
 
     def answer(self, request: Request) -> dict[str, Any]:
         """Top-5 (or a detector's detections) for one request; a payload that does not fit this
@@ -238,24 +234,10 @@ class Receiver(_Half):
     def _decode(self, payload: bytes) -> torch.Tensor:
         if self.setup.at == INPUT:
             return self._input_tensor(self._picture(payload))
-        if self.expected_bytes is not None and len(payload) != self.expected_bytes:
-            raise ProtocolError(f"{self.setup.codec} payload must be {self.expected_bytes} bytes, got {len(payload)}")
-        if self.setup.codec == "none":
-            features = np.frombuffer(payload, dtype="<f4").reshape(self.shape).astype(np.float32)
-            if not np.isfinite(features).all():
-                raise ProtocolError("features are not finite")
-        else:
-            low, high, body = unpack_range(payload)
-            if self.setup.codec == "minmax8":
-                values = np.frombuffer(body, dtype=np.uint8).reshape(self.shape)
-                features = dequantize(Quantized(values, low, high, 8))
-            else:
-                try:
-                    # the header's declared size first: a decoder allocates whatever it declares
-                    self.codec.check_declared(body, *self.picture_size)  # type: ignore[union-attr]
-                    features = decode_features(body, low, high, self.shape, self.codec, self.setup.layout)  # type: ignore[arg-type]
-                except (SplitbenchError, ValueError) as error:
-                    raise ProtocolError(f"cannot decode the {self.setup.codec} payload: {error}") from None
+        try:  # every decoder checks the bytes before it allocates what they ask for
+            features = self.transport.decode(payload)  # type: ignore[union-attr]
+        except SplitbenchError as error:
+            raise ProtocolError(str(error)) from None
         tensor = torch.from_numpy(np.ascontiguousarray(features)).unsqueeze(0)
         return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
 

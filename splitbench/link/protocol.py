@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +54,6 @@ MAX_DETECTIONS = 10_000  # per reply; a detector's own bound is COCO_MAX_DETECTI
 MAX_DETECTION_CHARS = 6 * 24 + 8
 MAX_REPLY_BYTES = MAX_HEADER_BYTES + MAX_DETECTIONS * MAX_DETECTION_CHARS  # 1.5 MiB; a classifier's is < 1 KB
 MAX_ID_CHARS = 64
-RANGE = struct.Struct("<ff")  # eq. 8's minimum and maximum, as codec sweeps count them (8 bytes)
 OPS = ("info", "infer")
 INPUTS = ("features", "image")
 
@@ -245,17 +243,3 @@ def read_detections(value: Any) -> np.ndarray:
     rows = np.asarray(value, dtype=np.float64).reshape(len(value), 6)
     rows[:, :5] = rows[:, :5].astype(np.float32)
     return rows
-
-
-def pack_range(minimum: float, maximum: float) -> bytes:
-    return RANGE.pack(minimum, maximum)
-
-
-def unpack_range(payload: bytes) -> tuple[np.float32, np.float32, bytes]:
-    """Eq. 8's range and the rest of a feature payload."""
-    if len(payload) < RANGE.size:
-        raise ProtocolError(f"payload of {len(payload)} bytes holds no range (8 bytes)")
-    low, high = RANGE.unpack_from(payload)
-    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
-        raise ProtocolError("range is not finite or minimum > maximum")
-    return np.float32(low), np.float32(high), payload[RANGE.size:]

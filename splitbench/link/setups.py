@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from splitbench.codecs.base import codec_class
 from splitbench.errors import SplitbenchError
-from splitbench.link.endpoints import BASELINES, EDGE, INPUT, SplitSetup
+from splitbench.link.endpoints import EDGE, INPUT, SplitSetup
+from splitbench.transport import BASELINES, Learned, takes_parameter
 from splitbench.zoo import ZooModel
 
 
@@ -12,9 +13,9 @@ def codec_setting(codec: str, qp: int | None, quality: int | None, required: boo
     """``--codec NAME`` (its value from ``--qp``/``--quality``) or ``NAME:V`` (its own value, as
     in ``codec``'s NAME:V1/V2): the codec and its parameter value. An option that the codec
     does not take is refused, as ``codec`` refuses it. ``required``: a codec with a parameter
-    needs a value."""
-    name, colon, own = codec.partition(":")
-    parameter = None if name in BASELINES else codec_class(name).parameter
+    needs a value. A learned or a user's codec (``learned:…``, ``FILE.py:FUNCTION``) takes none."""
+    name, colon, own = codec.partition(":") if takes_parameter(codec) else (codec, "", "")
+    parameter = None if name in BASELINES or not takes_parameter(name) else codec_class(name).parameter
     given = {"qp": qp, "quality": quality}
     for option, value in given.items():
         if value is not None and option != parameter:
@@ -38,10 +39,16 @@ def setup_for(zoo_model: ZooModel, at: str, codec: str, qp: int | None, quality:
     """One cut and its codec from the command line's options (the cut's canonical name)."""
     if at in (INPUT, EDGE):
         return SplitSetup(at, "jpeg" if at == INPUT else "none")
-    at = zoo_model.cuts().resolve(at).name
+    cut = zoo_model.cuts().resolve(at)
     codec, param = codec_setting(codec, qp, quality)
-    if codec in BASELINES:
-        return SplitSetup(at, codec)
+    if not takes_parameter(codec):
+        setup = SplitSetup(cut.name, codec)
+        built = setup.tensor_codec(tuple(cut.shape))  # a learned codec for another cut, a user codec that fails: now
+        if isinstance(built, Learned) and built.recipe.model != zoo_model.spec.name:
+            raise SplitbenchError(f"--codec {codec} was trained for {built.recipe.model} at {built.recipe.at}, "
+                                  f"not for {zoo_model.spec.name}")
+        return setup
+    at = cut.name
     options = (("chroma", "420"), ("backend", "pyav")) if codec == "bpg" else ()  # as `codec` runs it
     return SplitSetup(at, codec, param, layout, bits, options)
 
@@ -49,7 +56,7 @@ def setup_for(zoo_model: ZooModel, at: str, codec: str, qp: int | None, quality:
 def serve_arguments(setup: SplitSetup) -> list[str]:
     """The ``splitbench serve`` options that serve ``setup``."""
     arguments = ["--at", setup.at, "--codec", setup.codec]
-    if setup.spec is not None:
+    if setup.pictured:
         parameter = codec_class(setup.codec).parameter
         if parameter:
             arguments += [f"--{parameter}", str(setup.param)]

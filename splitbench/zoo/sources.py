@@ -204,7 +204,7 @@ def _timm_pretrained(architecture: str, model: nn.Module) -> str:
 
 def factory_spec(name: str) -> ModelSpec:
     """``FILE.py:FUNCTION`` or ``package.module:FUNCTION``: the user's own model."""
-    factory = _import_factory(name)
+    factory = import_factory(name)
     torch.manual_seed(0)  # the probe build is the first load's model: seeded like every build
     model, options = _unpack(_call_factory(factory, name), name)
     first = [model]  # the probe build serves the first load; later loads call the factory again
@@ -329,14 +329,16 @@ def _names(built: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _import_factory(name: str) -> Callable[[], Any]:
+def import_factory(name: str, kind: str = "model") -> Callable[..., Any]:
+    """The user's ``FUNCTION`` in ``FILE.py`` or ``package.module`` (a ``kind``: model, codec); every
+    failure is one line naming the file or module."""
     location, _, function = name.rpartition(":")
     if not function:
-        raise SplitbenchError(f"model '{name}' names no function after the colon (FILE.py:FUNCTION)")
+        raise SplitbenchError(f"{kind} '{name}' names no function after the colon (FILE.py:FUNCTION)")
     if location.endswith(".py") or "/" in location:
         path = Path(location).expanduser()
         if not path.is_file():
-            raise SplitbenchError(f"model file not found: {path}")
+            raise SplitbenchError(f"{kind} file not found: {path}")
         module_name = f"splitbench_user_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
