@@ -29,6 +29,9 @@ COLUMNS = ["model", "split", "codec", "param", "layout", "bits", "backend", "ima
         (["--qp", "30,x"], "error: --qp takes comma-separated integers, got '30,x'"),
         (["--bpg-backend", "bpgenc"], "error: --bpg-backend bpgenc needs bpgenc and bpgdec on PATH"),
         (["--at", "pool9"], "error: unknown split point 'pool9'"),
+        (["--at", "all,features.2"], "error: --at all takes no other cuts, got all,features.2"),
+        (["--at", "bottleneck2,features.2"], "error: --at names a cut twice: bottleneck2,features.2"),
+        (["--at", "bottleneck2,classifier"], "error: the tensor at classifier is 1000, not C×H×W planes"),
     ],
 )
 def test_bad_input_ends_in_one_line(args: list[str], message: str, tmp_path: Path,
@@ -96,3 +99,24 @@ def test_codec_list_syntax_builds_the_sweep() -> None:
     assert dict(points[2].spec.options) == {"chroma": "444", "backend": "pyav"} and points[2].spec.channels == 3
     defaults = build_points(["bpg", "webp"], [], [], ["gray"], 8, "420", "pyav")
     assert [p.spec.param for p in defaults[1:]] == [10, 20, 30, 35, 40, 50, 10, 20, 30, 40, 50, 60, 70, 80, 90]
+
+
+@needs_shared_data
+def test_codec_at_all_sweeps_every_cut_smaller_than_the_input_in_one_table(tmp_path: Path) -> None:
+    from splitbench.zoo import load_model
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        main(["codec", "resnet18", "--weights", "none", "--at", "all", "--codec", "none,minmax8", "--layout", "gray",
+              "--limit", "2", "--data", str(SHARED_DATA), "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    assert exited.value.code == 0
+    table = pd.read_csv(out / "codec.csv")
+    # resnet18 at 224×224: layer2.0.add (128×28×28 = 100,352 < 3×224×224) through avgpool (512×1×1), 13 cuts
+    cuts = [cut for cut in load_model("resnet18").cuts().cuts if len(cut.shape) == 3 and
+            cut.shape[0] * cut.shape[1] * cut.shape[2] < 3 * 224 * 224]
+    assert len(cuts) == 13 and cuts[0].name == "layer2.0.add" and cuts[-1].name == "avgpool"
+    assert list(table["split"]) == [cut.name for cut in cuts for _ in range(2)]
+    assert list(table["codec"]) == ["none", "minmax8"] * 13
+    float32 = table[table["codec"] == "none"]
+    assert list(float32["feature_bytes"]) == [2 * 4 * c * h * w for c, h, w in (cut.shape for cut in cuts)]
+    assert (out / "codec.png").stat().st_size > 10_000

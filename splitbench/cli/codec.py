@@ -22,8 +22,9 @@ _SHOWN = ["codec", "param", "layout", "bits", "chroma", "ratio_percent", "bpp", 
 _SHOWN_DETECTION = [*_SHOWN[:7], "map", "map50", "map50_drop", "encode_ms", "decode_ms"]
 
 At = Annotated[str | None, typer.Option(
-    "--at", help="Cut (default: the seed's, pool4 / bottleneck6, or yolov4_tiny's analogue pool2; "
-    "`splitbench profile MODEL` lists them).")]
+    "--at", help="Cut, comma-separated cuts, or all (every C×H×W cut smaller than the input): one table with a "
+    "row per cut × setting. Default: the seed's, pool4 / bottleneck6, or yolov4_tiny's analogue pool2; "
+    "`splitbench profile MODEL` lists them.")]
 Codecs = Annotated[str, typer.Option(
     "--codec", help=f"Comma-separated: none, minmax8, minmax16, {', '.join(codec_names())}; "
     "NAME:V1/V2 gives a codec its own parameter values, NAME@gray its own layouts.")]
@@ -70,7 +71,7 @@ def codec_command(
 ) -> None:
     """Compress MODEL's features at a split point with image codecs; bytes vs JPEG, top-1/top-5 or mAP."""
     job = CodecJob(
-        model=pick_model(model, model_option, "vgg16"), at=at, weights=weights, dataset=dataset, split=split, data=data,
+        model=pick_model(model, model_option, "vgg16"), at=tuple(split_names(at, "--at")) if at else None, weights=weights, dataset=dataset, split=split, data=data,
         codec=tuple(split_names(codec, "--codec")), qp=tuple(split_numbers(qp, "--qp", int)),
         quality=tuple(split_numbers(quality, "--quality", int)), layout=tuple(split_names(layout, "--layout")),
         leaf=tuple(split_names(leaf, "--leaf")) if leaf is not None else None, bits=bits, chroma=chroma,

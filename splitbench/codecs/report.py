@@ -139,3 +139,34 @@ def finish_size_axes(axes: Any, table: pd.DataFrame, ylabel: str, figure: str, l
     axes.set_title(f"{table['model'].iloc[0]} at {table['split'].iloc[0]}: {figure} against size")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=legend_size, loc="lower right")
+
+
+def plot_cuts(table: pd.DataFrame, path: Path, metric: str = "top1") -> Path:
+    """A sweep over several cuts: bytes per picture (solid, log) and ``metric`` (dashed) at each cut,
+    one colour per codec setting, cuts in the model's order."""
+    cuts = list(dict.fromkeys(table["split"]))
+    shown = table.assign(setting=[_setting_label(row) for _, row in table.iterrows()],
+                         position=table["split"].map(cuts.index),
+                         picture_bytes=table["feature_bytes"] / table["images"])
+
+    def draw(axes: Any) -> None:
+        score = axes.twinx()
+        for index, (setting, rows) in enumerate(shown.groupby("setting", sort=False)):
+            colour = f"C{index % 10}"
+            axes.plot(rows["position"], rows["picture_bytes"], marker="o", color=colour, label=setting)
+            score.plot(rows["position"], rows[metric], marker="x", linestyle="--", color=colour)
+        axes.set_yscale("log")
+        axes.set_ylabel("bytes per picture (solid, log)")
+        score.set_ylabel(f"{metric} (dashed)")
+        axes.set_xticks(range(len(cuts)), cuts, rotation=60, ha="right", fontsize=7)
+        axes.set_title(f"{table['model'].iloc[0]}: every codec setting at {len(cuts)} cuts")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=7, loc="upper right")
+
+    return save_figure(path, draw, size=(10, 5))
+
+
+def _setting_label(row: pd.Series) -> str:
+    param = "" if pd.isna(row["param"]) else f":{int(row['param'])}"
+    layout = "" if row["layout"] in ("-", "") or pd.isna(row["layout"]) else f" {row['layout']}"
+    return f"{row['codec']}{param}{layout}"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from splitbench.codecs import CodecSpec, codec_class
 from splitbench.codecs.detection_report import detection_markdown, load_paper_detection, plot_detection
 from splitbench.codecs.features import check_layout
 from splitbench.codecs.pipeline import Point, baseline_point, layout_points
-from splitbench.codecs.report import codec_markdown, load_paper_rows, plot_codec
+from splitbench.codecs.report import codec_markdown, load_paper_rows, plot_codec, plot_cuts
 from splitbench.codecs.sweep import SweepRequest, check_scored_tail, run_sweep
 from splitbench.split import PREPROCESS
 from splitbench.data.datasets import dataset_and_split, open_dataset
@@ -37,11 +38,13 @@ class CodecJob:
     """The options of ``splitbench codec``, parsed; constructing one makes every check the command makes.
 
     ``codec`` holds the ``--codec`` entries (``bpg``, ``webp:50/90``, ``avif@gray``, ``minmax8``);
-    ``at=None`` is the model's seed cut; ``dataset`` may be ``MANIFEST:SPLIT``.
+    ``at`` is one cut, several (one sweep each, one table with their rows), ``all`` (every C×H×W
+    cut smaller than the input picture) or None (the model's seed cut); ``dataset`` may be
+    ``MANIFEST:SPLIT``.
     """
 
     model: str = "vgg16"
-    at: str | None = None
+    at: str | tuple[str, ...] | None = None
     leaf: tuple[str, ...] | None = None
     weights: str = "auto"
     dataset: str | None = None
@@ -71,30 +74,33 @@ class CodecJob:
         started = time.perf_counter()
         points = build_points(list(self.codec), list(self.qp), list(self.quality), list(self.layout), self.bits,
                               self.chroma, self.bpg_backend)
-        at = self.at or get_spec(self.model).default_cut("codec")
-        if at is None:
-            raise SplitbenchError(f"{self.model} has no seed split point; pass --at")
+        asked = (self.at,) if isinstance(self.at, str) else tuple(self.at or ())
+        if not asked:
+            seed_cut = get_spec(self.model).default_cut("codec")
+            if seed_cut is None:
+                raise SplitbenchError(f"{self.model} has no seed split point; pass --at")
+            asked = (seed_cut,)
         if self.preprocess not in PREPROCESS:
             raise SplitbenchError(f"unknown --preprocess '{self.preprocess}'; valid: {', '.join(PREPROCESS)}")
         zoo_model = load_model(self.model, leaf_modules=self.leaf or (), mean=self.mean, std=self.std)
         check_scored_tail(zoo_model)
-        cut = zoo_model.cuts().resolve(at)  # an unknown cut fails before any data is read
-        if len(cut.shape) != 3:
-            raise SplitbenchError(f"the tensor at {at} is {'x'.join(map(str, cut.shape))}, "
-                                  f"not C×H×W planes an image codec can carry; pick a convolutional cut")
+        cuts = sweep_cuts(zoo_model, asked)  # an unknown cut fails before any data is read
         name, split = dataset_and_split(self.model, self.dataset, self.split, zoo_model.spec.dataset)
         images = zoo_model.check_data(open_dataset(name, split=split, root=self.data, limit=self.limit))
         detection = zoo_model.spec.task == "detection"
         paper = (load_paper_detection if detection else load_paper_rows)(self.reference)  # a bad --reference fails now
-        out = writable_folder(self.out or run_folder("codec", f"{zoo_model.spec.name}-{at}-{name}"), "--out")
+        label = cuts[0].name if len(cuts) == 1 else "all" if asked == ("all",) else f"{len(cuts)}cuts"
+        out = writable_folder(self.out or run_folder("codec", f"{zoo_model.spec.name}-{label}-{name}"), "--out")
         writable_folder(self.cache, "--cache")
         if self.keep_bitstreams is not None:
             writable_folder(self.keep_bitstreams, "--keep-bitstreams")
-        request = SweepRequest(zoo_model, at, name, split, self.data, self.limit, self.preprocess, self.cache,
-                               worker_count(self.workers, len(images) * len(points)), self.batch_size,
-                               self.keep_bitstreams, executor=ExecutorSpec.parse(self.executor))
-        object.__setattr__(self, "_resolved", _Resolved(started, points, zoo_model, cut, len(images), detection,
-                                                        paper, out, request))
+        workers = worker_count(self.workers, len(images) * len(points))
+        names = [cut.name for cut in cuts] if asked == ("all",) else asked  # rows name a cut as the user did
+        requests = [SweepRequest(zoo_model, at, name, split, self.data, self.limit, self.preprocess, self.cache,
+                                 workers, self.batch_size, self.keep_bitstreams,
+                                 executor=ExecutorSpec.parse(self.executor)) for at in names]
+        object.__setattr__(self, "_resolved", _Resolved(started, points, zoo_model, cuts, len(images), detection,
+                                                        paper, out, requests))
 
     @property
     def points(self) -> list[Point]:
@@ -103,20 +109,23 @@ class CodecJob:
 
     def plan(self) -> Plan:
         """The dry run's rows, with a time estimate (worked out only when the plan is shown)."""
-        r, request = self._resolved, self._resolved.request
+        r, request = self._resolved, self._resolved.requests[0]
         plan = Plan("codec").add("model", f"{self.model} ({r.zoo_model.spec.source})")
         plan.add("weights", r.zoo_model.describe_weights(self.weights, pretrained=True))
-        plan.add("cut", f"{request.at} = {r.cut.name}, {'x'.join(map(str, r.cut.shape))}")
+        for each, cut in zip(r.requests, r.cuts):
+            plan.add("cut", f"{each.at} = {cut.name}, {'x'.join(map(str, cut.shape))}")
         plan.add("data", f"{request.dataset}: {r.images:,} images")
-        plan.add("points", f"{len(r.points)}: " + ", ".join(point.label for point in r.points))
+        plan.add("points", f"{len(r.points)} per cut: " + ", ".join(point.label for point in r.points))
         plan.add("workers", f"{request.workers} ({request.executor})").add("cache", self.cache).add("out", r.out)
-        return plan.estimate(r.zoo_model.model, r.zoo_model.example_input(), r.images, len(r.points),
+        return plan.estimate(r.zoo_model.model, r.zoo_model.example_input(), r.images, len(r.points) * len(r.cuts),
                              "points (model only, without encoding)")
 
     def arguments(self) -> dict[str, Any]:
         """The provenance's arguments: the options, with the values that the defaults resolved to."""
-        request = self._resolved.request
-        return {**asdict(self), "at": request.at, "dataset": request.dataset, "split": request.split,
+        requests = self._resolved.requests
+        request = requests[0]
+        at = request.at if len(requests) == 1 else [each.at for each in requests]
+        return {**asdict(self), "at": at, "dataset": request.dataset, "split": request.split,
                 "workers": request.workers, "executor": str(request.executor), "out": self._resolved.out}
 
     def run(self) -> CodecOutcome:
@@ -124,21 +133,28 @@ class CodecJob:
         r = self._resolved
         plotting = warm_up_plotting()
         r.zoo_model.load_weights(self.weights, pretrained=True)
-        result = run_sweep(r.request, r.points)
+        results = [run_sweep(request, r.points) for request in r.requests]  # each cut's own head-feature cache
+        result, table = results[0], pd.concat([each.table for each in results], ignore_index=True)
+        caches = [each.cache.folder.name for each in results]
         meta = provenance.collect(
             "codec",
             {**self.arguments(), "preprocessing": result.preprocessing.describe(),
-             "feature_cache": result.cache.folder.name},
+             "feature_cache": caches[0] if len(caches) == 1 else caches},
             weights=r.zoo_model.weights.describe(),
             data=result.data,
             wall_s=time.perf_counter() - r.started,
         )
         plotting.join()
+        markdown_of, plot = (detection_markdown, plot_detection) if r.detection else (codec_markdown, plot_codec)
         with result_set(r.out):
-            markdown = (detection_markdown if r.detection else codec_markdown)(result.table, r.paper, meta)
-            written = write_result(r.out, "codec", result.table, meta, markdown, optional=["param"])  # baselines have none
-            written.append((plot_detection if r.detection else plot_codec)(result.table, r.paper, r.out / "codec.png"))
-        return CodecOutcome(result.table, written, r.out / "codec.csv", f"{r.zoo_model.spec.name} at {r.request.at}",
+            markdown = "\n".join(markdown_of(each.table, r.paper, meta) for each in results)
+            written = write_result(r.out, "codec", table, meta, markdown, optional=["param"])  # baselines have none
+            if len(results) == 1:
+                written.append(plot(table, r.paper, r.out / "codec.png"))
+            else:  # several cuts: bytes and the score at each, one line a setting
+                written.append(plot_cuts(table, r.out / "codec.png", "map" if r.detection else "top1"))
+        at = r.requests[0].at if len(r.requests) == 1 else f"{len(r.requests)} cuts"
+        return CodecOutcome(table, written, r.out / "codec.csv", f"{r.zoo_model.spec.name} at {at}",
                             int(result.data["images"]), r.detection)
 
 
@@ -149,12 +165,12 @@ class _Resolved:
     started: float  # perf_counter when the job was made: the run's wall time counts from here
     points: list[Point]
     zoo_model: ZooModel
-    cut: Cut
+    cuts: list[Cut]
     images: int
     detection: bool
     paper: pd.DataFrame  # seed 003's rows (the report sets this model's beside its own)
     out: Path
-    request: SweepRequest
+    requests: list[SweepRequest]  # one sweep a cut
 
 
 @dataclass
@@ -172,6 +188,28 @@ class CodecOutcome:
     def jpeg_bytes(self) -> int:
         """The input pictures' size as JPEG (q75), every row's reference."""
         return int(self.table["jpeg_bytes"].iloc[0])
+
+
+def sweep_cuts(zoo_model: ZooModel, asked: tuple[str, ...]) -> list[Cut]:
+    """The cuts ``--at`` names (``all``: every C×H×W cut with fewer elements than the input picture,
+    the ones worth coding), each checked to carry C×H×W planes; one line for a bad one."""
+    graph = zoo_model.cuts()
+    if "all" in asked:
+        if asked != ("all",):
+            raise SplitbenchError(f"--at all takes no other cuts, got {','.join(asked)}")
+        inputs = math.prod(zoo_model.example_input().shape[1:])
+        cuts = [cut for cut in graph.cuts if len(cut.shape) == 3 and math.prod(cut.shape) < inputs]
+        if not cuts:
+            raise SplitbenchError(f"{zoo_model.spec.name} has no C×H×W cut smaller than its input")
+        return cuts
+    cuts = [graph.resolve(at) for at in asked]
+    for at, cut in zip(asked, cuts):
+        if len(cut.shape) != 3:
+            raise SplitbenchError(f"the tensor at {at} is {'x'.join(map(str, cut.shape))}, "
+                                  f"not C×H×W planes an image codec can carry; pick a convolutional cut")
+    if len({cut.name for cut in cuts}) != len(cuts):
+        raise SplitbenchError(f"--at names a cut twice: {','.join(asked)}")
+    return cuts
 
 
 def _codec_entry(entry: str, values: dict[str, list[int]], used: dict[str, list[list[int]]]) -> tuple[str, list[int | None]]:
