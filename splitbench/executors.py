@@ -255,3 +255,17 @@ def _ray() -> Any:
     except ImportError:
         return None
     return ray
+
+
+def alone_timing_repeats(requested: int, executor: str, processes: int = 1) -> tuple[int, str | None]:
+    """``--repeats``, or 0 where points do not run alone (Ray workers side by side, torchrun ranks), and
+    the line that tells the user so (None where the repeats stand).
+
+    Points timed next to each other measure each other's contention; their CPU-time columns are
+    left empty instead (and so cached apart from timed ones: the repeats are part of the key).
+    """
+    if requested and (not executor.startswith("local") or processes > 1):
+        where = "on Ray" if processes == 1 else f"under torchrun ({processes} processes)"
+        return 0, (f"CPU-time columns left empty {where}: points timed side by side measure each other; "
+                   "time with --executor local in one process")
+    return requested, None

@@ -22,7 +22,7 @@ DOC = REPO / "docs" / "architecture.md"
 # Lowest first; names are relative to ``splitbench`` ("" is the package itself, and only it).
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["", "errors", "finite", "results", "runs", "provenance", "progress", "metrics", "macs", "timing",
-                    "references", "points"]),
+                    "references", "points", "values"]),
     ("machine", ["checks", "orphans", "executors"]),
     ("data", ["data", "weights", "evaluation"]),
     ("detection", ["detection"]),

@@ -15,6 +15,7 @@ import typer
 
 from splitbench.errors import SplitbenchError
 from splitbench.finite import count_non_finite
+from splitbench.values import parse_number, split_names, split_numbers  # noqa: F401 (the commands import them from here)
 
 ModelArgument = Annotated[
     Optional[str],
@@ -162,7 +163,7 @@ class FiniteFloat:
         self.option, self.minimum, self.maximum = option, minimum, maximum
 
     def __call__(self, value: str | float) -> float:
-        number = _number(value, float)
+        number = parse_number(value, float)
         if number is None or count_non_finite(number) or not self._in_range(number):
             raise SplitbenchError(f"{self.option} takes a finite number{self._range()}, got {value!r}")
         return number
@@ -217,38 +218,3 @@ def default_out(command: str, run: str) -> Path:
     from splitbench.runs import run_folder
 
     return run_folder(command, run)
-
-
-def split_names(text: str, option: str | None = None) -> list[str]:
-    """``a, b,c`` → ``["a", "b", "c"]`` (comma-separated option values).
-
-    With ``option`` named, a value that names nothing (``,``) is refused rather than read
-    as "not given": every command applies the same rule to every list option.
-    """
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if option is not None and not names:
-        raise SplitbenchError(f"{option} names nothing: got {text!r}")
-    return names
-
-
-def split_numbers(text: str | None, option: str, kind: type = float, minimum: float | None = None) -> list:
-    """Comma-separated finite numbers of one ``kind`` (≥ ``minimum``); a bad one, or none, fails naming the option."""
-    if text is None:
-        return []
-    noun = "integers" if kind is int else "numbers"
-    numbers = [_number(part, kind) for part in split_names(text)]
-    if not numbers or None in numbers:
-        raise SplitbenchError(f"{option} takes comma-separated {noun}, got {text!r}")
-    if count_non_finite(numbers):
-        raise SplitbenchError(f"{option} takes finite {noun} (no NaN or infinity), got {text!r}")
-    if minimum is not None and min(numbers) < minimum:
-        raise SplitbenchError(f"{option} takes comma-separated {noun} ≥ {minimum:g}, got {text!r}")
-    return numbers
-
-
-def _number(text: str | float, kind: type) -> float | int | None:
-    """``kind(text)``, or None where ``text`` is not one (``int('1e3')``, ``float('x')``)."""
-    try:
-        return kind(text)
-    except (ValueError, TypeError, OverflowError):
-        return None

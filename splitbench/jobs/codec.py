@@ -28,6 +28,7 @@ from splitbench.preflight import Plan, worker_count, writable_folder
 from splitbench.results import result_set, warm_up_plotting, write_result
 from splitbench.runs import run_folder
 from splitbench.cuts import Cut
+from splitbench.values import split_numbers
 from splitbench.zoo import ZooModel, get_spec, load_model
 
 # Data names whose part after the colon is a path, not a manifest's split (as the command line reads them).
@@ -241,13 +242,9 @@ def _codec_entry(entry: str, values: dict[str, list[int]], used: dict[str, list[
 def _own_values(own: str, entry: str, parameter: str) -> list[int]:
     """``50/90`` of ``webp:50/90`` as integers (the command line's errors for a comma-separated list)."""
     text = own.replace("/", ",")
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not parts:
+    if not text.strip(", "):
         raise SplitbenchError(f"--codec {entry} names no {parameter} values")
-    try:
-        return [int(part) for part in parts]
-    except ValueError:
-        raise SplitbenchError(f"--codec {entry} takes comma-separated integers, got {text!r}") from None
+    return split_numbers(text, f"--codec {entry}", int)
 
 
 def build_points(codecs: list[str], qps: list[int], qualities: list[int], layouts: list[str], bits: int,

@@ -3,8 +3,6 @@
 >>> job = GroupJob("cifar_resnet20", groups=(4,), duplicate_top=(0, 3), device="cpu")   # doctest: +SKIP
 >>> job.plan()                     # what a dry run shows                                  # doctest: +SKIP
 >>> result = job.run()             # the table and the files written (None on a torchrun rank > 0)  # doctest: +SKIP
-
-Also :func:`alone_timing_repeats`, which the prune job shares.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,7 +18,7 @@ import pandas as pd
 from splitbench import provenance
 from splitbench.data.datasets import ImageDataset, check_training_data, open_named
 from splitbench.errors import SplitbenchError
-from splitbench.executors import open_point_executor
+from splitbench.executors import alone_timing_repeats, open_point_executor
 from splitbench.grouping.flgc import check_groups_fit
 from splitbench.jobs import check_at_least, check_finite
 from splitbench.grouping.report import duplication_table, group_markdown, plot_group
@@ -31,6 +28,7 @@ from splitbench.progress import say
 from splitbench.results import result_set, write_csv, write_result
 from splitbench.runs import run_folder
 from splitbench.training.runtime import Runtime
+from splitbench.values import whole_numbers
 from splitbench.zoo import ZooModel, load_model
 
 CACHE = Path("cache")
@@ -121,8 +119,8 @@ class GroupJob:
         train_images = len(r.train_set)
         ranks = r.runtime.ranks
         plan = Plan("group").add("model", self.model).add("weights", r.weights)
-        plan.add("points", f"{1 + len(list(r.settings.points()))}: the dense model, groups {_text(self.groups)} × "
-                           f"duplicate top {_text(self.duplicate_top)}")
+        plan.add("points", f"{1 + len(list(r.settings.points()))}: the dense model, groups {','.join(map(str, self.groups))} × "
+                           f"duplicate top {','.join(map(str, self.duplicate_top))}")
         plan.add("data", f"{min(self.train_limit or train_images, train_images):,} training images of {r.train_name}, "
                          f"{min(self.limit or r.test_images, r.test_images):,} test images of {r.test_name}")
         processes = f", {ranks.world} processes (DDP)" if ranks.distributed else ""
@@ -193,42 +191,3 @@ class _Resolved:
     notes: tuple[str, ...]
 
 
-def _text(numbers: tuple[int, ...]) -> str:
-    return ",".join(str(n) for n in numbers)
-
-
-def whole_numbers(values: tuple[int, ...] | str, option: str, minimum: int) -> tuple[int, ...]:
-    """A list option of whole numbers ≥ ``minimum`` (text: comma-separated), duplicates dropped in order.
-
-    The command line's texts: :func:`splitbench.cli.options.split_numbers` for ``int``.
-    """
-    if isinstance(values, str):
-        text, numbers = values, [_whole(part) for part in values.split(",") if part.strip()]
-    else:
-        text, numbers = _text(values), [_whole(n) if isinstance(n, Integral) and not isinstance(n, bool) else None for n in values]
-    if not numbers or None in numbers:
-        raise SplitbenchError(f"{option} takes comma-separated integers, got {text!r}")
-    if min(numbers) < minimum:
-        raise SplitbenchError(f"{option} takes comma-separated integers ≥ {minimum:g}, got {text!r}")
-    return tuple(dict.fromkeys(numbers))
-
-
-def _whole(text: str | Integral) -> int | None:
-    try:
-        return int(text)
-    except (ValueError, OverflowError):
-        return None
-
-
-def alone_timing_repeats(requested: int, executor: str, processes: int = 1) -> tuple[int, str | None]:
-    """``--repeats``, or 0 where points do not run alone (Ray workers side by side, torchrun ranks), and
-    the line that tells the user so (None where the repeats stand).
-
-    Points timed next to each other measure each other's contention; their CPU-time columns are
-    left empty instead (and so cached apart from timed ones: the repeats are part of the key).
-    """
-    if requested and (not executor.startswith("local") or processes > 1):
-        where = "on Ray" if processes == 1 else f"under torchrun ({processes} processes)"
-        return 0, (f"CPU-time columns left empty {where}: points timed side by side measure each other; "
-                   "time with --executor local in one process")
-    return requested, None

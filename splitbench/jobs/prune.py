@@ -19,10 +19,10 @@ from splitbench import provenance
 from splitbench.data.datasets import ImageDataset, check_training_data
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
-from splitbench.executors import ExecutorSpec, open_point_executor
+from splitbench.executors import ExecutorSpec, alone_timing_repeats, open_point_executor
 from splitbench.data.datasets import open_named
 from splitbench.jobs import check_at_least, check_finite
-from splitbench.jobs.group import CACHE, alone_timing_repeats
+from splitbench.jobs.group import CACHE
 from splitbench.preflight import Plan, writable_folder
 from splitbench.progress import track
 from splitbench.pruning import SCOPES

@@ -6,6 +6,7 @@ from splitbench.codecs.base import codec_class
 from splitbench.errors import SplitbenchError
 from splitbench.link.endpoints import EDGE, INPUT, SplitSetup
 from splitbench.transport import BASELINES, Learned, takes_parameter
+from splitbench.values import split_numbers
 from splitbench.zoo import ZooModel
 
 
@@ -23,7 +24,7 @@ def codec_setting(codec: str, qp: int | None, quality: int | None, required: boo
     if colon:
         if parameter is None:
             raise SplitbenchError(f"--codec {codec}: {name} takes no parameter value")
-        values = _integers(own.replace("/", ","), f"--codec {codec}")
+        values = split_numbers(own.replace("/", ","), f"--codec {codec}", int)
         if len(values) != 1:
             raise SplitbenchError(f"--codec {codec}: one {parameter} value here (the codec command sweeps several)")
         if given[parameter] is not None and given[parameter] != values[0]:
@@ -62,15 +63,3 @@ def serve_arguments(setup: SplitSetup) -> list[str]:
             arguments += [f"--{parameter}", str(setup.param)]
         arguments += ["--layout", setup.layout, "--bits", str(setup.bits)]
     return arguments if setup.at != INPUT else ["--at", INPUT, "--codec", "jpeg"]
-
-
-def _integers(text: str, option: str) -> list[int]:
-    """Comma-separated integers, as the command line's ``split_numbers(text, option, int)`` reads them."""
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    try:
-        values = [int(part) for part in parts]
-    except ValueError:
-        values = []
-    if not values:
-        raise SplitbenchError(f"{option} takes comma-separated integers, got {text!r}")
-    return values
