@@ -101,31 +101,7 @@ class RdJob:
         at = self.at or spec.default_cut("rd")
         if at is None:
             raise SplitbenchError(f"{self.model} has no seed split point; pass --at")
-        variants = self.variants if self.variants is not None else IMAGE_VARIANTS if at == INPUT else FEATURE_VARIANTS
-        if not variants:
-            raise SplitbenchError("--variant names nothing: got ''")
-        variants = tuple(check_variants(list(variants), at))
-        lambdas = tuple(check_lambdas([float(lam) for lam in self.lambdas]))
-        alphas = self.aux_alpha if self.aux_alpha is not None else ((0.0, 0.1) if at == INPUT else (0.0,))
-        alphas = tuple(float(alpha) for alpha in alphas)
-        budgets = tuple(sorted(set(self.epochs)))
-        check_at_least({"--channels": (self.channels, 1), "--warmup-epochs": (self.warmup_epochs, 0),
-                        "--batch-size": (self.batch_size, 1), "--seed": (self.seed, 0),
-                        "--train-limit": (self.train_limit, 1), "--limit": (self.limit, 1)})
-        check_finite("--warmup-rate-weight", self.warmup_rate_weight, 0.0)
-        check_finite("--lr", self.lr, 0.0)
-        if not budgets or min(budgets) < 1:
-            raise SplitbenchError(f"--epochs takes comma-separated integers ≥ 1, got {self.epochs!r}")
-        if at != INPUT and any(alphas):
-            raise SplitbenchError("--aux-alpha applies to an image codec (--at input) only")
-        if self.input_size is not None and at != INPUT:
-            raise SplitbenchError("--input-size applies to an image codec (--at input) only; features keep the model's")
-        if self.input_size is not None and self.input_size < MIN_IMAGE_SIZE:
-            raise SplitbenchError(f"--input-size {self.input_size}: the image codec takes {MIN_IMAGE_SIZE} pixels or more")
-        if self.entropy not in ENTROPY_MODELS:
-            raise SplitbenchError(f"unknown --entropy '{self.entropy}'; valid: {', '.join(ENTROPY_MODELS)}")
-        if self.target not in TARGETS:
-            raise SplitbenchError(f"unknown --target '{self.target}'; valid: {', '.join(TARGETS)}")
+        variants, lambdas, alphas, budgets = self._check_recipe(at)
         baseline_table = load_baseline(self.baseline, spec.name, at) if self.baseline is not None else None
         # The cost depends on shapes only: cost_only needs no weights (and no network).
         zoo_model = load_model(self.model, leaf_modules=list(self.leaf) if self.leaf else ())
@@ -154,6 +130,36 @@ class RdJob:
             if runtime.processes():
                 plan.add("processes", runtime.processes())
         plan.add("out", out)
+
+    def _check_recipe(self, at: str) -> tuple[tuple[str, ...], tuple[float, ...], tuple[float, ...], tuple[int, ...]]:
+        """The variants, λ's, α's and epoch budgets, each checked (with the numbers and names of the
+        recipe) for the codec at ``at``: a feature codec, or the image codec at ``input``."""
+        variants = self.variants if self.variants is not None else IMAGE_VARIANTS if at == INPUT else FEATURE_VARIANTS
+        if not variants:
+            raise SplitbenchError("--variant names nothing: got ''")
+        variants = tuple(check_variants(list(variants), at))
+        lambdas = tuple(check_lambdas([float(lam) for lam in self.lambdas]))
+        alphas = self.aux_alpha if self.aux_alpha is not None else ((0.0, 0.1) if at == INPUT else (0.0,))
+        alphas = tuple(float(alpha) for alpha in alphas)
+        budgets = tuple(sorted(set(self.epochs)))
+        check_at_least({"--channels": (self.channels, 1), "--warmup-epochs": (self.warmup_epochs, 0),
+                        "--batch-size": (self.batch_size, 1), "--seed": (self.seed, 0),
+                        "--train-limit": (self.train_limit, 1), "--limit": (self.limit, 1)})
+        check_finite("--warmup-rate-weight", self.warmup_rate_weight, 0.0)
+        check_finite("--lr", self.lr, 0.0)
+        if not budgets or min(budgets) < 1:
+            raise SplitbenchError(f"--epochs takes comma-separated integers ≥ 1, got {self.epochs!r}")
+        if at != INPUT and any(alphas):
+            raise SplitbenchError("--aux-alpha applies to an image codec (--at input) only")
+        if self.input_size is not None and at != INPUT:
+            raise SplitbenchError("--input-size applies to an image codec (--at input) only; features keep the model's")
+        if self.input_size is not None and self.input_size < MIN_IMAGE_SIZE:
+            raise SplitbenchError(f"--input-size {self.input_size}: the image codec takes {MIN_IMAGE_SIZE} pixels or more")
+        if self.entropy not in ENTROPY_MODELS:
+            raise SplitbenchError(f"unknown --entropy '{self.entropy}'; valid: {', '.join(ENTROPY_MODELS)}")
+        if self.target not in TARGETS:
+            raise SplitbenchError(f"unknown --target '{self.target}'; valid: {', '.join(TARGETS)}")
+        return variants, lambdas, alphas, budgets
 
     def _check_data(self, plan: Plan) -> None:
         """The data sets (opened, not decoded) against the model, and the plan's rows about training."""

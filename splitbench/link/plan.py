@@ -163,7 +163,7 @@ def transport_overhead_ms(receiver: Receiver, exchanges: int = 30) -> float:
     finally:
         server.stop()
         thread.join(10)
-    return round(float(np.median(samples)) * 1e3, 3)
+    return Timing.of([1e3 * sample for sample in samples]).median_ms
 
 
 def predict(costs: pd.DataFrame, bandwidths: Iterable[float], rtts: Iterable[float],

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from splitbench.errors import SplitbenchError
+from splitbench.metrics import percent
 from splitbench.link.protocol import ProtocolError, float32_numbers, read_detections
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class ClassificationAnswers(Answers):
         return {"predicted": predicted, "hit1": predicted == label}
 
     def figures(self, rows: pd.DataFrame) -> dict[str, float]:
-        return {"top1": round(100 * float(np.mean(rows["hit1"])), 2)}
+        return {"top1": round(percent(int(rows["hit1"].sum()), len(rows)), 2)}
 
 
 class DetectionAnswers(Answers):
