@@ -85,6 +85,7 @@ def load_weights(model: nn.Module, model_name: str, weights: str, torchvision_na
             return info
         return _load_torchvision_default(model, model_name, torchvision_name)
     path = Path(weights).expanduser()
+    refuse_exports(path)
     state = read_state_dict(path)
     apply_state_dict(model, state, model_name, str(path))
     return WeightsInfo(str(path), sha256_of(path))
@@ -204,6 +205,32 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return _unwrap(raw, path)
 
 
+# Files that splitbench writes with a structure of their own in the safetensors metadata: not a
+# model's weights, whatever their tensors' names (key: the metadata entry, value: what to do).
+_EXPORTS = {
+    "pruned_channels": "a pruned ViT that prune --save-models wrote: its layers are smaller than the model's "
+                       "(load it with splitbench.pruning.vit_channels.load_pruned_vit)",
+    "format": "a learned feature codec that rd exported: pass it as --codec learned:FILE",
+}
+
+
+def refuse_exports(path: Path) -> None:
+    """One line for a safetensors file that is one of splitbench's exports rather than a model's weights
+    (it would fail later with a shape mismatch per pruned layer, or load a codec as a model)."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception:  # a damaged file: read_state_dict names the problem
+        return
+    for key, what in _EXPORTS.items():
+        if key in metadata and (key != "format" or metadata[key].startswith("splitbench-learned-feature-codec")):
+            raise SplitbenchError(f"--weights {path} is {what}")
+
+
 def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(raw, Mapping):
         for key in _STATE_DICT_KEYS:
@@ -275,6 +302,7 @@ def describe_weights(weights: str, torchvision_name: str | None, has_default: bo
         if not path.is_file():
             raise SplitbenchError(f"weights file not found: {path}")
         kind = check_weights_file(path)
+        refuse_exports(path)
         return f"{path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)"
     if torchvision_name is None:
         if has_default:

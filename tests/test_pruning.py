@@ -100,6 +100,19 @@ def test_saved_pruned_model_loads_back_identically(tmp_path) -> None:
         assert torch.equal(loaded(x), pruned(x))
 
 
+def test_a_pruned_export_given_as_weights_fails_in_one_line_under_dry_run(tmp_path) -> None:
+    from conftest import run_in_process
+
+    model = zoo("vit").model
+    keep = {(0, "attention"): torch.arange(0, 256, 2)}
+    path = save_pruned_vit(prune_vit(model, keep), keep, tmp_path / "vit-pruned.safetensors")
+    for command in (["plan", "vit", "--dry-run"], ["profile", "vit"], ["split", "vit", "--at", "transformer"]):
+        done = run_in_process(*command, "--weights", str(path))
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == f"error: --weights {path} is a pruned ViT that prune --save-models wrote: its layers are " \
+                              "smaller than the model's (load it with splitbench.pruning.vit_channels.load_pruned_vit)\n"
+
+
 def test_uniform_scope_prunes_every_block_alike_and_global_ranks_all_blocks() -> None:
     model = small_vit()
     groups = channel_groups(model)

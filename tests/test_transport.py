@@ -217,3 +217,9 @@ def test_a_user_codec_file_crosses_a_served_link(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     per_image = pd.read_csv(out / "link_images.csv")
     assert (per_image["payload_bytes"] == 64 * 8 * 8 * 2).all()  # float16: two bytes per element
+
+
+def test_a_learned_codec_file_given_as_weights_is_refused_in_one_line(exported) -> None:
+    done = run_in_process("profile", "cifar_resnet20", "--weights", str(exported[0]))
+    assert done.returncode == 2 and done.stderr == (f"error: --weights {exported[0]} is a learned feature codec that rd "
+                                                    "exported: pass it as --codec learned:FILE\n")
