@@ -208,8 +208,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 # Files that splitbench writes with a structure of their own in the safetensors metadata: not a
 # model's weights, whatever their tensors' names (key: the metadata entry, value: what to do).
 _EXPORTS = {
-    "pruned_channels": "a pruned ViT that prune --save-models wrote: its layers are smaller than the model's "
-                       "(load it with splitbench.pruning.vit_channels.load_pruned_vit)",
+    "pruned_channels": "a pruned model that prune --save-models wrote: its layers are smaller than the model's; "
+                       "give the file as the model (splitbench COMMAND FILE.safetensors), its weights come with it",
     "format": "a learned feature codec that rd exported: pass it as --codec learned:FILE",
 }
 

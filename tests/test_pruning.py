@@ -12,7 +12,8 @@ from conftest import SHARED_DATA, needs_shared_data, zoo
 from splitbench.errors import SplitbenchError
 from splitbench.pruning import PrunedAttention, channel_groups, prune_vit, select_channels
 from splitbench.pruning.scores import ChannelLosses, channel_losses, stability_scores, weight_scores
-from splitbench.pruning.vit_channels import embed, load_pruned_vit, run_blocks, save_pruned_vit
+from splitbench.pruning.vit_channels import embed, run_blocks
+from splitbench.zoo.vit_pruned import load_pruned_vit, save_pruned_vit
 from splitbench.zoo import count_parameters
 
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, dim_head=16, mlp_dim=48,
@@ -98,19 +99,6 @@ def test_saved_pruned_model_loads_back_identically(tmp_path) -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), pruned(x))
-
-
-def test_a_pruned_export_given_as_weights_fails_in_one_line_under_dry_run(tmp_path) -> None:
-    from conftest import run_in_process
-
-    model = zoo("vit").model
-    keep = {(0, "attention"): torch.arange(0, 256, 2)}
-    path = save_pruned_vit(prune_vit(model, keep), keep, tmp_path / "vit-pruned.safetensors")
-    for command in (["plan", "vit", "--dry-run"], ["profile", "vit"], ["split", "vit", "--at", "transformer"]):
-        done = run_in_process(*command, "--weights", str(path))
-        assert done.returncode == 2, done.stderr
-        assert done.stderr == f"error: --weights {path} is a pruned ViT that prune --save-models wrote: its layers are " \
-                              "smaller than the model's (load it with splitbench.pruning.vit_channels.load_pruned_vit)\n"
 
 
 def test_uniform_scope_prunes_every_block_alike_and_global_ranks_all_blocks() -> None:

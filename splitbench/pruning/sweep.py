@@ -39,15 +39,11 @@ from splitbench.pruning.scores import (
     weight_scores,
 )
 from splitbench.pruning.select import select_channels
-from splitbench.pruning.vit_channels import (
-    ChannelGroup,
-    channel_groups,
-    prune_vit,
-    save_pruned_vit,
-)
+from splitbench.pruning.vit_channels import ChannelGroup, channel_groups
 from splitbench.results import atomic_open
 from splitbench.training.augment import normalize
 from splitbench.zoo.registry import ModelSpec
+from splitbench.zoo.vit_pruned import prune_vit, save_pruned_vit
 from splitbench.zoo import count_parameters
 from splitbench.weights import read_tensor_file
 

@@ -28,6 +28,7 @@ from splitbench.data.datasets import ImageDataset, check_scored_data
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import class_scores
 from splitbench.zoo.registry import ModelSpec, list_models, unknown_model, zoo_spec
+from splitbench.zoo.vit_pruned import is_export, pruned_spec
 from splitbench.zoo.sources import (DEFAULT_INPUT_SIZE, TIMM_PREFIX, factory_spec, is_factory, timm_spec,
                                     torchvision_names, torchvision_spec)
 from splitbench.weights import AUTO, WeightsInfo, describe_weights, load_weights, torchvision_cache
@@ -45,10 +46,13 @@ __all__ = [
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The one model resolver: zoo name, torchvision name, ``timm:NAME`` or ``FILE.py:FN``."""
+    """The one model resolver: zoo name, torchvision name, ``timm:NAME``, ``FILE.py:FN`` or an export
+    (``FILE.safetensors`` that ``prune --save-models`` wrote: the smaller model, with its weights)."""
     spec = zoo_spec(name)
     if spec is not None:
         return spec
+    if is_export(name):
+        return pruned_spec(name)
     if name.startswith(TIMM_PREFIX):
         return timm_spec(name)
     if is_factory(name):
@@ -162,6 +166,8 @@ class ZooModel:
         and, where ``auto`` fell back to random init for a command that wanted real weights,
         why and how to get them (else None).
         """
+        if self.spec.source == "export" and (weights == AUTO or Path(weights) == Path(self.spec.name)):
+            return "default", None  # an export's weights are part of it (also where named again as --weights)
         if weights != AUTO:
             return weights, None
         if not pretrained:

@@ -51,7 +51,7 @@ class ModelSpec:
         leaf_modules: module paths or type names that tracing keeps whole (no cut inside).
         cut_module: the submodule whose forward the cuts are taken in (a detector's
             ``backbone``); empty for the whole model.
-        source: ``zoo``, ``torchvision``, ``timm`` or ``factory``.
+        source: ``zoo``, ``torchvision``, ``timm``, ``factory`` or ``export`` (a pruned model's file).
         decode_detections: a detector's outputs → detections (``None``: not a detector whose
             outputs splitbench can score, such as the random-weight SSD224s).
         image_list_input: the model takes a list of images at their own sizes and resizes and
