@@ -17,7 +17,10 @@ strings, parsed here by :func:`tensor_codec`:
 
 Every decoder checks what arrives before it allocates anything the bytes ask for, and turns a
 library's failure on hostile bytes into :class:`SplitbenchError`; the server answers that
-with an error message, never a crash. Nothing is unpickled.
+with an error message. CompressAI's range decoder does not check where its stream ends (a
+5-byte stream crashed the process): :class:`Learned` hands it each stream followed by enough
+zero bytes that every read it can make stays inside the buffer. A user's codec decodes what a
+peer sent with the user's own code, which must be as careful. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ class Pictured(TensorCodec):
         self.picture_size = (rows * self.shape[1], cols * self.shape[2])
 
     def encode(self, tensor: np.ndarray) -> bytes:
-        sent = encode_features(tensor, self.codec, self.layout)
+        sent = encode_features(self._checked(tensor, "the head"), self.codec, self.layout)
         return pack_range(sent.minimum, sent.maximum) + sent.data
 
     def decode(self, payload: bytes) -> np.ndarray:
@@ -164,6 +167,7 @@ class Learned(TensorCodec):
     def encode(self, tensor: np.ndarray) -> bytes:
         import torch
 
+        tensor = self._checked(tensor, "the head")
         with torch.inference_mode():
             coded = self.codec.compress(torch.from_numpy(np.ascontiguousarray(tensor, dtype=np.float32))[None])
         return b"".join(LENGTH.pack(len(strings[0])) + strings[0] for strings in coded["strings"])
@@ -180,7 +184,7 @@ class Learned(TensorCodec):
             if length == 0 or offset + length > len(payload):
                 raise SplitbenchError(f"the {self.name} payload declares a {length}-byte stream; "
                                       f"{len(payload) - offset} bytes are left")
-            strings.append([payload[offset:offset + length]])
+            strings.append([payload[offset:offset + length] + bytes(self._padding(length))])
             offset += length
         if offset != len(payload):
             raise SplitbenchError(f"the {self.name} payload has {len(payload) - offset} bytes after its streams")
@@ -190,6 +194,17 @@ class Learned(TensorCodec):
         except Exception as error:  # the range decoder's own complaint about hostile bytes
             raise SplitbenchError(f"cannot decode the {self.name} payload: {type(error).__name__}") from None
         return self._checked(decoded[0, :, : self.shape[1], : self.shape[2]].numpy(), "the learned decoder")
+
+    def _padding(self, length: int) -> int:
+        """Zero bytes after a ``length``-byte stream that CompressAI's rANS decoder cannot read past.
+
+        It reads at most one 32-bit word per decoded symbol, per 4-bit chunk of an escaped
+        value's length (a run of 0xF nibbles, which the zeros end) and per chunk of its value
+        (at most 15 per such nibble, plus 15 per symbol): with S symbols and L bytes that is
+        below 17·S + 32·L + 2 words. S ≤ the latent's elements, for either stream.
+        """
+        symbols = self.recipe.channels * self.latent_size[0] * self.latent_size[1]
+        return 4 * (17 * symbols + 32 * length + 2) + 64
 
     def stream_bytes(self, payload: bytes) -> int:
         """The range coder's bytes in ``payload``, without the framing (what ``rd`` counts)."""
@@ -264,8 +279,8 @@ def learned_file(text: str) -> Path:
     target = text[len(LEARNED_PREFIX):]
     if not target:
         raise SplitbenchError(f"--codec {text} names nothing: learned:FILE.safetensors or learned:RUN_FOLDER@λ")
-    if "@" not in target:
-        path = Path(target).expanduser()
+    path = Path(target).expanduser()
+    if "@" not in target or path.is_file():  # a file's name may hold an @
         if path.is_dir():
             raise SplitbenchError(f"--codec {text}: {path} is a folder; name a λ of its rd run (learned:{target}@λ) "
                                   "or a codec file")
@@ -285,8 +300,13 @@ def _run_codec(run: Path, point: str, text: str) -> Path:
         lam, epochs = float(lam_text), int(epochs_text) if epochs_text else None
     except ValueError:
         raise SplitbenchError(f"--codec {text}: λ and epochs must be numbers (RUN@λ or RUN@λ/EPOCHS)") from None
-    table = pd.read_csv(table_path)
-    lambdas = sorted(table["lambda"].unique())
+    try:
+        table = pd.read_csv(table_path)
+        lambdas = sorted(table["lambda"].unique())
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
+        raise SplitbenchError(f"--codec {text}: cannot read {table_path} as rd's table ({type(error).__name__})") from None
+    if (table["split"] == "input").all():
+        raise SplitbenchError(f"--codec {text}: {run} trained image codecs (--at input); learned:… takes a feature codec")
     rows = table[np.isclose(table["lambda"], lam)]
     if rows.empty:
         raise SplitbenchError(f"--codec {text}: {run} has no λ {lam:g}; its λ: {', '.join(f'{v:g}' for v in lambdas)}")
@@ -303,7 +323,8 @@ def _run_codec(run: Path, point: str, text: str) -> Path:
     if not isinstance(file, str) or not file:
         raise SplitbenchError(f"--codec {text}: {run} kept no codec file for λ {lam:g} (rd exports one per point "
                               f"since this version: rerun rd with the same options, which reuses its cache)")
-    return Path(file)
+    path = Path(file).expanduser()
+    return path if path.is_absolute() or path.is_file() else run / path  # rd records absolute paths
 
 
 def pack_range(minimum: float, maximum: float) -> bytes:

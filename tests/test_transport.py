@@ -7,6 +7,7 @@ and top-1 that ``rd`` measured on the same images.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from conftest import SHARED_DATA, needs_shared_data, needs_shared_weights, run_in_process, shared_weights
 from splitbench.compression.export import CodecRecipe, export_codec, load_codec
@@ -195,11 +196,27 @@ def test_a_learned_codec_from_rd_crosses_a_served_link_with_rd_s_bytes_and_top1(
     # the served decoder's predictions score rd's top-1, and the streams are rd's bytes (4 bytes of framing each)
     assert 100 * per_image["hit1"].mean() == pytest.approx(trained["top1"])
     assert (per_image["payload_bytes"] - 4).sum() * 8 == pytest.approx(trained["bpp_actual"] * 40 * 32 * 32)
+    # a point cached before rd exported codecs gets its file from its epoch checkpoint: the same tensors
+    exported = Path(trained["codec_file"])
+    original = load_file(str(exported))
+    exported.unlink()
+    for point in (tmp_path / "cache").glob("rd/cifar_resnet20/*/none-alpha0-lambda16/point-epochs3.json"):
+        stored = json.loads(point.read_text())
+        del stored["row"]["codec_file"]
+        point.write_text(json.dumps(stored))
+    again = run_in_process("rd", "cifar_resnet20", "--weights", weights, "--at", "layer3", "--variant", "none",
+                           "--lambdas", "16", "--epochs", "3", "--warmup-epochs", "2", "--train-limit", "512",
+                           "--channels", "32", *data, "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "rd"))
+    assert again.returncode == 0, again.stderr
+    assert pd.read_csv(tmp_path / "rd" / "rd.csv").iloc[0]["codec_file"] == str(exported)
+    rebuilt = load_file(str(exported))
+    assert rebuilt.keys() == original.keys() and all(torch.equal(rebuilt[k], original[k]) for k in original)
     # another λ of the run, another cut, another model: one line each, before any work
     for codec, at, model, message in [
         ("@3", "layer3", "cifar_resnet20", "has no λ 3; its λ: 16"),
         ("@16", "layer2", "cifar_resnet20", "was trained for cifar_resnet20 at layer3 (64x8x8); the tensor here is 32x16x16"),
         ("@16", "layer3", "cifar_resnet56", "was trained for cifar_resnet20 at layer3, not for cifar_resnet56"),
+        ("@16", "layer3.1", "cifar_resnet20", "was trained for cifar_resnet20 at layer3, not at layer3.1"),  # same shape
     ]:
         refused = run_in_process("link", model, "--weights", "none", "--at", at, "--codec",
                                  f"learned:{tmp_path / 'rd'}{codec}", "--shaper", "none", "--bandwidth", "none",
@@ -223,3 +240,41 @@ def test_a_learned_codec_file_given_as_weights_is_refused_in_one_line(exported) 
     done = run_in_process("profile", "cifar_resnet20", "--weights", str(exported[0]))
     assert done.returncode == 2 and done.stderr == (f"error: --weights {exported[0]} is a learned feature codec that rd "
                                                     "exported: pass it as --codec learned:FILE\n")
+
+
+FUZZ = """
+import random, sys
+from pathlib import Path
+from splitbench.errors import SplitbenchError
+from splitbench.transport import tensor_codec
+
+codec = tensor_codec("learned:" + sys.argv[1], (64, 32, 32))
+rng = random.Random(0)
+refused = 0
+for trial in range(300):
+    size = rng.choice([1, 2, 5, 8, 64, 1000])
+    stream = (b"\\xff" * size if trial % 3 == 0 else bytes(rng.getrandbits(8) for _ in range(size)))
+    try:
+        decoded = codec.decode(len(stream).to_bytes(4, "little") + stream)
+        assert decoded.shape == (64, 32, 32)
+    except SplitbenchError:
+        refused += 1
+print("decoded", 300 - refused, "refused", refused)
+"""
+
+
+def test_a_learned_decoder_survives_garbage_streams(tmp_path: Path) -> None:
+    """CompressAI's range decoder reads past a stream's end; unpadded, a 5-byte stream killed the process."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    codec = FeatureCodec(64, 64, "none", "factorized").eval()  # a 64×16×16 latent, as big as the crash needed
+    update_entropy_tables(codec)
+    recipe = CodecRecipe("cifar_resnet20", "layer1", (64, 32, 32), 64, "none", "factorized", 1.0, 1)
+    path = export_codec(codec, recipe, tmp_path / "codec.safetensors")
+    script = tmp_path / "fuzz.py"
+    script.write_text(FUZZ)
+    done = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]  # a segfault is -11
+    assert done.stdout.startswith("decoded ")

@@ -86,5 +86,6 @@ def load_codec_state(codec: FeatureCodec, state: dict[str, torch.Tensor], path: 
     try:
         codec.load_state_dict(state)
     except RuntimeError as error:
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
         raise SplitbenchError(f"{path} does not fit the codec its recipe builds: "
-                              f"{str(error).splitlines()[0]}") from None
+                              f"{details[0] if details else error}") from None

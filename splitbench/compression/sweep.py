@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from splitbench.compression.data import CACHE_VERSION, INPUT, PreparedData
-from splitbench.compression.export import CodecRecipe, export_codec
+from splitbench.compression.export import CodecRecipe, export_codec, load_codec_state
 from splitbench.compression.image_codec import AuxiliaryBranch, ImageCodec
 from splitbench.compression.models import FeatureCodec, check_variant
-from splitbench.compression.pipeline import FeaturePipeline, ImagePipeline
+from splitbench.compression.pipeline import FeaturePipeline, ImagePipeline, update_entropy_tables
 from splitbench.compression.train import (
     RDSettings,
     evaluate,
@@ -32,6 +32,7 @@ from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
 from splitbench.metrics import top1_hits
 from splitbench.points import content_key
 from splitbench.training.distributed import Group
+from splitbench.weights import read_tensor_file
 from splitbench.zoo import ZooModel, count_parameters
 
 IMAGE_VARIANTS = ("cheng2020_attn",)
@@ -144,6 +145,10 @@ def run_rd(request: RDRequest, executor: Executor | None = None,
     # a float32 mean, as this column always was: percent() (float64) would move some 3-decimal figures by 0.001
     uncompressed = 100 * float(top1_hits(test.teacher, test.labels).float().mean())
     rows = [row for point in results for row in point]
+    for row in rows if request.group.main else ():  # points measured before rd exported its codecs
+        if not row.get("codec_file"):
+            exported = _export_from_checkpoint(request, root, row)
+            row["codec_file"] = str(exported) if exported is not None else None
     return pd.DataFrame(rows).assign(uncompressed_top1=round(uncompressed, 3))
 
 
@@ -192,17 +197,40 @@ def _measured_row(request: RDRequest, pipeline: nn.Module, folder: Path, variant
             "train_bpp": history[-1]["bpp"], "train_task_loss": history[-1]["task"],
             "step_s": sum(h["seconds"] for h in history) / sum(h["seconds"] / h["step_s"] for h in history),
             "train_s": sum(h["seconds"] for h in history), "warmup_s": warm_s, "wall_train_s": train_s,
-            "seed": settings.seed, "codec_file": str(exported) if exported is not None else None}
+            "seed": settings.seed, "codec_file": str(exported.resolve()) if exported is not None else None}
 
 
 def _export(request: RDRequest, pipeline: nn.Module, variant: str, lam: float, epochs: int, folder: Path) -> Path | None:
     """The evaluated codec as a file that ``--codec learned:FILE`` sends over the link (feature codecs only)."""
     if not isinstance(pipeline, FeaturePipeline):
         return None
+    return export_codec(pipeline.codec, _recipe(request, variant, lam, epochs), _codec_file(folder, epochs))
+
+
+def _export_from_checkpoint(request: RDRequest, root: Path, row: dict[str, Any]) -> Path | None:
+    """A cached point's codec, exported from its epoch checkpoint (its range coder's tables built
+    as the evaluation built them); None for an image codec or a checkpoint that is gone."""
+    folder = point_folder(root, row["variant"], row["alpha"], row["lambda"])
+    checkpoint = folder / f"epoch-{int(row['epochs'])}.pt"
+    if request.at == INPUT or not checkpoint.is_file():
+        return None
+    recipe = _recipe(request, row["variant"], row["lambda"], int(row["epochs"]))
+    codec = recipe.build()
+    state = read_tensor_file(checkpoint, "training checkpoint")
+    load_codec_state(codec, {key[len("codec."):]: value for key, value in state.items() if key.startswith("codec.")},
+                     checkpoint)
+    update_entropy_tables(codec)
+    return export_codec(codec, recipe, _codec_file(folder, recipe.epochs)).resolve()
+
+
+def _recipe(request: RDRequest, variant: str, lam: float, epochs: int) -> CodecRecipe:
     shape = tuple(int(s) for s in request.train.data.inputs.shape[1:])
-    recipe = CodecRecipe(request.zoo_model.spec.name, request.at, shape, request.channels, variant, request.entropy,
-                         lam, epochs, request.zoo_model.weights.sha256)
-    return export_codec(pipeline.codec, recipe, folder / f"codec-epochs{epochs}.safetensors")
+    return CodecRecipe(request.zoo_model.spec.name, request.at, shape, request.channels, variant, request.entropy,
+                       float(lam), epochs, request.zoo_model.weights.sha256)
+
+
+def _codec_file(folder: Path, epochs: int) -> Path:
+    return folder / f"codec-epochs{epochs}.safetensors"
 
 
 def _fresh_pipeline(request: RDRequest, variant: str, alpha: float) -> nn.Module:

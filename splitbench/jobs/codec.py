@@ -97,9 +97,11 @@ class CodecJob:
             writable_folder(self.keep_bitstreams, "--keep-bitstreams")
         workers = worker_count(self.workers, len(images) * len(points))
         names = [cut.name for cut in cuts] if asked == ("all",) else asked  # rows name a cut as the user did
+        keep = [self.keep_bitstreams / at if self.keep_bitstreams is not None and len(names) > 1 else self.keep_bitstreams
+                for at in names]  # several cuts: a folder each, or each cut's files would replace the last's
         requests = [SweepRequest(zoo_model, at, name, split, self.data, self.limit, self.preprocess, self.cache,
-                                 workers, self.batch_size, self.keep_bitstreams,
-                                 executor=ExecutorSpec.parse(self.executor)) for at in names]
+                                 workers, self.batch_size, kept, executor=ExecutorSpec.parse(self.executor))
+                    for at, kept in zip(names, keep)]
         object.__setattr__(self, "_resolved", _Resolved(started, points, zoo_model, cuts, len(images), detection,
                                                         paper, out, requests))
 

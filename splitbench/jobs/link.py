@@ -32,7 +32,7 @@ from splitbench.link.tasks import answers_for
 from splitbench.preflight import Plan, physical_cores, writable_folder
 from splitbench.results import result_set, write_csv, write_result
 from splitbench.runs import run_folder
-from splitbench.transport import BASELINES, is_user_codec
+from splitbench.transport import BASELINES, is_learned, is_user_codec, learned_file
 from splitbench.zoo import ZooModel, load_model
 
 if TYPE_CHECKING:  # zmq is imported where a socket is made, not at every command's start
@@ -410,6 +410,10 @@ def _plan_cuts(zoo_model: ZooModel, at: tuple[str, ...], codec: str) -> list[str
     """``all``: every valid cut the codec can carry (C×H×W for an image codec) but the output; input first, edge last."""
     if tuple(at) != ("all",):
         return [INPUT, *[cut for cut in at if cut not in (INPUT, EDGE)], EDGE]
+    if is_learned(codec):  # a learned codec codes the one cut it was trained at
+        from splitbench.compression.export import load_codec
+
+        return [INPUT, zoo_model.cuts().resolve(load_codec(learned_file(codec))[1].at).name, EDGE]
     planes_only = codec not in BASELINES and not is_user_codec(codec)  # a user's codec may take any tensor
     graph = zoo_model.cuts()
     # a classifier's last cut is its output: sending it is `edge` plus a message (a detector's

@@ -35,7 +35,8 @@ from splitbench.errors import SplitbenchError
 from splitbench.link.protocol import ProtocolError, Request
 from splitbench.link.tasks import Answers, answers_for
 from splitbench.split import feature_shape, preprocessing_for
-from splitbench.transport import TensorCodec, learned_file, takes_parameter, tensor_codec
+from splitbench.transport import TensorCodec, is_learned, learned_file, takes_parameter, tensor_codec
+from splitbench.weights import sha256_of
 from splitbench.zoo import ZooModel
 
 INPUT, EDGE = "input", "edge"
@@ -61,7 +62,7 @@ class SplitSetup:
         if self.pictured:
             codec_class(self.codec)  # an unknown name fails here, with close matches
             check_layout(self.layout)
-        elif self.codec.startswith("learned:") and not (path := learned_file(self.codec)).is_file():
+        elif is_learned(self.codec) and not (path := learned_file(self.codec)).is_file():
             raise SplitbenchError(f"--codec {self.codec}: learned codec file not found: {path}")
 
     @property
@@ -79,6 +80,9 @@ class SplitSetup:
         described: dict[str, Any] = {"at": self.at, "codec": self.codec}
         if self.pictured:
             described |= {"param": self.param, "layout": self.layout, "bits": self.bits, **dict(self.options)}
+        elif self.at not in (INPUT, EDGE) and is_learned(self.codec):  # which trained codec, exactly
+            path = learned_file(self.codec)
+            described |= {"file": path.name, "sha256": sha256_of(path)}  # the name only: info goes to peers
         if self.at == INPUT:
             described["jpeg_quality"] = JPEG_QUALITY
         return described

@@ -166,7 +166,7 @@ class ZooModel:
         and, where ``auto`` fell back to random init for a command that wanted real weights,
         why and how to get them (else None).
         """
-        if self.spec.source == "export" and (weights == AUTO or Path(weights) == Path(self.spec.name)):
+        if self.spec.source == "export" and (weights == AUTO or _same_file(weights, self.spec.name)):
             return "default", None  # an export's weights are part of it (also where named again as --weights)
         if weights != AUTO:
             return weights, None
@@ -211,6 +211,10 @@ class ZooModel:
         """Head and tail at the cut named ``at``."""
         graph = self.cuts(input_size)
         return graph.split(graph.resolve(at))
+
+
+def _same_file(one: str, other: str) -> bool:
+    return Path(one).expanduser().resolve() == Path(other).expanduser().resolve()
 
 
 def published_weights_here(spec: ModelSpec) -> tuple[bool, str]:

@@ -112,6 +112,8 @@ def prune_vit(model: ViT, keep: dict[tuple[int, str], torch.Tensor]) -> ViT:
     """
     pruned = copy.deepcopy(model)
     for (block, target), indices in keep.items():
+        if not 0 <= block < len(pruned.transformer.layers):
+            raise SplitbenchError(f"block {block + 1} is not in this ViT ({len(pruned.transformer.layers)} blocks)")
         indices = torch.as_tensor(indices, dtype=torch.long).sort().values
         attention, feedforward = pruned.transformer.layers[block]
         if target == "attention":
@@ -204,7 +206,10 @@ def pruned_spec(name: str) -> ModelSpec:
         raise SplitbenchError(f"model file not found: {path}")
     metadata = _metadata(path)
     kept = _kept_channels(path, metadata)
-    base = get_spec(metadata.get("model", "vit"))  # files written before the name was recorded: the seed's ViT
+    base_name = metadata.get("model", "vit")  # files written before the name was recorded: the seed's ViT
+    if is_export(base_name):
+        raise SplitbenchError(f"{path} names another file as its base model ({base_name}); it must name a model")
+    base = get_spec(base_name)
 
     def own_weights(model: nn.Module) -> WeightsInfo:
         apply_state_dict(model, read_state_dict(path), name, str(path))
