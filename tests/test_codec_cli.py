@@ -120,3 +120,13 @@ def test_codec_at_all_sweeps_every_cut_smaller_than_the_input_in_one_table(tmp_p
     float32 = table[table["codec"] == "none"]
     assert list(float32["feature_bytes"]) == [2 * 4 * c * h * w for c, h, w in (cut.shape for cut in cuts)]
     assert (out / "codec.png").stat().st_size > 10_000
+
+
+@needs_shared_data
+def test_a_python_caller_may_give_folders_as_text(tmp_path: Path) -> None:
+    from splitbench.jobs.codec import CodecJob
+
+    job = CodecJob(model="cifar_resnet20", weights="none", at="layer3", codec=("none",), limit=2, data=str(SHARED_DATA),
+                   cache=str(tmp_path / "cache"), out=str(tmp_path / "out"))
+    assert job.cache == tmp_path / "cache" and job.out == tmp_path / "out" and job.data == SHARED_DATA
+    assert dict(job.plan().rows)["cache"] == str(tmp_path / "cache")

@@ -15,7 +15,7 @@ Provenance records ``dataclasses.asdict(job)``: the arguments are the request it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from numbers import Integral
 from pathlib import Path
 
@@ -51,3 +51,12 @@ def check_finite(option: str, value: float, minimum: float) -> None:
     """A float option: finite and ≥ ``minimum`` (the command line's :class:`~splitbench.cli.options.FiniteFloat` text)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
         raise SplitbenchError(f"{option} takes a finite number ≥ {minimum:g}, got {value!r}")
+
+
+def paths_as_paths(job: object) -> None:
+    """A Python caller may give a folder or file as text (``cache="runs/cache"``): each field the
+    command types as a ``Path`` becomes one, in place on the frozen job, before any check uses it."""
+    for field in fields(job):  # type: ignore[arg-type]
+        value = getattr(job, field.name)
+        if isinstance(value, str) and "Path" in str(field.type):
+            object.__setattr__(job, field.name, Path(value))

@@ -28,6 +28,7 @@ from splitbench.preflight import Plan, worker_count, writable_folder
 from splitbench.results import result_set, warm_up_plotting, write_result
 from splitbench.runs import run_folder
 from splitbench.cuts import Cut
+from splitbench.jobs import paths_as_paths
 from splitbench.values import split_numbers
 from splitbench.zoo import ZooModel, get_spec, load_model
 
@@ -72,6 +73,7 @@ class CodecJob:
 
     def __post_init__(self) -> None:
         """Model, cut, data, reference tables and folders, in the command's order: a problem in one line."""
+        paths_as_paths(self)
         started = time.perf_counter()
         points = build_points(list(self.codec), list(self.qp), list(self.quality), list(self.layout), self.bits,
                               self.chroma, self.bpg_backend)

@@ -18,6 +18,7 @@ from splitbench.data.datasets import dataset_and_split, open_dataset
 from splitbench.detection.evaluate import detection_transform, evaluate_detection
 from splitbench.errors import SplitbenchError, unknown_name
 from splitbench.evaluation import evaluate_topk
+from splitbench.jobs import paths_as_paths
 from splitbench.preflight import Plan, worker_count, writable_folder
 from splitbench.results import markdown_table, result_set, write_result
 from splitbench.runs import run_folder
@@ -49,6 +50,7 @@ class EvalJob:
 
     def __post_init__(self) -> None:
         """Model, task, data and out folder: a problem in one line, before any image is scored."""
+        paths_as_paths(self)
         started = time.perf_counter()
         zoo_model = load_model(self.model, mean=self.mean, std=self.std)
         task = check_task(zoo_model, self.task)

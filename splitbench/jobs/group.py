@@ -20,7 +20,7 @@ from splitbench.data.datasets import ImageDataset, check_training_data, open_nam
 from splitbench.errors import SplitbenchError
 from splitbench.executors import alone_timing_repeats, open_point_executor
 from splitbench.grouping.flgc import check_groups_fit
-from splitbench.jobs import check_at_least, check_finite
+from splitbench.jobs import check_at_least, check_finite, paths_as_paths
 from splitbench.grouping.report import duplication_table, group_markdown, plot_group
 from splitbench.grouping.sweep import GROUP_COLUMNS, GroupSettings, group_store, load_group_data, run_group_sweep
 from splitbench.preflight import Plan, writable_folder
@@ -74,6 +74,7 @@ class GroupJob:
     out: Path | None = None
 
     def __post_init__(self) -> None:
+        paths_as_paths(self)
         started = time.perf_counter()
         object.__setattr__(self, "groups", whole_numbers(self.groups, "--groups", 1))
         object.__setattr__(self, "duplicate_top", whole_numbers(self.duplicate_top, "--duplicate-top", 0))

@@ -25,7 +25,7 @@ from splitbench import progress, provenance
 from splitbench.data.datasets import dataset_and_split, open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
-from splitbench.jobs import Shown
+from splitbench.jobs import Shown, paths_as_paths
 from splitbench.link.endpoints import EDGE, INPUT, Receiver, SplitSetup, model_pictures
 from splitbench.link.setups import codec_setting, setup_for
 from splitbench.link.tasks import answers_for
@@ -108,6 +108,7 @@ class ServeJob(_SplitJob):
     make_keys: Path | None = None  # write key pairs into this folder and stop
 
     def __post_init__(self) -> None:
+        paths_as_paths(self)
         from splitbench.link import security
 
         began = time.perf_counter()
@@ -174,6 +175,7 @@ class LinkJob(_SplitJob):
     out: Path | None = None
 
     def __post_init__(self) -> None:
+        paths_as_paths(self)
         from splitbench.link.measure import Condition
         from splitbench.link.shaping import netns_possible
 
@@ -292,6 +294,7 @@ class PlanJob(_SplitJob):
     out: Path | None = None
 
     def __post_init__(self) -> None:
+        paths_as_paths(self)
         from splitbench.link.shaping import MTU_FRAME
 
         began = time.perf_counter()

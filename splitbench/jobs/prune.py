@@ -21,7 +21,7 @@ from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, alone_timing_repeats, open_point_executor
 from splitbench.data.datasets import open_named
-from splitbench.jobs import check_at_least, check_finite
+from splitbench.jobs import check_at_least, check_finite, paths_as_paths
 from splitbench.jobs.group import CACHE
 from splitbench.preflight import Plan, writable_folder
 from splitbench.progress import track
@@ -88,6 +88,7 @@ class PruneJob:
     out: Path | None = None
 
     def __post_init__(self) -> None:
+        paths_as_paths(self)
         started = time.perf_counter()
         if self.model != "vit":
             raise SplitbenchError(f"channel pruning supports the model vit only, got {self.model!r}")

@@ -32,7 +32,7 @@ from splitbench.compression.train import RDSettings
 from splitbench.data.datasets import check_training_data
 from splitbench.errors import SplitbenchError
 from splitbench.executors import ExecutorSpec, open_point_executor
-from splitbench.jobs import Shown, check_at_least, check_finite
+from splitbench.jobs import Shown, check_at_least, check_finite, paths_as_paths
 from splitbench.preflight import Plan, writable_folder
 from splitbench.progress import say
 from splitbench.results import result_set, warm_up_plotting, write_csv, write_result
@@ -95,6 +95,7 @@ class RdJob:
     out: Path | None = None
 
     def __post_init__(self) -> None:
+        paths_as_paths(self)
         self._set(_started=time.perf_counter())
         executor = ExecutorSpec.parse(self.executor)
         spec = get_spec(self.model)

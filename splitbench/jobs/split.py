@@ -12,6 +12,7 @@ from pathlib import Path
 from splitbench import provenance
 from splitbench.cuts import Cut
 from splitbench.errors import SplitbenchError
+from splitbench.jobs import paths_as_paths
 from splitbench.preflight import Plan, writable_folder
 from splitbench.reporting import split_markdown
 from splitbench.results import result_set, write_csv, write_result
@@ -38,6 +39,7 @@ class SplitJob:
 
     def __post_init__(self) -> None:
         """Cut, tasks and out folder: a problem in one line, before any timing."""
+        paths_as_paths(self)
         started = time.perf_counter()
         if not self.at:
             raise SplitbenchError("--at is required: the cut to split at (splitbench profile MODEL lists them)")

@@ -22,6 +22,7 @@ from splitbench.data import ImageDataset
 from splitbench.data.datasets import check_training_data, open_named
 from splitbench.data.tensors import decode_dataset
 from splitbench.errors import SplitbenchError
+from splitbench.jobs import paths_as_paths
 from splitbench.preflight import Plan, worker_count, writable_file, writable_folder
 from splitbench.progress import say
 from splitbench.reporting import plot_training, training_markdown
@@ -73,6 +74,7 @@ class TrainJob:
         Under torchrun this joins the process group: every rank then calls :meth:`run`, or
         ``runtime.leave()`` where it stops (a dry run).
         """
+        paths_as_paths(self)
         started = time.perf_counter()
         zoo_model = load_model(self.model)
         spec = zoo_model.spec
