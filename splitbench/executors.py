@@ -21,9 +21,11 @@ come back in the points' order. Large inputs every task shares (a model, a data 
 
 from __future__ import annotations
 
+import importlib.machinery
 import inspect
 import multiprocessing
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -84,7 +86,29 @@ def open_executor(spec: ExecutorSpec, workers: int) -> Executor:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["splitbench.codecs._forkserver_preload"])
     announce_parent()  # the forkserver, started by this process, checks it is still its parent
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker)
+    return _WorkerPool(max_workers=workers, mp_context=context, initializer=_start_worker)
+
+
+class _WorkerPool(ProcessPoolExecutor):
+    """A process pool whose workers never run the caller's script again.
+
+    multiprocessing prepares each worker by importing the parent's ``__main__`` file (as
+    ``__mp_main__``), so a script or notebook export that runs a sweep at top level, without an
+    ``if __name__ == "__main__":`` guard, would start its sweep again in every worker. The tasks
+    are splitbench's own functions and need nothing from ``__main__``: while a worker starts, the
+    main module names itself ``__main__`` by spec, which multiprocessing leaves alone.
+    """
+
+    def _spawn_process(self) -> None:
+        main = sys.modules["__main__"]
+        if getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None):
+            super()._spawn_process()  # `python -m …` or an interactive session: nothing is re-run
+            return
+        main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+        try:
+            super()._spawn_process()
+        finally:
+            main.__spec__ = None
 
 
 def open_point_executor(spec: ExecutorSpec) -> Executor:

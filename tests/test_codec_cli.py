@@ -130,3 +130,26 @@ def test_a_python_caller_may_give_folders_as_text(tmp_path: Path) -> None:
                    cache=str(tmp_path / "cache"), out=str(tmp_path / "out"))
     assert job.cache == tmp_path / "cache" and job.out == tmp_path / "out" and job.data == SHARED_DATA
     assert dict(job.plan().rows)["cache"] == str(tmp_path / "cache")
+
+
+UNGUARDED = """
+from splitbench.jobs.codec import CodecJob
+
+print("script body runs", flush=True)
+done = CodecJob(model="cifar_resnet20", weights="none", at="layer3", codec=("none", "webp"), quality=(50,),
+                layout=("gray",), limit=8, workers=2, data={data!r}, cache={cache!r}, out={out!r}).run()
+print("rows", len(done.table))
+"""
+
+
+@needs_shared_data
+def test_a_script_without_a_main_guard_runs_its_sweep_once(tmp_path: Path) -> None:
+    """Worker processes must not import the caller's script again (multiprocessing does, unguarded)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "sweep.py"
+    script.write_text(UNGUARDED.format(data=str(SHARED_DATA), cache=str(tmp_path / "cache"), out=str(tmp_path / "out")))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("script body runs") == 1 and "rows 2" in done.stdout
