@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("sweeps", ["codecs.pipeline", "codecs.sweep", "codecs.report", "codecs.detection_report",
                 "compression.sweep", "compression.report", "pruning.sweep", "pruning.report",
                 "grouping.sweep", "grouping.report", "detection.evaluate", "link"]),
-    ("reports", ["overview", "claims", "spread", "regression", "preflight", "jobs"]),
+    ("reports", ["overview", "claims", "spread", "regression", "preflight", "jobs", "api"]),
     ("cli", ["cli", "__main__"]),
 ]
 

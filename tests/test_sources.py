@@ -279,6 +279,22 @@ def test_readme_python_api_example_runs(marker: str, printed: str, tmp_path: Pat
 
 
 @needs_shared_data
+def test_readme_api_script_runs_unguarded_as_a_file(tmp_path: Path) -> None:
+    """The README's splitbench.api example as a script without a main guard: its sweep uses worker
+    processes, which must not run the script again."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- api-example-script -->")
+    begin = readme.index("```python", start) + len("```python")
+    (tmp_path / "example.py").write_text(readme[begin: readme.index("```", begin)])
+    done = subprocess.run([sys.executable, "example.py"], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "SPLITBENCH_DATA": str(SHARED_DATA)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("24 valid cuts\n")  # cifar_resnet20: 24 cuts, and the script ran once
+    assert "layer3 minmax8    NaN  32.0625" in done.stdout  # 64×8×8 bytes + 8 over 32×32 pixels, in bits
+    assert "layer3:minmax8         4104.0" in done.stdout  # 4,096 values and the 8-byte range
+
+
+@needs_shared_data
 def test_normalisation_options_reach_the_preprocessing(tmp_path: Path) -> None:
     args = ["eval", "--model", str(REPO / "examples" / "tiny_net.py") + ":build", "--weights", "none", "--dataset",
             f"imagefolder:{SHARED_DATA / 'cifar10-jpeg' / 'test'}", "--limit", "10", "--loader-workers", "0",
