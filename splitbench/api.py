@@ -6,10 +6,11 @@
 >>> api.link("cifar_resnet20", cuts=["layer3"], codec="minmax8")       # doctest: +SKIP
 >>> api.plan("mobilenet_v2", bandwidth=[1, 10])                        # doctest: +SKIP
 
-Each call builds the command's job (:mod:`splitbench.jobs`), so it makes the command's checks
-(a bad option is a :class:`~splitbench.errors.SplitbenchError` with the command line's text),
-writes the same result set (to ``out``, or a run folder under ``runs/``) and returns its main
-table as a DataFrame. Safe at a script's top level and in notebooks: sweep workers never run
+Each call but :func:`profile` builds the command's job (:mod:`splitbench.jobs`), so it makes the
+command's checks (a bad option is a :class:`~splitbench.errors.SplitbenchError` with the command
+line's text), writes the same result set (to ``out``, or a run folder under ``runs/``) and
+returns its main table as a DataFrame; :func:`profile` returns the table only. A list argument
+may be one value (``cuts="layer3"``, ``layout="gray"``). Safe at a script's top level and in notebooks: sweep workers never run
 the caller's script again. Options beyond the named ones are the job's fields
 (``CodecJob``, ``LinkJob``, ``PlanJob``), by the same names as the command's options.
 """
@@ -27,11 +28,12 @@ __all__ = ["codec_sweep", "link", "plan", "profile"]
 
 def profile(model: str, *, input_size: int | None = None, weights: str = "none",
             leaf: Sequence[str] = ()) -> pd.DataFrame:
-    """Every valid cut of ``model``: output shape, elements, MACs and parameters (``profile.csv``'s rows)."""
+    """Every valid cut of ``model``: output shape, elements, MACs and parameters (the rows of the
+    command's ``profile.csv``; nothing is written)."""
     from splitbench.profiling import profile_model
     from splitbench.zoo import load_model
 
-    return profile_model(load_model(model, weights, leaf_modules=tuple(leaf)), input_size).table
+    return profile_model(load_model(model, weights, leaf_modules=_listed(leaf)), input_size).table
 
 
 def codec_sweep(model: str, cuts: str | Sequence[str] | None = None, codecs: Sequence[str] = ("none", "minmax8", "bpg"),
@@ -41,9 +43,8 @@ def codec_sweep(model: str, cuts: str | Sequence[str] | None = None, codecs: Seq
     setting (``"webp:30/70"``, ``"bpg"`` with ``qp=(35,)``): ``codec.csv``'s rows, one per cut × setting."""
     from splitbench.jobs.codec import CodecJob
 
-    at = (cuts,) if isinstance(cuts, str) else tuple(cuts) if cuts is not None else None
-    job = CodecJob(model=model, at=at, codec=tuple(codecs), weights=weights, dataset=dataset, data=data, limit=limit,
-                   out=out, **_tuples(options))
+    job = CodecJob(model=model, at=_listed(cuts) if cuts is not None else None, codec=_listed(codecs), weights=weights,
+                   dataset=dataset, data=data, limit=limit, out=out, **_options(CodecJob, options))
     return job.run().table
 
 
@@ -56,24 +57,41 @@ def link(model: str, cuts: Sequence[str] = ("input", "edge"), codec: str = "minm
     in a network namespace, else in the client)."""
     from splitbench.jobs.link import LinkJob
 
-    bandwidths = tuple(bandwidth)
+    bandwidths = _listed(bandwidth)
     chosen = shaper or ("none" if bandwidths == (None,) else "auto")
-    job = LinkJob(model=model, at=tuple(cuts), codec=codec, bandwidth=bandwidths, rtt=tuple(rtt), shaper=chosen,
-                  weights=weights, limit=limit, out=out, **_tuples(options))
+    job = LinkJob(model=model, at=_listed(cuts), codec=codec, bandwidth=bandwidths, rtt=_listed(rtt), shaper=chosen,
+                  weights=weights, limit=limit, out=out, **_options(LinkJob, options))
     return job.run().tables[0].table
 
 
 def plan(model: str, cuts: Sequence[str] = ("all",), codec: str = "minmax8", *, bandwidth: Iterable[float] = (1.0, 10.0, 100.0),
          rtt: Iterable[float] = (0.0,), weights: str = "auto", out: str | Path | None = None,
          **options: Any) -> pd.DataFrame:
-    """Predicted end-to-end latency at every cut, and the best cut per bandwidth (``plan.csv``'s rows)."""
+    """The best cut per bandwidth from predicted end-to-end latencies (``plan.csv``'s rows; every
+    cut's prediction is in ``predictions.csv`` beside it)."""
     from splitbench.jobs.link import PlanJob
 
-    job = PlanJob(model=model, at=tuple(cuts), codec=codec, bandwidth=tuple(bandwidth), rtt=tuple(rtt), weights=weights,
-                  out=out, **_tuples(options))
+    job = PlanJob(model=model, at=_listed(cuts), codec=codec, bandwidth=_listed(bandwidth), rtt=_listed(rtt),
+                  weights=weights, out=out, **_options(PlanJob, options))
     return job.run().tables[0].table
 
 
-def _tuples(options: dict[str, Any]) -> dict[str, Any]:
-    """List options as the (frozen, hashable) jobs hold them: a list or other sequence becomes a tuple."""
-    return {name: tuple(value) if isinstance(value, (list, range)) else value for name, value in options.items()}
+def _listed(value: Any) -> tuple[Any, ...]:
+    """A list argument as the (frozen, hashable) jobs hold it: one value (a string, a number) is a list of one."""
+    if value is None or isinstance(value, (str, bytes, int, float, Path)):
+        return (value,)
+    return tuple(value)
+
+
+def _options(job: type, options: dict[str, Any]) -> dict[str, Any]:
+    """Further keyword arguments as ``job``'s fields: an unknown name fails in one line, and a
+    field that holds a list takes one value too."""
+    from dataclasses import fields
+
+    from splitbench.errors import unknown_name
+
+    types = {field.name: str(field.type) for field in fields(job)}
+    for name in options:
+        if name not in types:
+            raise unknown_name("option", name, sorted(types))
+    return {name: _listed(value) if types[name].startswith("tuple") else value for name, value in options.items()}

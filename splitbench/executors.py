@@ -26,8 +26,10 @@ import inspect
 import multiprocessing
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -75,8 +77,12 @@ class ExecutorSpec:
         return self.kind + (f":{self.address}" if self.address else "")
 
 
-def open_executor(spec: ExecutorSpec, workers: int) -> Executor:
-    """The executor ``spec`` names, with ``workers`` processes where it starts them itself."""
+def open_executor(spec: ExecutorSpec, workers: int, *, import_main: bool = False) -> Executor:
+    """The executor ``spec`` names, with ``workers`` processes where it starts them itself.
+
+    Local workers do not import the caller's main module (an unguarded script would run again in
+    each); ``import_main=True`` restores multiprocessing's way, for tasks defined in that script
+    (which then needs its ``if __name__ == "__main__":`` guard)."""
     if spec.kind == "ray":
         return RayExecutor(spec.address, workers)
     if workers <= 1:
@@ -86,29 +92,45 @@ def open_executor(spec: ExecutorSpec, workers: int) -> Executor:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["splitbench.codecs._forkserver_preload"])
     announce_parent()  # the forkserver, started by this process, checks it is still its parent
-    return _WorkerPool(max_workers=workers, mp_context=context, initializer=_start_worker)
+    pool = ProcessPoolExecutor if import_main else _WorkerPool
+    return pool(max_workers=workers, mp_context=context, initializer=_start_worker)
 
 
 class _WorkerPool(ProcessPoolExecutor):
     """A process pool whose workers never run the caller's script again.
 
-    multiprocessing prepares each worker by importing the parent's ``__main__`` file (as
-    ``__mp_main__``), so a script or notebook export that runs a sweep at top level, without an
-    ``if __name__ == "__main__":`` guard, would start its sweep again in every worker. The tasks
-    are splitbench's own functions and need nothing from ``__main__``: while a worker starts, the
-    main module names itself ``__main__`` by spec, which multiprocessing leaves alone.
+    multiprocessing prepares each worker by importing the parent's main module again (its file,
+    or its module under ``python -m``, as ``__mp_main__``), so a script or notebook export that
+    runs a sweep at top level, without an ``if __name__ == "__main__":`` guard, would start its
+    sweep again in every worker. splitbench's tasks need nothing from the main module: while a
+    worker starts, the main module names itself ``__main__`` by spec, which multiprocessing
+    leaves alone. (Functions defined in the caller's script then cannot be sent to the workers:
+    ``open_executor(..., import_main=True)`` keeps multiprocessing's behaviour for them.)
     """
 
-    def _spawn_process(self) -> None:
-        main = sys.modules["__main__"]
-        if getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None):
-            super()._spawn_process()  # `python -m …` or an interactive session: nothing is re-run
-            return
+    def _adjust_process_count(self) -> None:  # spawns the workers, on Python 3.10 as on 3.11+
+        with _main_left_alone():
+            super()._adjust_process_count()
+
+
+_MAIN_SWAP = threading.Lock()  # one swap at a time: two pools starting workers in two threads
+
+
+@contextmanager
+def _main_left_alone() -> Iterator[None]:
+    """``__main__`` named ``__main__`` by spec for the duration, so that a process started now does not re-run it."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name == "__main__" or (name or "").endswith(".__main__") or (spec is None and not getattr(main, "__file__", None)):
+        yield  # `python -m package` or an interactive session: multiprocessing re-runs nothing
+        return
+    with _MAIN_SWAP:
         main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
         try:
-            super()._spawn_process()
+            yield
         finally:
-            main.__spec__ = None
+            main.__spec__ = spec
 
 
 def open_point_executor(spec: ExecutorSpec) -> Executor:

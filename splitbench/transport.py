@@ -184,6 +184,9 @@ class Learned(TensorCodec):
             if length == 0 or offset + length > len(payload):
                 raise SplitbenchError(f"the {self.name} payload declares a {length}-byte stream; "
                                       f"{len(payload) - offset} bytes are left")
+            if length > self.max_stream_bytes:  # the padding grows with the stream: no real one is this long
+                raise SplitbenchError(f"the {self.name} payload declares a {length}-byte stream; a stream of "
+                                      f"this codec holds at most {self.max_stream_bytes} bytes")
             strings.append([payload[offset:offset + length] + bytes(self._padding(length))])
             offset += length
         if offset != len(payload):
@@ -194,6 +197,13 @@ class Learned(TensorCodec):
         except Exception as error:  # the range decoder's own complaint about hostile bytes
             raise SplitbenchError(f"cannot decode the {self.name} payload: {type(error).__name__}") from None
         return self._checked(decoded[0, :, : self.shape[1], : self.shape[2]].numpy(), "the learned decoder")
+
+    @property
+    def max_stream_bytes(self) -> int:
+        """The longest stream a receiver takes: 16 bits per latent symbol, several times what a
+        trained codec spends (under 3 bits a symbol at the rates rd reaches), so that the padding
+        below stays a few hundred bytes per symbol however large the message."""
+        return 2 * self.recipe.channels * self.latent_size[0] * self.latent_size[1] + 1024
 
     def _padding(self, length: int) -> int:
         """Zero bytes after a ``length``-byte stream that CompressAI's rANS decoder cannot read past.

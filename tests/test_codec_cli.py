@@ -150,6 +150,7 @@ def test_a_script_without_a_main_guard_runs_its_sweep_once(tmp_path: Path) -> No
 
     script = tmp_path / "sweep.py"
     script.write_text(UNGUARDED.format(data=str(SHARED_DATA), cache=str(tmp_path / "cache"), out=str(tmp_path / "out")))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("script body runs") == 1 and "rows 2" in done.stdout
+    for how in ([str(script)], ["-m", "sweep"]):  # as a file, and as a module (multiprocessing re-runs both)
+        done = subprocess.run([sys.executable, *how], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.count("script body runs") == 1 and "rows 2" in done.stdout

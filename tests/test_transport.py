@@ -149,6 +149,15 @@ def test_a_learned_codec_refuses_malformed_payloads_in_one_line(exported, mangle
         codec.decode(mangle(codec.encode(features())))
 
 
+def test_a_learned_codec_refuses_a_stream_longer_than_any_it_writes(exported) -> None:
+    codec = tensor_codec(f"learned:{exported[0]}", SHAPE)
+    longest = codec.max_stream_bytes  # 2 bytes a latent symbol (8 × 3 × 5) and 1,024
+    assert longest == 2 * 8 * 3 * 5 + 1024
+    with pytest.raises(SplitbenchError, match=f"declares a {longest + 1}-byte stream; a stream of this codec holds "
+                                              f"at most {longest} bytes"):
+        codec.decode((longest + 1).to_bytes(4, "little") + bytes(longest + 1))
+
+
 def test_a_learned_codec_refuses_another_shape_and_files_that_are_not_one(exported, tmp_path: Path) -> None:
     path = exported[0]
     with pytest.raises(SplitbenchError, match=r"was trained for cifar_resnet20 at layer9 \(8x6x10\); the tensor here is 8x6x12$"):

@@ -149,6 +149,9 @@ def run_rd(request: RDRequest, executor: Executor | None = None,
         if not row.get("codec_file"):
             exported = _export_from_checkpoint(request, root, row)
             row["codec_file"] = str(exported) if exported is not None else None
+            if exported is not None:  # kept with the point: the next run reads it back
+                write_point(point_folder(root, row["variant"], row["alpha"], row["lambda"]), row,
+                            request.test.provenance)
     return pd.DataFrame(rows).assign(uncompressed_top1=round(uncompressed, 3))
 
 
