@@ -214,17 +214,25 @@ _EXPORTS = {
 }
 
 
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file, read without its tensors; one line if it is not one."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except Exception as error:  # safetensors' own errors for a damaged or foreign file
+        raise SplitbenchError(f"cannot read {path}: not a safetensors file ({type(error).__name__})") from None
+
+
 def refuse_exports(path: Path) -> None:
     """One line for a safetensors file that is one of splitbench's exports rather than a model's weights
     (it would fail later with a shape mismatch per pruned layer, or load a codec as a model)."""
     if path.suffix != ".safetensors" or not path.is_file():
         return
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception:  # a damaged file: read_state_dict names the problem
+        metadata = safetensors_metadata(path)
+    except SplitbenchError:  # a damaged file: read_state_dict names the problem
         return
     for key, what in _EXPORTS.items():
         if key in metadata and (key != "format" or metadata[key].startswith("splitbench-learned-feature-codec")):

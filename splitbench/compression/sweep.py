@@ -20,6 +20,7 @@ from splitbench.compression.models import FeatureCodec, check_variant
 from splitbench.compression.pipeline import FeaturePipeline, ImagePipeline, update_entropy_tables
 from splitbench.compression.train import (
     RDSettings,
+    epoch_codec_state,
     evaluate,
     rd_objective,
     read_point,
@@ -32,7 +33,6 @@ from splitbench.executors import InProcess, PointSweep, Task, run_points, shared
 from splitbench.metrics import top1_hits
 from splitbench.points import content_key
 from splitbench.training.distributed import Group
-from splitbench.weights import read_tensor_file
 from splitbench.zoo import ZooModel, count_parameters
 
 IMAGE_VARIANTS = ("cheng2020_attn",)
@@ -147,11 +147,11 @@ def run_rd(request: RDRequest, executor: Executor | None = None,
     rows = [row for point in results for row in point]
     for row in rows if request.group.main else ():  # points measured before rd exported its codecs
         if not row.get("codec_file"):
-            exported = _export_from_checkpoint(request, root, row)
+            folder = point_folder(root, row["variant"], row["alpha"], row["lambda"])
+            exported = _export_from_checkpoint(request, folder, row)
             row["codec_file"] = str(exported) if exported is not None else None
             if exported is not None:  # kept with the point: the next run reads it back
-                write_point(point_folder(root, row["variant"], row["alpha"], row["lambda"]), row,
-                            request.test.provenance)
+                write_point(folder, row, request.test.provenance)
     return pd.DataFrame(rows).assign(uncompressed_top1=round(uncompressed, 3))
 
 
@@ -210,18 +210,15 @@ def _export(request: RDRequest, pipeline: nn.Module, variant: str, lam: float, e
     return export_codec(pipeline.codec, _recipe(request, variant, lam, epochs), _codec_file(folder, epochs))
 
 
-def _export_from_checkpoint(request: RDRequest, root: Path, row: dict[str, Any]) -> Path | None:
-    """A cached point's codec, exported from its epoch checkpoint (its range coder's tables built
-    as the evaluation built them); None for an image codec or a checkpoint that is gone."""
-    folder = point_folder(root, row["variant"], row["alpha"], row["lambda"])
-    checkpoint = folder / f"epoch-{int(row['epochs'])}.pt"
-    if request.at == INPUT or not checkpoint.is_file():
+def _export_from_checkpoint(request: RDRequest, folder: Path, row: dict[str, Any]) -> Path | None:
+    """A cached point's codec, exported from its epoch checkpoint in ``folder`` (its range coder's
+    tables built as the evaluation built them); None for an image codec or a checkpoint that is gone."""
+    state = epoch_codec_state(folder, int(row["epochs"])) if request.at != INPUT else None
+    if state is None:
         return None
     recipe = _recipe(request, row["variant"], row["lambda"], int(row["epochs"]))
     codec = recipe.build()
-    state = read_tensor_file(checkpoint, "training checkpoint")
-    load_codec_state(codec, {key[len("codec."):]: value for key, value in state.items() if key.startswith("codec.")},
-                     checkpoint)
+    load_codec_state(codec, state, folder)
     update_entropy_tables(codec)
     return export_codec(codec, recipe, _codec_file(folder, recipe.epochs)).resolve()
 

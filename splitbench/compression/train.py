@@ -211,11 +211,21 @@ def _trainable_state(pipeline: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable(pipeline: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    codec = {k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")}
-    load_codec_state(pipeline.codec, codec)
-    aux = {k[len("aux."):]: v for k, v in state.items() if k.startswith("aux.")}
+    load_codec_state(pipeline.codec, _part(state, "codec."))
+    aux = _part(state, "aux.")
     if pipeline.aux is not None and aux:
         pipeline.aux.load_state_dict(aux)
+
+
+def epoch_codec_state(folder: Path, epochs: int) -> dict[str, torch.Tensor] | None:
+    """The codec's tensors after ``epochs`` (a point folder's epoch checkpoint); None where it is gone."""
+    path = _epoch_file(folder, epochs)
+    return _part(read_tensor_file(path, "training checkpoint"), "codec.") if path.is_file() else None
+
+
+def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of one trained module (``codec.``, ``aux.``) in a checkpoint, under their own names."""
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def _save_rng(folder: Path, rank: int, epochs: int, device: torch.device) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 from vit_pytorch.vit import ViT
 
 from splitbench.errors import SplitbenchError
+from splitbench.weights import safetensors_metadata
 from splitbench.zoo.registry import ModelSpec
 
 TARGETS = ("attention", "mlp")
@@ -184,7 +185,7 @@ def load_pruned_vit(path: Path, build: Callable[[], ViT]) -> ViT:
     """The pruned ViT stored at ``path``; ``build()`` makes the unpruned architecture."""
     from splitbench.weights import apply_state_dict, read_state_dict
 
-    model = prune_vit(build(), _kept_channels(path, _metadata(path)))
+    model = prune_vit(build(), _kept_channels(path, safetensors_metadata(path)))
     apply_state_dict(model, read_state_dict(path), "vit (pruned)", str(path))
     return model
 
@@ -204,7 +205,7 @@ def pruned_spec(name: str) -> ModelSpec:
     path = Path(name).expanduser()
     if not path.is_file():
         raise SplitbenchError(f"model file not found: {path}")
-    metadata = _metadata(path)
+    metadata = safetensors_metadata(path)
     kept = _kept_channels(path, metadata)
     base_name = metadata.get("model", "vit")  # files written before the name was recorded: the seed's ViT
     if is_export(base_name):
@@ -221,16 +222,6 @@ def pruned_spec(name: str) -> ModelSpec:
                    default_weights=own_weights, default_weights_note=lambda: f"the export's own weights ({path})",
                    # heads of several widths: a loop that torch.fx cannot trace; the block stays whole
                    leaf_modules=(*base.leaf_modules, "PrunedAttention"), source="export")
-
-
-def _metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return handle.metadata() or {}
-    except Exception as error:  # safetensors' own errors for a damaged or foreign file
-        raise SplitbenchError(f"cannot read {path}: not a safetensors file ({type(error).__name__})") from None
 
 
 def _kept_channels(path: Path, metadata: dict[str, str]) -> dict[tuple[int, str], torch.Tensor]:
