@@ -128,5 +128,29 @@ for seed in 1 2; do
         --groups 4,8,16 --duplicate-top 0,3 --epochs 1 --seed $seed --out reports/group/cifar_resnet20-seed$seed
 done
 
+# Issue 31: which deployment under an accuracy (or latency) budget, and the choices over the real link
+# (reports/deploy/README.md). The learned codec is the N = 64 run's (its points cached above
+# export their codec files; SCRATCH holds that run's rd.csv), the ViT variants weight-pruned exports.
+SCRATCH=${SCRATCH:-$(mktemp -d)}
+splitbench rd mobilenet_v2 --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" --variant none --precision fp32 \
+    --channels 64 --lambdas 0.2,1,4,16,64,256 --epochs 2,4,8 --seed 1 --baseline reports/codec/bottleneck3/codec.csv \
+    --out "$SCRATCH/rd-n64"
+splitbench plan mobilenet_v2 --search --weights "$WEIGHTS/mobilenet_v2-imagenet-int8dequant.pth" \
+    --at bottleneck3,bottleneck6,bottleneck13 \
+    --codec "bpg:32/36/40,webp:50/75/90,minmax8,learned:$SCRATCH/rd-n64@16/8,learned:$SCRATCH/rd-n64@64/8" \
+    --preprocess model --dataset imagenet-val-1300 --limit 200 --bandwidth 1,10,100 --rtt 10 --max-drop 1,5 \
+    --edge-slowdown 4 --head-start tbf --out reports/deploy/mobilenet_v2
+splitbench link --deploy reports/deploy/mobilenet_v2 --out reports/deploy/mobilenet_v2/link
+splitbench prune vit --weights reports/checkpoints/vit-cifar10-fp16.safetensors --ratio 0.3,0.5 --method weight \
+    --scope uniform --limit 1000 --repeats 0 --save-models "$SCRATCH/vit" --out "$SCRATCH/vit-prune"
+splitbench plan vit --search --weights reports/checkpoints/vit-cifar10-fp16.safetensors \
+    --variant "$SCRATCH/vit/vit-weight-uniform-0.3.safetensors,$SCRATCH/vit/vit-weight-uniform-0.5.safetensors" \
+    --at block2,block4 --codec none,minmax8,examples/half_codec.py:build --dataset cifar10:test --limit 200 \
+    --bandwidth 1,10,100 --rtt 10 --max-drop 1,5 --max-latency 40,60 --edge-slowdown 4 --head-start tbf \
+    --out reports/deploy/vit
+for variant in vit "$SCRATCH/vit/vit-weight-uniform-0.3.safetensors" "$SCRATCH/vit/vit-weight-uniform-0.5.safetensors"; do
+    splitbench link "$variant" --deploy reports/deploy/vit --out "reports/deploy/vit/link-$(basename "$variant" .safetensors)"
+done
+
 # Issue 7: the overview page of everything above (reports/README.md)
 splitbench report

@@ -5,6 +5,7 @@
 >>> api.codec_sweep("resnet18", cuts=["layer2", "layer3"], codecs=["none", "webp:50"], limit=8)   # doctest: +SKIP
 >>> api.link("cifar_resnet20", cuts=["layer3"], codec="minmax8")       # doctest: +SKIP
 >>> api.plan("mobilenet_v2", bandwidth=[1, 10])                        # doctest: +SKIP
+>>> api.search("mobilenet_v2", cuts=["bottleneck3"], codecs=["bpg:32/38", "minmax8"], max_drop=[1, 5])  # doctest: +SKIP
 
 Each call but :func:`profile` builds the command's job (:mod:`splitbench.jobs`), so it makes the
 command's checks (a bad option is a :class:`~splitbench.errors.SplitbenchError` with the command
@@ -12,7 +13,7 @@ line's text), writes the same result set (to ``out``, or a run folder under ``ru
 returns its main table as a DataFrame; :func:`profile` returns the table only. A list argument
 may be one value (``cuts="layer3"``, ``layout="gray"``). Safe at a script's top level and in notebooks: sweep workers never run
 the caller's script again. Options beyond the named ones are the job's fields
-(``CodecJob``, ``LinkJob``, ``PlanJob``), by the same names as the command's options.
+(``CodecJob``, ``LinkJob``, ``PlanJob``, ``SearchJob``), by the same names as the command's options.
 """
 
 from __future__ import annotations
@@ -73,6 +74,21 @@ def plan(model: str, cuts: Sequence[str] = ("all",), codec: str = "minmax8", *, 
 
     job = PlanJob(model=model, at=_listed(cuts), codec=codec, bandwidth=_listed(bandwidth), rtt=_listed(rtt),
                   weights=weights, out=out, **_options(PlanJob, options))
+    return job.run().tables[0].table
+
+
+def search(model: str, cuts: Sequence[str], codecs: Sequence[str], *, max_drop: Iterable[float] = (1.0,),
+           max_latency: Iterable[float] = (), bandwidth: Iterable[float] = (1.0, 10.0, 100.0),
+           rtt: Iterable[float] = (0.0,), weights: str = "auto", out: str | Path | None = None,
+           **options: Any) -> pd.DataFrame:
+    """The deployment to run under each budget per bandwidth and RTT (``search.csv``'s rows;
+    ``candidates.csv`` and ``predictions.csv`` beside it hold every candidate and the front).
+    ``codecs``: codec strings, an image codec with its values (``"bpg:32/38"``)."""
+    from splitbench.jobs.search import SearchJob
+
+    job = SearchJob(model=model, at=_listed(cuts), codec=",".join(_listed(codecs)), max_drop=_listed(max_drop),
+                    max_latency=_listed(max_latency), bandwidth=_listed(bandwidth), rtt=_listed(rtt),
+                    weights=weights, out=out, **_options(SearchJob, options))
     return job.run().tables[0].table
 
 

@@ -338,6 +338,7 @@ def _notes(reports: Path) -> str | None:
              "train/NOTES.md": "The seed 002 ViT: one CPU epoch to 72.4 % on a lent H200, and the path to 75 %",
              "train/bench/README.md": "Training throughput: fp32, bf16 autocast and bf16 + torch.compile",
              "link/README.md": "Split inference over a shaped link, and the planner checked against it",
+             "deploy/README.md": "Choosing a deployment (cut × codec × model) under a budget, and linking the choice",
              "executors/bench_executor.md": "Codec sweep on a Ray cluster against local processes: overhead, rows",
              "executors/point_sweeps.md": "Prune, rd and group sweeps on a Ray cluster against local: the rows",
              "train/ddp/README.md": "Training under torchrun (2 gloo processes) against one process"}

@@ -292,6 +292,8 @@ def test_readme_api_script_runs_unguarded_as_a_file(tmp_path: Path) -> None:
     assert done.stdout.startswith("24 valid cuts\n")  # cifar_resnet20: 24 cuts, and the script ran once
     assert "layer3 minmax8    NaN  32.0625" in done.stdout  # 64×8×8 bytes + 8 over 32×32 pixels, in bits
     assert "layer3:minmax8         4104.0" in done.stdout  # 4,096 values and the 8-byte range
+    chosen = done.stdout[done.stdout.index("bandwidth_mbit"):].splitlines()
+    assert len(chosen) == 1 + 2 * 2  # two bandwidths × two budgets
 
 
 @needs_shared_data

@@ -205,6 +205,17 @@ def test_a_learned_codec_from_rd_crosses_a_served_link_with_rd_s_bytes_and_top1(
     # the served decoder's predictions score rd's top-1, and the streams are rd's bytes (4 bytes of framing each)
     assert 100 * per_image["hit1"].mean() == pytest.approx(trained["top1"])
     assert (per_image["payload_bytes"] - 4).sum() * 8 == pytest.approx(trained["bpp_actual"] * 40 * 32 * 32)
+    # plan --search weighs the same codec among others: its calibration is the link's top-1 and bytes
+    search = run_in_process("plan", "cifar_resnet20", "--weights", weights, "--search", "--at", "layer3",
+                            "--codec", f"minmax8,learned:{tmp_path / 'rd'}@16", "--preprocess", "model", *data,
+                            "--limit", "40", "--bandwidth", "1", "--max-drop", "100", "--cache", str(tmp_path / "cache"),
+                            "--out", str(tmp_path / "search"))
+    assert search.returncode == 0, search.stderr
+    candidates = pd.read_csv(tmp_path / "search" / "candidates.csv").set_index("codec")
+    assert list(candidates.index) == ["jpeg", "minmax8", f"learned:{tmp_path / 'rd'}@16", "none"]
+    assert candidates.loc[f"learned:{tmp_path / 'rd'}@16", "top1"] == pytest.approx(trained["top1"])
+    assert candidates.loc[f"learned:{tmp_path / 'rd'}@16", "payload_bytes"] == pytest.approx(
+        per_image["payload_bytes"].mean(), abs=0.05)
     # a point cached before rd exported codecs gets its file from its epoch checkpoint: the same tensors
     exported = Path(trained["codec_file"])
     original = load_file(str(exported))

@@ -12,12 +12,14 @@ from typing import Annotated, Optional
 import typer
 
 from splitbench.cli import app
-from splitbench.cli.options import (Bits, DataRoot, Dataset, DryRun, Leaf, Limit, ModelArgument, ModelOption, OutDir,
+from splitbench.cli.options import (CACHE, Bits, Cache, DataRoot, Dataset, DryRun, Leaf, Limit, ModelArgument, ModelOption, OutDir,
                                     Preprocess, Repeats, Split, Weights, Workers, float_option, pick_model,
                                     split_names, split_numbers)
 from splitbench.cli.render import show_plan, show_table, show_written
 from splitbench.codecs.base import codec_names
+from splitbench.errors import SplitbenchError
 from splitbench.jobs.link import CODEC, LinkJob, PlanJob, Result, ServeJob
+from splitbench.jobs.search import SEARCH_LIMIT, SearchJob, deployment_options
 from splitbench.link.setups import codec_setting  # noqa: F401 - the commands' codec setting (tests import it here)
 
 # serve, link and plan take one codec setting: the same options, the same defaults.
@@ -66,18 +68,39 @@ WithPlan = Annotated[bool, typer.Option("--plan/--no-plan", help="Also time each
                                         "just before it crosses the link, and write plan's prediction beside "
                                         "the measurement (validation.csv): minutes apart, a drifting machine "
                                         "would widen the gap.")]
+Deploy = Annotated[Optional[Path], typer.Option("--deploy", help="A plan --search folder: link its chosen "
+                                                 "deployments (and input and edge) on its calibration pictures "
+                                                 "under its conditions, with --plan, and check each choice: "
+                                                 "predicted against measured latency, calibration against link "
+                                                 "top-1, and the regret (deploy_check.csv). The data, limit, "
+                                                 "preprocessing, layout, bandwidths, RTTs and edge slowdown are "
+                                                 "the search's; so is the model, or MODEL names one of its "
+                                                 "--variant exports, whose choices are linked instead.")]
 
 # plan's own options
 PlanAt = Annotated[str, typer.Option("--at", help="Comma-separated cuts, or all (every valid cut); input and "
                                      "edge are always included.")]
 EdgeSlowdown = Annotated[float, float_option("--edge-slowdown", minimum=0.01, maximum=1000,
-                                             help_text="The edge is this many times slower than this machine.")]
+                                             help_text="The edge is this many times slower than this machine (plan predicts it; link counts "
+                                                       "the edge's measured head and encoder times this many times).")]
 EdgeTimes = Annotated[Optional[Path], typer.Option("--edge-times", help="times.csv that plan wrote on the "
                                                    "edge device: its head_ms and encode_ms replace this machine's.")]
 HeadStart = Annotated[str, typer.Option("--head-start", help="Bytes the shaper passes at once: tbf (one "
                                         "frame, as link's netns shaper), wire (none), or a number.")]
 ValidateWith = Annotated[Optional[Path], typer.Option("--validate", help="link.csv to compare the "
                                                       "predictions with (same --at, --codec).")]
+Search = Annotated[bool, typer.Option("--search", help="Pick the deployment: every model variant × cut × codec "
+                                      "setting of --codec (a comma list, each image codec with its values: "
+                                      "bpg:32/38,webp:50/90,learned:RUN@4,none) measured on --limit calibration "
+                                      "pictures (default 200; each timed once, not --repeats) for accuracy, bytes "
+                                      "and time; the Pareto front and the choice under each budget per bandwidth "
+                                      "and RTT.")]
+Variant = Annotated[Optional[str], typer.Option("--variant", help="--search: further models to weigh, comma-"
+                                                "separated (exports of prune or group, or model names).")]
+MaxDrop = Annotated[Optional[str], typer.Option("--max-drop", help="--search: accuracy budgets, points below "
+                                                "the model whole on the edge (comma-separated; default 1).")]
+MaxLatency = Annotated[Optional[str], typer.Option("--max-latency", help="--search: latency budgets in ms "
+                                                   "(comma-separated).")]
 
 
 @app.command("serve")
@@ -145,16 +168,22 @@ def link_command(
     data: DataRoot = None,
     limit: Limit = 20,
     with_plan: WithPlan = False,
+    edge_slowdown: EdgeSlowdown = 1.0,
+    deploy: Deploy = None,
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
     """Run MODEL split across a shaped link: per-image stage times, bytes on the wire, top-1 (a detector: mAP)."""
     bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=True)  # bad numbers fail before any work
-    job = LinkJob(
+    options: dict = dict(
         model=pick_model(model, model_option, "mobilenet_v2"), weights=weights, at=tuple(split_names(at, "--at")),
         leaf=_leaf(leaf), codec=codec, qp=qp, quality=quality, layout=layout, bits=bits, preprocess=preprocess,
         bandwidth=bandwidths, rtt=rtts, shaper=shaper, server=server, server_key=server_key, client_key=client_key,
-        dataset=dataset, split=split, data=data, limit=limit, with_plan=with_plan, out=out)
+        dataset=dataset, split=split, data=data, limit=limit, with_plan=with_plan, edge_slowdown=edge_slowdown,
+        out=out)
+    if deploy is not None:  # the search's own model (or the variant named), pictures and conditions
+        options |= deployment_options(deploy, model or model_option) | {"deployments": deploy, "with_plan": True}
+    job = LinkJob(**options)
     if dry_run:
         show_plan(job.plan())
         return
@@ -183,19 +212,38 @@ def plan_command(
     dataset: Dataset = None,
     split: Split = None,
     data: DataRoot = None,
-    limit: Limit = 5,
+    limit: Limit = None,
     repeats: Repeats = 3,
+    search: Search = False,
+    variant: Variant = None,
+    max_drop: MaxDrop = None,
+    max_latency: MaxLatency = None,
+    cache: Cache = CACHE,
     out: OutDir = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Predict MODEL's end-to-end latency at every cut over a link; pick the best cut per bandwidth."""
+    """Predict MODEL's end-to-end latency at every cut over a link; pick the best cut per bandwidth
+    (--search: the best deployment of cut, codec and model variant under an accuracy or latency budget)."""
     bandwidths, rtts = _link_settings(bandwidth, rtt, unshaped_allowed=False)  # bad numbers fail before any work
-    job = PlanJob(
+    options: dict = dict(
         model=pick_model(model, model_option, "mobilenet_v2"), weights=weights,
         at=("all",) if at == "all" else tuple(split_names(at, "--at")), leaf=_leaf(leaf), codec=codec, qp=qp,
         quality=quality, layout=layout, bits=bits, preprocess=preprocess, bandwidth=bandwidths, rtt=rtts,
         edge_slowdown=edge_slowdown, edge_times=edge_times, head_start=head_start, validate_with=validate_with,
-        dataset=dataset, split=split, data=data, limit=limit, repeats=repeats, out=out)
+        dataset=dataset, split=split, data=data, repeats=repeats, out=out)
+    searched = {"--variant": variant, "--max-drop": max_drop, "--max-latency": max_latency}
+    if not search:
+        given = next((option for option, value in searched.items() if value is not None), None)
+        if given:
+            raise SplitbenchError(f"{given} is an option of plan --search")
+        job: PlanJob = PlanJob(**options, limit=5 if limit is None else limit)
+    else:
+        job = SearchJob(**options, limit=SEARCH_LIMIT if limit is None else limit, cache=cache,
+                        variant=tuple(split_names(variant, "--variant")) if variant is not None else (),
+                        max_drop=tuple(split_numbers(max_drop, "--max-drop", float)) if max_drop is not None
+                        else (() if max_latency is not None else (1.0,)),
+                        max_latency=tuple(split_numbers(max_latency, "--max-latency", float))
+                        if max_latency is not None else ())
     if dry_run:
         show_plan(job.plan())
         return

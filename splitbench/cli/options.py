@@ -56,7 +56,7 @@ Split = Annotated[
 Limit = Annotated[
     Optional[int],
     typer.Option("--limit", min=1, help="Evaluation images: score on N of them only (default: all; link 20 and "
-                 "plan 5, which time every image)."),
+                 "plan 5, which time every image; plan --search 200)."),
 ]
 TrainLimit = Annotated[
     Optional[int],

@@ -25,7 +25,7 @@ from splitbench import progress, provenance
 from splitbench.data.datasets import dataset_and_split, open_dataset
 from splitbench.errors import SplitbenchError
 from splitbench.evaluation import progress_bar
-from splitbench.jobs import Shown, paths_as_paths
+from splitbench.jobs import Shown, check_finite, paths_as_paths
 from splitbench.link.endpoints import EDGE, INPUT, Receiver, SplitSetup, model_pictures
 from splitbench.link.setups import codec_setting, setup_for
 from splitbench.link.tasks import answers_for
@@ -172,6 +172,8 @@ class LinkJob(_SplitJob):
     data: Path | None = None
     limit: int | None = 20
     with_plan: bool = False  # also time each picture as plan does, and validate plan's prediction
+    deployments: Path | None = None  # a plan --search folder: link its chosen deployments (with_plan too)
+    edge_slowdown: float = 1.0  # the edge's measured compute counts this many times (a slower device)
     out: Path | None = None
 
     def __post_init__(self) -> None:
@@ -181,9 +183,17 @@ class LinkJob(_SplitJob):
 
         began = time.perf_counter()
         _check_link_numbers(self.bandwidth, self.rtt, unshaped_allowed=True)  # bad numbers fail before any work
+        check_finite("--edge-slowdown", self.edge_slowdown, 0.01)
         zoo_model = self._split_model("link")
-        codec_setting(self.codec, self.qp, self.quality, required=False)
-        setups = [self._setup(zoo_model, cut) for cut in self.at]
+        if self.deployments is not None:
+            from splitbench.jobs.search import deployed_setups
+
+            if not self.with_plan:
+                raise SplitbenchError("--deploy checks plan --search's choices against plan's timing: give --plan too")
+            setups = deployed_setups(zoo_model, self.model, self.deployments, self.layout, self.bits)
+        else:
+            codec_setting(self.codec, self.qp, self.quality, required=False)
+            setups = [self._setup(zoo_model, cut) for cut in self.at]
         if self.shaper not in SHAPERS:
             raise SplitbenchError(f"unknown --shaper '{self.shaper}'; valid: {', '.join(SHAPERS)}")
         shaper = self.shaper
@@ -221,7 +231,8 @@ class LinkJob(_SplitJob):
         with Link(self._get("shaper")) as link, on_cores(edge_cpus):
             per_image, costs = measure_setups(zoo_model, setups, pictures, self._get("conditions"), link,
                                               self.preprocess, served, server=self.server, keys=self._get("keys"),
-                                              server_cpus=server_cpus, with_plan=self.with_plan)
+                                              server_cpus=server_cpus, with_plan=self.with_plan,
+                                              edge_slowdown=self.edge_slowdown)
         per_image.insert(5, "shaper", link.name)
         per_image.insert(6, "rtt_by", EndDelay.by)
         answers = answers_for(zoo_model, images)  # top-1, or a detector's mAP against the data set's boxes
@@ -238,19 +249,42 @@ class LinkJob(_SplitJob):
                 "dataset": self._get("dataset"), "task": answers.task, "out": out},
             weights=zoo_model.weights.describe(), data=images.provenance(), wall_s=time.perf_counter() - start,
         )
-        markdown = link_markdown(self.model, summary, link.name)
+        markdown = link_markdown(self.model, summary, link.name, self.edge_slowdown)
+        checked = None
         if costs is not None:
             link_model, validation, plan_text = self._plan_beside(zoo_model, summary, costs, link.head_start)
             markdown += "\n" + plan_text
+            if self.deployments is not None:
+                checked, check_text = self._check_deployments(validation, answers.metrics[0])
+                markdown += "\n" + check_text
         with result_set(out):
             unshaped = ["bandwidth_mbit", "wire_up_bytes", "wire_down_bytes"]  # no shaper, no wire count
             written = write_result(out, "link", summary, meta, markdown, optional=unshaped)
             written.append(write_csv(out / "link_images.csv", per_image, optional=unshaped))
             if costs is not None:
                 written += self._write_plan(out, costs, validation, link_model, summary)
+            if checked is not None:
+                written.append(write_csv(out / "deploy_check.csv", checked, optional=["regret_percent", "regret_points"]))
             written.append(plot_stages(out / "link.png", summary, self.model))
         columns = ["setup", "bandwidth_mbit", "rtt_ms", *answers.metrics, "payload_bytes", "total_ms"]
-        return Result([Shown(summary, f"{self.model} over a {link.name} link", columns, out / "link.csv")], written)
+        tables = [Shown(summary, f"{self.model} over a {link.name} link", columns, out / "link.csv")]
+        if checked is not None:
+            tables.append(Shown(checked, "plan --search's choices over the link", [
+                "bandwidth_mbit", "budget", "limit", "chosen", "error_percent", *(c for c in checked.columns
+                                                                                  if c.startswith("regret"))],
+                out / "deploy_check.csv"))
+        return Result(tables, written)
+
+    def _check_deployments(self, validation: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
+        """The search's choices beside what the link measured, and their Markdown."""
+        from splitbench.jobs.search import read_search
+        from splitbench.link.report import deploy_check_markdown
+        from splitbench.link.search import check_choices
+
+        found = read_search(self.deployments)  # type: ignore[arg-type]
+        checked = check_choices(found["search.csv"], found["candidates.csv"], found["predictions.csv"], validation,
+                                metric, self.model)
+        return checked, deploy_check_markdown(checked, metric)
 
     def _plan_beside(self, zoo_model: ZooModel, summary: pd.DataFrame, costs: pd.DataFrame,
                      head_start: int) -> tuple[Any, pd.DataFrame, str]:
@@ -260,7 +294,8 @@ class LinkJob(_SplitJob):
         from splitbench.link.report import plan_markdown
 
         served = next((s for s in self._get("setups") if s.at != EDGE), self._get("setups")[0])
-        link_model = planning.LinkModel(1.0, head_start, planning.transport_overhead_ms(Receiver(zoo_model, served)))
+        link_model = planning.LinkModel(self.edge_slowdown, head_start,
+                                        planning.transport_overhead_ms(Receiver(zoo_model, served)))
         validation = planning.validate(costs, summary, link_model)
         best = planning.best_cuts(planning.predict(costs, [b for b in self.bandwidth if b], self.rtt, link_model))
         return link_model, validation, plan_markdown(self.model, costs, best, link_model, validation)
@@ -295,22 +330,14 @@ class PlanJob(_SplitJob):
 
     def __post_init__(self) -> None:
         paths_as_paths(self)
-        from splitbench.link.shaping import MTU_FRAME
-
         began = time.perf_counter()
         _check_link_numbers(self.bandwidth, self.rtt, unshaped_allowed=False)  # bad numbers fail before any work
+        check_finite("--edge-slowdown", self.edge_slowdown, 0.01)
         if self.repeats < 1:
             raise SplitbenchError("--repeats 0: plan predicts from timings; time each cut at least once")
         zoo_model = self._split_model("plan")  # latency is model-agnostic; the tail must end in outputs it answers
-        codec_setting(self.codec, self.qp, self.quality, required=False)
-        setups = [self._setup(zoo_model, cut) for cut in _plan_cuts(zoo_model, self.at, self.codec)]
-        head_start = str(self.head_start)
-        try:
-            head = {"tbf": MTU_FRAME, "wire": 0}[head_start] if head_start in ("tbf", "wire") else int(head_start)
-            if head < 0:
-                raise ValueError
-        except ValueError:
-            raise SplitbenchError(f"--head-start takes tbf, wire or a number of bytes, got '{head_start}'") from None
+        setups = self._setups(zoo_model)
+        head = head_start_bytes(self.head_start)
         measured = _read_table(self.validate_with, "--validate", ("setup", "bandwidth_mbit", "rtt_ms", "total_ms")) \
             if self.validate_with else None
         edge = _read_table(self.edge_times, "--edge-times", ("setup", "head_ms", "encode_ms")) if self.edge_times else None
@@ -319,6 +346,11 @@ class PlanJob(_SplitJob):
         self._resolve(began, zoo_model=zoo_model, setups=setups, head=head, measured=measured, edge=edge,
                       dataset=name, images=images, out=out,
                       weights_row=zoo_model.describe_weights(self.weights, pretrained=True))
+
+    def _setups(self, zoo_model: ZooModel) -> list[Any]:
+        """What plan times: every cut of ``--at`` (input and edge too) with the one codec setting."""
+        codec_setting(self.codec, self.qp, self.quality, required=False)
+        return [self._setup(zoo_model, cut) for cut in plan_cuts(zoo_model, self.at, self.codec)]
 
     def plan(self) -> Plan:
         setups = self._get("setups")
@@ -374,6 +406,20 @@ class PlanJob(_SplitJob):
         return Result(tables, written)
 
 
+def head_start_bytes(value: str) -> int:
+    """``--head-start``: bytes the shaper passes at once (tbf: one frame; wire: none; or a number)."""
+    from splitbench.link.shaping import MTU_FRAME
+
+    text = str(value)
+    try:
+        head = {"tbf": MTU_FRAME, "wire": 0}[text] if text in ("tbf", "wire") else int(text)
+        if head < 0:
+            raise ValueError
+    except ValueError:
+        raise SplitbenchError(f"--head-start takes tbf, wire or a number of bytes, got '{text}'") from None
+    return head
+
+
 def _check_link_numbers(bandwidth: tuple[float | None, ...], rtt: tuple[float, ...], unshaped_allowed: bool) -> None:
     """``bandwidth`` in Mbit/s (``(None,)``: the link as it is, where allowed), ``rtt`` in ms."""
     if not (unshaped_allowed and tuple(bandwidth) == (None,)):
@@ -409,7 +455,7 @@ def _images(zoo_model: ZooModel, dataset: str | None, split: str | None, data: P
     return name, zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit))
 
 
-def _plan_cuts(zoo_model: ZooModel, at: tuple[str, ...], codec: str) -> list[str]:
+def plan_cuts(zoo_model: ZooModel, at: tuple[str, ...], codec: str) -> list[str]:
     """``all``: every valid cut the codec can carry (C×H×W for an image codec) but the output; input first, edge last."""
     if tuple(at) != ("all",):
         return [INPUT, *[cut for cut in at if cut not in (INPUT, EDGE)], EDGE]

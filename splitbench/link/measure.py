@@ -130,12 +130,13 @@ def exchange(client: LinkClient, sent_payload: bytes, header: dict[str, Any], li
 def measure_setups(zoo_model: ZooModel, setups: list[SplitSetup], pictures: list[tuple[Any, int]],
                    conditions: list[Condition], link: Link, preprocess: str, served: list[str], *,
                    server: str | None = None, keys: ClientKeys | None = None, server_cpus: set[int] | None = None,
-                   with_plan: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+                   with_plan: bool = False, edge_slowdown: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Every setup's per-image rows over ``link`` (:func:`measure`), one bar per setup; and, ``with_plan``,
     ``plan``'s timing of each picture just before it crosses (:class:`~splitbench.link.plan.CostTimer`).
 
     ``served``: the ``splitbench serve`` arguments (model, weights, leaf modules) of a server
     started per cut on ``server_cpus``; ``server``: a running one (HOST:PORT, with ``keys``) instead.
+    ``edge_slowdown``: the edge's measured head and encoder times count that many times (see :func:`measure`).
     Returns the rows of every setup and, ``with_plan``, plan's costs (one row per setup).
     """
     from splitbench.link.plan import CostTimer  # plan times with measure's helpers: imported here
@@ -153,7 +154,8 @@ def measure_setups(zoo_model: ZooModel, setups: list[SplitSetup], pictures: list
             task = bar.add_task(setup.label, total=len(pictures) * (1 if setup.at == EDGE else len(conditions)))
             tables.append(_cross(zoo_model, sender, pictures, conditions, link, server, keys,
                                  [*served, *serve_arguments(setup), "--preprocess", preprocess], server_cpus,
-                                 lambda task=task: bar.update(task, advance=1), timer.time if timer else None))
+                                 lambda task=task: bar.update(task, advance=1), timer.time if timer else None,
+                                 edge_slowdown))
             if timer is not None:
                 costs.append(pd.DataFrame([timer.row()]))
     return pd.concat(tables, ignore_index=True), pd.concat(costs, ignore_index=True) if costs else None
@@ -162,32 +164,38 @@ def measure_setups(zoo_model: ZooModel, setups: list[SplitSetup], pictures: list
 def _cross(zoo_model: ZooModel, sender: Sender, pictures: list[tuple[Any, int]], conditions: list[Condition],
            link: Link, server: str | None, keys: ClientKeys | None, server_arguments: list[str],
            server_cpus: set[int] | None, advance: Callable[[], None],
-           before_image: Callable[[Any, int], None] | None) -> pd.DataFrame:
+           before_image: Callable[[Any, int], None] | None, edge_slowdown: float = 1.0) -> pd.DataFrame:
     """One cut's per-image measurements over ``link``: edge alone, a running server, or one started for it."""
     setup = sender.setup
     if setup.at == EDGE:  # no network: one timing per image, reported under every condition
-        return measure(sender, None, pictures, conditions, link, advance, before_image)
+        return measure(sender, None, pictures, conditions, link, advance, before_image, edge_slowdown)
     expected = {"model": zoo_model.spec.name, "weights_sha256": zoo_model.weights.describe()["sha256"],
                 **setup.describe(), "shape": list(sender.shape)}
     if server is not None:
         with LinkClient(server, keys=keys) as client:
             client.check(expected)
-            return measure(sender, client, pictures, conditions, link, advance, before_image)
+            return measure(sender, client, pictures, conditions, link, advance, before_image, edge_slowdown)
     with running_server(server_arguments, link.server_prefix, link.server_host, server_cpus) as (_, endpoint), \
             LinkClient(endpoint) as client:
         client.check(expected)
-        return measure(sender, client, pictures, conditions, link, advance, before_image)
+        return measure(sender, client, pictures, conditions, link, advance, before_image, edge_slowdown)
 
 
 def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any, int]], conditions: list[Condition],
             link: Link, on_image: Callable[[], None] | None = None,
-            before_image: Callable[[Any, int], None] | None = None) -> pd.DataFrame:
+            before_image: Callable[[Any, int], None] | None = None, edge_slowdown: float = 1.0) -> pd.DataFrame:
     """Per-image rows for one setup under every condition (``client`` None for ``edge``).
 
     ``pictures``: the model's input pictures and labels (:func:`~splitbench.link.endpoints.model_pictures`).
     ``before_image(picture, index)`` runs just before each picture crosses the link (plan's timing).
     ``edge`` sends nothing, so no condition touches it: each picture is timed once and that row
     stands under every condition, so that every bandwidth and RTT compares edge with the rest.
+
+    ``edge_slowdown`` K stands for a device K times slower than this machine, as plan's
+    ``--edge-slowdown`` does: the edge's measured head and encoder times count K times in the
+    row. One request is in flight at a time and nothing overlaps the edge's compute, so a
+    slower device's time adds to the total as these products do; the transfer, the server's
+    times and the answers stay measured.
     """
     rows = []
     # Untimed warm-up: the first calls pay for allocations, and the first exchange for the connection.
@@ -204,7 +212,7 @@ def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any,
         if before_image is not None:
             before_image(picture, index)
         if client is None:
-            local = _one(sender, None, picture, label, index, conditions[0], link, EndDelay())
+            local = _one(sender, None, picture, label, index, conditions[0], link, EndDelay(), edge_slowdown)
             rows += [local | {"bandwidth_mbit": c.bandwidth_mbit, "rtt_ms": c.rtt_ms} for c in conditions]
             if on_image:
                 on_image()
@@ -213,19 +221,21 @@ def measure(sender: Sender, client: LinkClient | None, pictures: list[tuple[Any,
             if condition.bandwidth_mbit != current:
                 link.set(condition)
                 current = condition.bandwidth_mbit
-            rows.append(_one(sender, client, picture, label, index, condition, link, EndDelay(condition.rtt_ms)))
+            rows.append(_one(sender, client, picture, label, index, condition, link, EndDelay(condition.rtt_ms),
+                             edge_slowdown))
             if on_image:
                 on_image()
     return pd.DataFrame(rows).sort_values(["bandwidth_mbit", "rtt_ms", "image"], kind="stable", ignore_index=True)
 
 
 def _one(sender: Sender, client: LinkClient | None, picture: Any, label: int, index: int, condition: Condition,
-         link: Link, delay: EndDelay) -> dict[str, Any]:
+         link: Link, delay: EndDelay, edge_slowdown: float = 1.0) -> dict[str, Any]:
     row: dict[str, Any] = {"setup": sender.setup.label, "at": sender.setup.at, "codec": sender.setup.codec,
                            "bandwidth_mbit": condition.bandwidth_mbit, "rtt_ms": condition.rtt_ms,
                            "image": index, "label": label}
     if sender.setup.at == EDGE:  # the whole model and its answer (a detector's post-processing too) here
         answer, seconds = sender.local(picture)
+        seconds *= edge_slowdown
         return row | sender.answers.row(answer, label) | {
             "payload_bytes": 0, "framing_bytes": 0, "reply_bytes": 0, "head_ms": seconds * 1e3, "encode_ms": 0.0,
             "transfer_ms": 0.0, "server_ms": 0.0, "server_decode_ms": 0.0, "server_tail_ms": 0.0,
@@ -233,6 +243,7 @@ def _one(sender: Sender, client: LinkClient | None, picture: Any, label: int, in
     sent = sender.send(picture, index)
     reply, figures = exchange(client, sent.payload, sent.header, link, delay)  # type: ignore[arg-type]
     transfer_s = figures["exchange_s"] - figures["server_s"]
+    sent.head_s, sent.encode_s = sent.head_s * edge_slowdown, sent.encode_s * edge_slowdown
     row |= sender.answers.row(reply, label) | {
         "payload_bytes": len(sent.payload),
         "framing_bytes": figures["framing_bytes"], "reply_bytes": figures["reply_bytes"],

@@ -70,6 +70,7 @@ class CostTimer:
         self.payloads: list[int] = []
         self.framings: list[int] = []
         self.replies: list[int] = []  # a detector's replies grow with what it finds: their mean
+        self.answers: list[dict[str, Any]] = []  # each recorded picture's answer, as link's server replies it
 
     @property
     def reply_bytes(self) -> int:
@@ -78,9 +79,10 @@ class CostTimer:
     def time(self, picture: Any, index: int = 0, *, record: bool = True) -> None:
         """One picture through both halves (``record=False``: a warm-up, not counted)."""
         if self.receiver is None:
-            seconds = self.sender.local(picture)[1]
+            answer, seconds = self.sender.local(picture)
             if record:
                 self.times["head_ms"].append(seconds * 1e3)
+                self.answers.append(answer)
             return
         sent = self.sender.send(picture, index)
         with on_cores(self.server_cpus) if self.server_cpus else nullcontext():
@@ -90,6 +92,7 @@ class CostTimer:
                                                   tuple(size) if size else None))
         if not record:
             return
+        self.answers.append({k: v for k, v in answer.items() if k != "server_s"})
         for name, seconds in (("head_ms", sent.head_s), ("encode_ms", sent.encode_s),
                               ("decode_ms", answer["server_s"]["decode"]), ("tail_ms", answer["server_s"]["tail"])):
             self.times[name].append(seconds * 1e3)
@@ -251,7 +254,7 @@ def best_agreement(validation: pd.DataFrame) -> pd.DataFrame:
     edge, served = validation[is_edge], validation[~is_edge]
     agree = []
     for (bandwidth, rtt), group in served.groupby(["bandwidth_mbit", "rtt_ms"], dropna=False):
-        candidates = pd.concat([group, _edge_at(edge, bandwidth, rtt)])
+        candidates = pd.concat([group, edge_row_at(edge, bandwidth, rtt)])
         chosen = candidates.loc[candidates["predicted_ms"].idxmin()]
         best = candidates.loc[candidates["measured_ms"].idxmin()]
         agree.append({"bandwidth_mbit": bandwidth, "rtt_ms": rtt, "predicted_best": chosen["setup"],
@@ -260,7 +263,7 @@ def best_agreement(validation: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(agree)
 
 
-def _edge_at(edge: pd.DataFrame, bandwidth: float, rtt: float) -> pd.DataFrame:
+def edge_row_at(edge: pd.DataFrame, bandwidth: float, rtt: float) -> pd.DataFrame:
     """Edge's row for this condition, or its row measured without a link, or nothing (no edge measured)."""
     same_bandwidth = edge["bandwidth_mbit"].isna() if pd.isna(bandwidth) else edge["bandwidth_mbit"] == bandwidth
     here = edge[same_bandwidth & (edge["rtt_ms"] == rtt)]

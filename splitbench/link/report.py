@@ -15,7 +15,7 @@ STAGE_NAMES = {"head_ms": "edge head", "encode_ms": "edge encode", "transfer_ms"
                "server_ms": "server decode + tail"}
 
 
-def link_markdown(model: str, summary: pd.DataFrame, shaper: str) -> str:
+def link_markdown(model: str, summary: pd.DataFrame, shaper: str, edge_slowdown: float = 1.0) -> str:
     detector = "map" in summary.columns  # a detector's figures, and its replies, which carry its boxes
     accuracy = ["map", "map50", "detections"] if detector else ["top1"]
     shown = summary[["setup", "bandwidth_mbit", "rtt_ms", "images", *accuracy, "payload_bytes", "framing_bytes",
@@ -23,7 +23,9 @@ def link_markdown(model: str, summary: pd.DataFrame, shaper: str) -> str:
     scored = (" `map`, `map50`: COCOeval's AP@[.5:.95] and AP@.5 (percent) of the detections the server "
               "replied, over these images; `detections`: per image; `reply_bytes`: the reply that carries them."
               if detector else "")
-    return (f"# {model} split across a link\n\nShaper: {shaper}. Mean over images; times in ms, bytes per "
+    slower = (f" The edge stands for a device {edge_slowdown:g} times slower than this machine: its measured head "
+              f"and encoder times count {edge_slowdown:g} times (`--edge-slowdown`)." if edge_slowdown != 1 else "")
+    return (f"# {model} split across a link\n\nShaper: {shaper}.{slower} Mean over images; times in ms, bytes per "
             f"image. `framing_bytes`: the request header and ZeroMQ's frame prefixes on top of the payload; "
             f"TCP/IP and Ethernet add about 4.6 % more.{scored}\n\n{markdown_table(shown)}\n\n![stages](link.png)\n")
 
@@ -77,3 +79,43 @@ def plan_markdown(model: str, costs: pd.DataFrame, best: pd.DataFrame, link: Lin
             markdown_table(validation), "", markdown_table(agree), "",
         ]
     return "\n".join(parts)
+
+
+def search_markdown(model: str, chosen: pd.DataFrame, candidates: pd.DataFrame, predictions: pd.DataFrame,
+                    link: LinkModel, metric: str, calibration: int) -> str:
+    """``plan --search``: the chosen deployment per condition and budget, then the front and every candidate."""
+    reference = candidates.loc[candidates["drop"] == 0, metric].max()
+    front = predictions[predictions["front"]].sort_values(["bandwidth_mbit", "rtt_ms", "total_ms"])
+    shown = ["bandwidth_mbit", "rtt_ms", "setup", metric, "drop", "payload_bytes", "total_ms"]
+    return "\n".join([
+        f"# {model}: which deployment\n",
+        f"{len(candidates)} candidates (model variant × cut × codec setting), each measured on {calibration} "
+        f"calibration pictures: {metric} through the edge's and the server's halves, bytes per picture, and "
+        f"each half's compute time. The reference is the first model whole on the edge ({metric} "
+        f"{reference:g} %); `drop` is in points below it. Edge = this machine × {link.slowdown:g}; link head "
+        f"start {link.head_start} B; transport overhead {link.overhead_ms:g} ms per exchange.\n",
+        "## Chosen deployment per condition and budget\n", markdown_table(chosen), "",
+        "![accuracy against latency per bandwidth](search.png)\n",
+        "## Pareto front per condition (latency, drop, bytes)\n", markdown_table(front[shown]), "",
+        "## Candidates (calibration)\n",
+        markdown_table(candidates[["setup", metric, "drop", "payload_bytes", "head_ms", "encode_ms", "decode_ms",
+                                   "tail_ms"]]), "",
+    ])
+
+
+def deploy_check_markdown(checked: pd.DataFrame, metric: str) -> str:
+    """``link --deploy``: the search's choices against the link's measurement."""
+    if checked.empty:
+        return "## plan --search's choices over the link\n\nNo choice of the search was linked here.\n"
+    same = int((checked[f"calibration_{metric}"] == checked[f"link_{metric}"]).sum())
+    errors = checked["error_percent"].abs()
+    regret = checked["regret_percent"].dropna() if "regret_percent" in checked else pd.Series(dtype=float)
+    return "\n".join([
+        "## plan --search's choices over the link\n",
+        f"The search's predicted latency against the link's, per choice: largest error {errors.max():.1f} %, "
+        f"median {errors.median():.1f} %. The link's {metric} equals the calibration's at {same} of {len(checked)} "
+        f"choices (the same pictures through the same code). Under an accuracy budget, the regret is how much "
+        f"slower the choice measured than the fastest deployment linked within the budget"
+        + (f" (at most {regret.max():.1f} %)" if not regret.empty else "") + ".\n",
+        markdown_table(checked), "",
+    ])

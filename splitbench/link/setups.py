@@ -6,7 +6,7 @@ from splitbench.codecs.base import codec_class
 from splitbench.errors import SplitbenchError
 from splitbench.link.endpoints import EDGE, INPUT, SplitSetup
 from splitbench.transport import BASELINES, Learned, takes_parameter
-from splitbench.values import split_numbers
+from splitbench.values import split_names, split_numbers
 from splitbench.zoo import ZooModel
 
 
@@ -33,6 +33,23 @@ def codec_setting(codec: str, qp: int | None, quality: int | None, required: boo
     if parameter is not None and given[parameter] is None and required:
         raise SplitbenchError(f"--codec {name} needs --{parameter}")
     return name, given[parameter] if parameter else None
+
+
+def search_codecs(text: str) -> list[str]:
+    """``plan --search``'s ``--codec``: a comma list of codec strings, an image codec with its
+    values (``bpg:32/38/44``), each value one setting: ``["bpg:32", "bpg:38", "bpg:44"]``."""
+    settings: list[str] = []
+    for item in split_names(text, "--codec"):
+        name, colon, own = item.partition(":") if takes_parameter(item) else (item, "", "")
+        if name in BASELINES or not takes_parameter(name):
+            settings.append(item)
+            continue
+        parameter = codec_class(name).parameter
+        if parameter and not colon:
+            raise SplitbenchError(f"--codec {item}: give the {parameter} values to try, as {name}:V1/V2")
+        values = split_numbers(own.replace("/", ","), f"--codec {item}", int) if colon else [None]
+        settings += [f"{name}:{value}" if value is not None else name for value in values]
+    return list(dict.fromkeys(settings))
 
 
 def setup_for(zoo_model: ZooModel, at: str, codec: str, qp: int | None, quality: int | None, layout: str,
