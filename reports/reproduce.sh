@@ -146,7 +146,7 @@ splitbench prune vit --weights reports/checkpoints/vit-cifar10-fp16.safetensors 
 splitbench plan vit --search --weights reports/checkpoints/vit-cifar10-fp16.safetensors \
     --variant "$SCRATCH/vit/vit-weight-uniform-0.3.safetensors,$SCRATCH/vit/vit-weight-uniform-0.5.safetensors" \
     --at block2,block4 --codec none,minmax8,examples/half_codec.py:build --dataset cifar10:test --limit 200 \
-    --bandwidth 1,10,100 --rtt 10 --max-drop 1,5 --max-latency 40,60 --edge-slowdown 4 --head-start tbf \
+    --bandwidth 1,10,100 --rtt 10 --max-drop 1,5 --max-latency 50,150 --edge-slowdown 4 --head-start tbf \
     --out reports/deploy/vit
 for variant in vit "$SCRATCH/vit/vit-weight-uniform-0.3.safetensors" "$SCRATCH/vit/vit-weight-uniform-0.5.safetensors"; do
     splitbench link "$variant" --deploy reports/deploy/vit --out "reports/deploy/vit/link-$(basename "$variant" .safetensors)"

@@ -29,7 +29,7 @@ import math
 import struct
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from splitbench.codecs.base import CodecSpec
 from splitbench.codecs.features import SIDE_INFO_BYTES, Quantized, dequantize, quantize, tile_grid
 from splitbench.codecs.worker import decode_features, encode_features
 from splitbench.errors import SplitbenchError
+
+if TYPE_CHECKING:
+    from splitbench.zoo import ZooModel
 
 BASELINES = ("none", "minmax8")  # float32 as it is; eq. 7 to 8 bits with no codec
 LEARNED_PREFIX = "learned:"
@@ -268,6 +271,20 @@ def tensor_codec(text: str, shape: tuple[int, ...], param: int | None = None, la
     return Pictured(shape, CodecSpec(text, param, bits, layout_channels(layout), options), layout)
 
 
+def check_trained_for(built: TensorCodec, zoo_model: ZooModel, cut: str, text: str, at: str | None = None) -> None:
+    """A learned codec codes the cut it was trained at, for the model it was trained for: the same
+    shape is not enough (another cut of that shape, another model). ``cut``: the canonical name;
+    ``at``: the name the user gave it."""
+    if not isinstance(built, Learned):
+        return
+    trained = built.recipe
+    if trained.model != zoo_model.spec.name:
+        raise SplitbenchError(f"--codec {text} was trained for {trained.model} at {trained.at}, "
+                              f"not for {zoo_model.spec.name}")
+    if zoo_model.cuts().resolve(trained.at).name != cut:
+        raise SplitbenchError(f"--codec {text} was trained for {trained.model} at {trained.at}, not at {at or cut}")
+
+
 def is_learned(text: str) -> bool:
     return text.startswith(LEARNED_PREFIX)
 
@@ -297,6 +314,31 @@ def learned_file(text: str) -> Path:
         return path
     run, _, point = target.rpartition("@")
     return _run_codec(Path(run).expanduser(), point, text)
+
+
+def transport_file(text: str) -> Path:
+    """The file that holds a learned codec (``learned:…``) or a user's (``FILE.py:FUNCTION``, or a
+    module's source for ``package.module:FUNCTION``): what a cache keys the codec by."""
+    if is_learned(text):
+        path = learned_file(text)
+        if not path.is_file():
+            raise SplitbenchError(f"--codec {text}: learned codec file not found: {path}")
+        return path
+    location = text.rpartition(":")[0]
+    if location.endswith(".py") or "/" in location:
+        path = Path(location).expanduser()
+        if not path.is_file():
+            raise SplitbenchError(f"codec file not found: {path}")
+        return path
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(location)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or found.origin is None or not Path(found.origin).is_file():
+        raise SplitbenchError(f"--codec {text}: no module {location} to import")
+    return Path(found.origin)
 
 
 def _run_codec(run: Path, point: str, text: str) -> Path:

@@ -130,3 +130,14 @@ def coco_copy(tmp_path: Path, edit) -> Path:
     if not (root / "instances.json").exists():
         (root / "instances.json").write_text(json.dumps(document))
     return root
+
+
+def few_cifar_images(root: Path, per_class: int = 4) -> Path:
+    """The first ``per_class`` test images of each CIFAR-10 class, as an image folder (the
+    classes sort alphabetically into CIFAR-10's label order)."""
+    source = SHARED_DATA / "cifar10-jpeg" / "test"
+    for folder in sorted(source.iterdir()):
+        (root / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:per_class]:
+            shutil.copy(image, root / folder.name / image.name)
+    return root

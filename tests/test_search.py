@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA, needs_shared_data, needs_shared_weights, run_in_process, shared_weights
+from conftest import SHARED_DATA, few_cifar_images, needs_shared_data, needs_shared_weights, run_in_process, shared_weights
 from splitbench.link.search import choose, pareto
 
 CIFAR_WEIGHTS = "cifar-resnet20-12fca82f.th"
@@ -37,8 +37,9 @@ def test_each_budget_picks_the_fastest_within_the_drop_or_the_most_accurate_with
 @needs_shared_weights
 def test_a_search_measures_every_candidate_and_chooses_from_its_front(tmp_path: Path) -> None:
     weights = str(shared_weights(CIFAR_WEIGHTS))
-    options = ["cifar_resnet20", "--weights", weights, "--dataset", "cifar10:test", "--data", str(SHARED_DATA),
-               "--limit", "40"]
+    # four pictures of each class: the search's spread and eval's first 40 are the same pictures
+    options = ["cifar_resnet20", "--weights", weights, "--dataset", f"imagefolder:{few_cifar_images(tmp_path / 'few')}",
+               "--data", str(SHARED_DATA), "--limit", "40"]
     search = ["plan", *options, "--search", "--at", "layer1,layer2", "--codec", "webp:10/90,minmax8",
               "--preprocess", "model", "--bandwidth", "1,100", "--rtt", "5", "--max-drop", "0,30",
               "--max-latency", "1000", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "search")]

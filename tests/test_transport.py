@@ -8,7 +8,6 @@ and top-1 that ``rd`` measured on the same images.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import SHARED_DATA, needs_shared_data, needs_shared_weights, run_in_process, shared_weights
+from conftest import SHARED_DATA, few_cifar_images, needs_shared_data, needs_shared_weights, run_in_process, shared_weights
 from splitbench.compression.export import CodecRecipe, export_codec, load_codec
 from splitbench.compression.models import FeatureCodec
 from splitbench.compression.pipeline import update_entropy_tables
@@ -173,21 +172,10 @@ def test_a_learned_codec_refuses_another_shape_and_files_that_are_not_one(export
         learned_file(f"learned:{tmp_path}")
 
 
-def _few_cifar_images(root: Path, per_class: int = 4) -> Path:
-    """The first ``per_class`` test images of each CIFAR-10 class, as an image folder (the
-    classes sort alphabetically into CIFAR-10's label order)."""
-    source = SHARED_DATA / "cifar10-jpeg" / "test"
-    for folder in sorted(source.iterdir()):
-        (root / folder.name).mkdir(parents=True)
-        for image in sorted(folder.iterdir())[:per_class]:
-            shutil.copy(image, root / folder.name / image.name)
-    return root
-
-
 @needs_shared_data
 @needs_shared_weights
 def test_a_learned_codec_from_rd_crosses_a_served_link_with_rd_s_bytes_and_top1(tmp_path: Path) -> None:
-    images = _few_cifar_images(tmp_path / "few")
+    images = few_cifar_images(tmp_path / "few")
     weights = str(shared_weights(CIFAR_WEIGHTS))
     data = ["--dataset", f"imagefolder:{images}", "--data", str(SHARED_DATA)]
     rd = run_in_process("rd", "cifar_resnet20", "--weights", weights, "--at", "layer3", "--variant", "none",
@@ -205,6 +193,17 @@ def test_a_learned_codec_from_rd_crosses_a_served_link_with_rd_s_bytes_and_top1(
     # the served decoder's predictions score rd's top-1, and the streams are rd's bytes (4 bytes of framing each)
     assert 100 * per_image["hit1"].mean() == pytest.approx(trained["top1"])
     assert (per_image["payload_bytes"] - 4).sum() * 8 == pytest.approx(trained["bpp_actual"] * 40 * 32 * 32)
+    # codec's own sweep takes it too, beside the image codecs: rd's top-1, and rd's bytes plus 4 of framing
+    swept = run_in_process("codec", "cifar_resnet20", "--weights", weights, "--at", "layer3", "--codec",
+                           f"none,learned:{tmp_path / 'rd'}@16", "--preprocess", "model", *data, "--workers", "1",
+                           "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "codec"))
+    assert swept.returncode == 0, swept.stderr
+    learned_row = pd.read_csv(tmp_path / "codec" / "codec.csv").set_index("codec").loc[f"learned:{tmp_path / 'rd'}@16"]
+    assert learned_row["top1"] == pytest.approx(trained["top1"])
+    assert learned_row["bpp"] == pytest.approx(per_image["payload_bytes"].mean() * 8 / (32 * 32), abs=1e-4)  # 4 decimals
+    refused = run_in_process("codec", "cifar_resnet20", "--weights", "none", "--at", "layer3.1", "--codec",
+                             f"learned:{tmp_path / 'rd'}@16", "--dry-run")
+    assert refused.returncode == 2 and refused.stderr.strip().endswith("not at layer3.1"), refused.stderr
     # plan --search weighs the same codec among others: its calibration is the link's top-1 and bytes
     search = run_in_process("plan", "cifar_resnet20", "--weights", weights, "--search", "--at", "layer3",
                             "--codec", f"minmax8,learned:{tmp_path / 'rd'}@16", "--preprocess", "model", *data,
@@ -254,6 +253,14 @@ def test_a_user_codec_file_crosses_a_served_link(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     per_image = pd.read_csv(out / "link_images.csv")
     assert (per_image["payload_bytes"] == 64 * 8 * 8 * 2).all()  # float16: two bytes per element
+    # the same codec in codec's own sweep, beside float32: the same bytes, the same answers
+    swept = run_in_process("codec", "cifar_resnet20", "--weights", "none", "--at", "layer3", "--codec",
+                           f"none,{tmp_path / 'codecs.py'}:half", "--data", str(SHARED_DATA), "--limit", "4",
+                           "--workers", "1", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "codec"))
+    assert swept.returncode == 0, swept.stderr
+    rows = pd.read_csv(tmp_path / "codec" / "codec.csv").set_index("codec")
+    assert rows.loc[f"{tmp_path / 'codecs.py'}:half", "bpp"] == 64 * 8 * 8 * 2 * 8 / (32 * 32)
+    assert rows.loc[f"{tmp_path / 'codecs.py'}:half", "top1"] == rows.loc["none", "top1"]
 
 
 def test_a_learned_codec_file_given_as_weights_is_refused_in_one_line(exported) -> None:

@@ -44,6 +44,8 @@ from splitbench.executors import ExecutorSpec, open_executor
 from splitbench.progress import log, track
 from splitbench.points import PointStore
 from splitbench.scoring import Arrays, ClassificationScorer, Scorer
+from splitbench.transport import transport_file
+from splitbench.weights import sha256_of
 
 BASELINE = re.compile(r"none|minmax(\d+)")
 # Part of every finished point's cache key: bump it when what a point measures changes.
@@ -53,9 +55,10 @@ CHUNK = 8  # images per worker task: large enough to amortise IPC, small enough 
 
 @dataclass(frozen=True)
 class Point:
-    """One row of the sweep: a codec (``spec``) and layout, or a baseline (``spec`` None)."""
+    """One row of the sweep: a codec (``spec``) and layout, a baseline (``spec`` None), or a
+    codec of :mod:`splitbench.transport` of its own (``learned:…``, ``FILE.py:FUNCTION``)."""
 
-    codec: str  # "none", "minmax8", or a registered codec name
+    codec: str  # "none", "minmax8", a registered codec name, or a transport codec string
     layout: str = "-"
     spec: CodecSpec | None = None
 
@@ -75,9 +78,16 @@ class Point:
         value = f" {parameter} {self.spec.param}" if parameter else ""
         return f"{self.codec}{value} {self.layout}"
 
+    @property
+    def transported(self) -> bool:
+        """A learned or a user's codec, coded here through its :class:`~splitbench.transport.TensorCodec`."""
+        return self.spec is None and BASELINE.fullmatch(self.codec) is None
+
     def key(self) -> str:
-        return cache_key({"codec": self.codec, "layout": self.layout, "spec": repr(self.spec),
-                          "point_version": POINT_VERSION})
+        fields = {"codec": self.codec, "layout": self.layout, "spec": repr(self.spec), "point_version": POINT_VERSION}
+        if self.transported:  # the same name may hold another codec tomorrow: its file's content too
+            fields["file"] = sha256_of(transport_file(self.codec))
+        return cache_key(fields)
 
 
 def baseline_point(name: str) -> Point:
@@ -87,6 +97,13 @@ def baseline_point(name: str) -> Point:
     if found.group(1):
         quantize(np.zeros(1, dtype=np.float32), int(found.group(1)))  # validates the bit count
     return Point(name)
+
+
+def transport_point(text: str) -> Point:
+    """A learned codec (``learned:FILE``, ``learned:RUN@λ[/E]``) or a user's (``FILE.py:FUNCTION``);
+    its file must exist now (whether it fits the cut is checked where the cut is known)."""
+    transport_file(text)
+    return Point(text)
 
 
 def codec_point(spec: CodecSpec, layout: str) -> Point:
@@ -224,6 +241,9 @@ def _run_point(context: SweepContext, point: Point, executor: Executor, settings
 def _coded(context: SweepContext, point: Point, executor: Executor) -> Iterator[Coded]:
     """Reconstructed features of images 0 … count − 1, in order."""
     features = context.cache.features(context.count)
+    if point.transported:
+        yield from _transported(point, features)
+        return
     if point.spec is None:
         yield from _baseline(point, features)
         return
@@ -275,6 +295,21 @@ def _baseline(point: Point, features: np.ndarray) -> Iterator[Coded]:
         recovered = dequantize(quantize(tensor, bits))
         nbytes = tensor.size * ((bits + 7) // 8) + SIDE_INFO_BYTES
         yield Coded(index, recovered, nbytes, time.perf_counter() - began, 0.0, 0.0)
+
+
+def _transported(point: Point, features: np.ndarray) -> Iterator[Coded]:
+    """A learned or a user's codec, here (a learned codec runs torch; a user's may too): the
+    bytes it sends and what its decoder makes of them, as ``link`` carries them."""
+    from splitbench.transport import tensor_codec
+
+    codec = tensor_codec(point.codec, tuple(features.shape[1:]))
+    for index in range(len(features)):
+        tensor = np.array(features[index])  # a writable copy of the read-only cache: torch takes it as it is
+        began = time.perf_counter()
+        payload = codec.encode(tensor)
+        encoded = time.perf_counter()
+        recovered = np.asarray(codec.decode(payload), dtype=np.float32)
+        yield Coded(index, recovered, len(payload), 0.0, encoded - began, time.perf_counter() - encoded)
 
 
 def _batches(coded: Iterator[Coded], size: int) -> Iterator[list[Coded]]:

@@ -17,7 +17,7 @@ from splitbench import provenance
 from splitbench.codecs import CodecSpec, codec_class
 from splitbench.codecs.detection_report import detection_markdown, load_paper_detection, plot_detection
 from splitbench.codecs.features import check_layout
-from splitbench.codecs.pipeline import Point, baseline_point, layout_points
+from splitbench.codecs.pipeline import Point, baseline_point, layout_points, transport_point
 from splitbench.codecs.report import codec_markdown, load_paper_rows, plot_codec, plot_cuts
 from splitbench.codecs.sweep import SweepRequest, check_scored_tail, run_sweep
 from splitbench.split import PREPROCESS
@@ -29,6 +29,7 @@ from splitbench.results import result_set, warm_up_plotting, write_result
 from splitbench.runs import run_folder
 from splitbench.cuts import Cut
 from splitbench.jobs import paths_as_paths
+from splitbench.transport import check_trained_for, is_learned, is_user_codec, tensor_codec
 from splitbench.values import split_numbers
 from splitbench.zoo import ZooModel, get_spec, load_model
 
@@ -88,6 +89,9 @@ class CodecJob:
         zoo_model = load_model(self.model, leaf_modules=self.leaf or (), mean=self.mean, std=self.std)
         check_scored_tail(zoo_model)
         cuts = sweep_cuts(zoo_model, asked)  # an unknown cut fails before any data is read
+        for point in (p for p in points if p.transported):  # built now: a codec for another cut fails here
+            for cut in cuts:
+                check_trained_for(tensor_codec(point.codec, tuple(cut.shape)), zoo_model, cut.name, point.codec)
         name, split = dataset_and_split(self.model, self.dataset, self.split, zoo_model.spec.dataset)
         images = zoo_model.check_data(open_dataset(name, split=split, root=self.data, limit=self.limit))
         detection = zoo_model.spec.task == "detection"
@@ -261,6 +265,9 @@ def build_points(codecs: list[str], qps: list[int], qualities: list[int], layout
     for entry in codecs:
         if entry == "none" or entry.startswith("minmax"):
             points += [] if entry == "none" else [baseline_point(entry)]
+            continue
+        if is_learned(entry) or is_user_codec(entry):  # a codec of its own, with no layout or parameter
+            points.append(transport_point(entry))
             continue
         entry, _, own_layouts = entry.partition("@")
         name, params = _codec_entry(entry, values, used)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 import torch
@@ -204,7 +204,9 @@ class LinkJob(_SplitJob):
         if self.server is not None and (len(setups) != 1 or shaper == "netns"):
             raise SplitbenchError("--server takes one --at and --shaper app or none")
         keys = _client_keys(self.server, self.server_key, self.client_key)
-        name, images = _images(zoo_model, self.dataset, self.split, self.data, self.limit)
+        # a search's choices are linked on its own calibration pictures, spread over the set as it took them
+        name, images = _images(zoo_model, self.dataset, self.split, self.data, self.limit,
+                               "spread" if self.deployments is not None else "first")
         out = writable_folder(self.out or run_folder("link", self.model), "--out")
         self._resolve(began, zoo_model=zoo_model, setups=setups, shaper=shaper, keys=keys, dataset=name,
                       images=images, out=out, conditions=[Condition(b, r) for b in self.bandwidth for r in self.rtt],
@@ -263,12 +265,12 @@ class LinkJob(_SplitJob):
             written.append(write_csv(out / "link_images.csv", per_image, optional=unshaped))
             if costs is not None:
                 written += self._write_plan(out, costs, validation, link_model, summary)
-            if checked is not None:
+            if checked is not None and not checked.empty:  # a variant the search chose nowhere: its Markdown says so
                 written.append(write_csv(out / "deploy_check.csv", checked, optional=["regret_percent", "regret_points"]))
             written.append(plot_stages(out / "link.png", summary, self.model))
         columns = ["setup", "bandwidth_mbit", "rtt_ms", *answers.metrics, "payload_bytes", "total_ms"]
         tables = [Shown(summary, f"{self.model} over a {link.name} link", columns, out / "link.csv")]
-        if checked is not None:
+        if checked is not None and not checked.empty:
             tables.append(Shown(checked, "plan --search's choices over the link", [
                 "bandwidth_mbit", "budget", "limit", "chosen", "error_percent", *(c for c in checked.columns
                                                                                   if c.startswith("regret"))],
@@ -341,11 +343,13 @@ class PlanJob(_SplitJob):
         measured = _read_table(self.validate_with, "--validate", ("setup", "bandwidth_mbit", "rtt_ms", "total_ms")) \
             if self.validate_with else None
         edge = _read_table(self.edge_times, "--edge-times", ("setup", "head_ms", "encode_ms")) if self.edge_times else None
-        name, images = _images(zoo_model, self.dataset, self.split, self.data, self.limit)
+        name, images = _images(zoo_model, self.dataset, self.split, self.data, self.limit, self.limit_rule)
         out = writable_folder(self.out or run_folder("plan", self.model), "--out")
         self._resolve(began, zoo_model=zoo_model, setups=setups, head=head, measured=measured, edge=edge,
                       dataset=name, images=images, out=out,
                       weights_row=zoo_model.describe_weights(self.weights, pretrained=True))
+
+    limit_rule: ClassVar[str] = "first"  # --limit's pictures: plan times the first ones (see ImageDataset.limited)
 
     def _setups(self, zoo_model: ZooModel) -> list[Any]:
         """What plan times: every cut of ``--at`` (input and edge too) with the one codec setting."""
@@ -449,10 +453,14 @@ def _client_keys(server: str | None, server_key: Path | None, client_key: Path |
 # Names of data that is not a manifest: the part after the colon is a path, not a split (as the CLI's options read them).
 
 
-def _images(zoo_model: ZooModel, dataset: str | None, split: str | None, data: Path | None, limit: int | None):
-    """The data set's name and its first ``limit`` images (the model's own set by default)."""
+def _images(zoo_model: ZooModel, dataset: str | None, split: str | None, data: Path | None, limit: int | None,
+            rule: str = "first"):
+    """The data set's name and ``limit`` of its images by ``rule`` (the model's own set by default):
+    the first ones, or (``spread``) spread evenly over a class-sorted set, as calibration wants."""
     name, split = dataset_and_split(zoo_model.spec.name, dataset, split, zoo_model.spec.dataset)
-    return name, zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit))
+    if rule == "first":
+        return name, zoo_model.check_data(open_dataset(name, split=split, root=data, limit=limit))
+    return name, zoo_model.check_data(open_dataset(name, split=split, root=data).limited(limit, rule))
 
 
 def plan_cuts(zoo_model: ZooModel, at: tuple[str, ...], codec: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from splitbench import provenance
 from splitbench.errors import SplitbenchError
@@ -33,6 +33,7 @@ class SearchJob(PlanJob):
     each budget. ``codec`` is a comma list of codec strings, each image codec with its values
     (``bpg:32/38,webp:50/90,learned:RUN@4,none``); ``variant``: further models (exports) to weigh."""
 
+    limit_rule: ClassVar[str] = "spread"  # calibration: every class of a class-sorted set, in proportion
     variant: tuple[str, ...] = ()
     max_drop: tuple[float, ...] = (1.0,)  # accuracy budgets, points below the reference
     max_latency: tuple[float, ...] = ()  # latency budgets, ms

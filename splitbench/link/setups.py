@@ -5,7 +5,7 @@ from __future__ import annotations
 from splitbench.codecs.base import codec_class
 from splitbench.errors import SplitbenchError
 from splitbench.link.endpoints import EDGE, INPUT, SplitSetup
-from splitbench.transport import BASELINES, Learned, takes_parameter
+from splitbench.transport import BASELINES, check_trained_for, takes_parameter
 from splitbench.values import split_names, split_numbers
 from splitbench.zoo import ZooModel
 
@@ -62,13 +62,7 @@ def setup_for(zoo_model: ZooModel, at: str, codec: str, qp: int | None, quality:
     if not takes_parameter(codec):
         setup = SplitSetup(cut.name, codec)
         built = setup.tensor_codec(tuple(cut.shape))  # a learned codec for another cut, a user codec that fails: now
-        if isinstance(built, Learned):  # the same shape is not enough: the same model and cut
-            trained = built.recipe
-            if trained.model != zoo_model.spec.name:
-                raise SplitbenchError(f"--codec {codec} was trained for {trained.model} at {trained.at}, "
-                                      f"not for {zoo_model.spec.name}")
-            if zoo_model.cuts().resolve(trained.at).name != cut.name:
-                raise SplitbenchError(f"--codec {codec} was trained for {trained.model} at {trained.at}, not at {at}")
+        check_trained_for(built, zoo_model, cut.name, codec, at)
         return setup
     at = cut.name
     options = (("chroma", "420"), ("backend", "pyav")) if codec == "bpg" else ()  # as `codec` runs it
