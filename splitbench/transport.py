@@ -334,7 +334,7 @@ def transport_file(text: str) -> Path:
 
     try:
         found = importlib.util.find_spec(location)
-    except (ImportError, ValueError):
+    except Exception:  # noqa: BLE001 - finding it imports its parents, whose code may raise anything
         found = None
     if found is None or found.origin is None or not Path(found.origin).is_file():
         raise SplitbenchError(f"--codec {text}: no module {location} to import")

@@ -86,6 +86,9 @@ def test_a_search_measures_every_candidate_and_chooses_from_its_front(tmp_path: 
     assert set(pd.read_csv(tmp_path / "link" / "link.csv")["setup"]) == {"input", "edge", *checked["chosen"]}
     assert (checked.get("regret_percent", pd.Series(dtype=float)).dropna() >= 0).all()
     assert (checked.get("regret_points", pd.Series(dtype=float)).dropna() >= 0).all()
+    refused = run_in_process("link", "--deploy", str(tmp_path / "search"), "--limit", "5", "--dry-run")
+    assert refused.returncode == 2 and refused.stderr.endswith(
+        "links the search's --limit (40), not 5: leave --limit out\n"), refused.stderr
 
 
 @pytest.mark.parametrize("options, message", [
@@ -93,7 +96,8 @@ def test_a_search_measures_every_candidate_and_chooses_from_its_front(tmp_path: 
     (["--search", "--codec", "bpg", "--qp", "30"], "--search takes each codec's values in --codec, as bpg:32/38 "
                                                    "or webp:50/90; drop --qp/--quality"),
     (["--search", "--codec", "webp"], "--codec webp: give the quality values to try, as webp:V1/V2"),
-    (["--search", "--codec", "webp:50", "--max-drop=-1"], "--max-drop takes numbers ≥ 0, got '-1'"),
+    (["--search", "--codec", "webp:50", "--max-drop=-1"], "--max-drop takes a finite number ≥ 0, got -1.0"),
+    (["--search", "--codec", "webp:50", "--variant", "cifar_resnet20"], "--variant: cifar_resnet20 is named twice"),
     (["--search", "--codec", "webq:50"], "unknown codec 'webq'; did you mean webp?"),
     (["--search", "--codec", "webp:50", "--validate", "link.csv"], "a search's choices are linked by link --deploy"),
 ])

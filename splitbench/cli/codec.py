@@ -27,7 +27,8 @@ At = Annotated[str | None, typer.Option(
     "`splitbench profile MODEL` lists them.")]
 Codecs = Annotated[str, typer.Option(
     "--codec", help=f"Comma-separated: none, minmax8, minmax16, {', '.join(codec_names())}; "
-    "NAME:V1/V2 gives a codec its own parameter values, NAME@gray its own layouts.")]
+    "NAME:V1/V2 gives a codec its own parameter values, NAME@gray its own layouts; learned:RUN@λ (a codec rd "
+    "trained, swept at its own cut) and FILE.py:FUNCTION (yours) are one row each.")]
 Qps = Annotated[str | None, typer.Option("--qp", help="BPG QPs, comma-separated, 0–51 (default: 10,20,30,35,40,50).")]
 Qualities = Annotated[str | None, typer.Option(
     "--quality", help="Quality for webp (default 10,…,90), avif, jpegxl, jpeg2000 (PSNR dB), comma-separated.")]

@@ -19,7 +19,7 @@ from splitbench.cli.render import show_plan, show_table, show_written
 from splitbench.codecs.base import codec_names
 from splitbench.errors import SplitbenchError
 from splitbench.jobs.link import CODEC, LinkJob, PlanJob, Result, ServeJob
-from splitbench.jobs.search import SEARCH_LIMIT, SearchJob, deployment_options
+from splitbench.jobs.search import SEARCH_LIMIT, SearchJob, with_deployment
 from splitbench.link.setups import codec_setting  # noqa: F401 - the commands' codec setting (tests import it here)
 
 # serve, link and plan take one codec setting: the same options, the same defaults.
@@ -72,10 +72,11 @@ Deploy = Annotated[Optional[Path], typer.Option("--deploy", help="A plan --searc
                                                  "deployments (and input and edge) on its calibration pictures "
                                                  "under its conditions, with --plan, and check each choice: "
                                                  "predicted against measured latency, calibration against link "
-                                                 "top-1, and the regret (deploy_check.csv). The data, limit, "
+                                                 "top-1, and the regret (deploy_check.csv). The data set, limit, "
                                                  "preprocessing, layout, bandwidths, RTTs and edge slowdown are "
-                                                 "the search's; so is the model, or MODEL names one of its "
-                                                 "--variant exports, whose choices are linked instead.")]
+                                                 "the search's (another value given is refused); so is the model, "
+                                                 "or MODEL names one of its --variant exports, whose choices are "
+                                                 "linked instead.")]
 
 # plan's own options
 PlanAt = Annotated[str, typer.Option("--at", help="Comma-separated cuts, or all (every valid cut); input and "
@@ -182,7 +183,7 @@ def link_command(
         dataset=dataset, split=split, data=data, limit=limit, with_plan=with_plan, edge_slowdown=edge_slowdown,
         out=out)
     if deploy is not None:  # the search's own model (or the variant named), pictures and conditions
-        options |= deployment_options(deploy, model or model_option) | {"deployments": deploy, "with_plan": True}
+        options = with_deployment(options, deploy, model or model_option)
     job = LinkJob(**options)
     if dry_run:
         show_plan(job.plan())

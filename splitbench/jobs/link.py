@@ -186,10 +186,9 @@ class LinkJob(_SplitJob):
         check_finite("--edge-slowdown", self.edge_slowdown, 0.01)
         zoo_model = self._split_model("link")
         if self.deployments is not None:
-            from splitbench.jobs.search import deployed_setups
+            from splitbench.jobs.search import check_deployment, deployed_setups
 
-            if not self.with_plan:
-                raise SplitbenchError("--deploy checks plan --search's choices against plan's timing: give --plan too")
+            check_deployment(self)
             setups = deployed_setups(zoo_model, self.model, self.deployments, self.layout, self.bits)
         else:
             codec_setting(self.codec, self.qp, self.quality, required=False)

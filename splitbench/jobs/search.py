@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from splitbench import provenance
 from splitbench.errors import SplitbenchError
-from splitbench.jobs import Shown
+from splitbench.jobs import Shown, check_finite
 from splitbench.jobs.link import PlanJob, Result, plan_cuts
 from splitbench.link.endpoints import EDGE, INPUT, SplitSetup, model_pictures
 from splitbench.link.search import Candidate
@@ -35,7 +35,7 @@ class SearchJob(PlanJob):
 
     limit_rule: ClassVar[str] = "spread"  # calibration: every class of a class-sorted set, in proportion
     variant: tuple[str, ...] = ()
-    max_drop: tuple[float, ...] = (1.0,)  # accuracy budgets, points below the reference
+    max_drop: tuple[float, ...] | None = None  # accuracy budgets, points below the reference (1 without budgets)
     max_latency: tuple[float, ...] = ()  # latency budgets, ms
     limit: int | None = SEARCH_LIMIT
     cache: Path = field(default=Path("cache"))
@@ -49,11 +49,19 @@ class SearchJob(PlanJob):
                                   "link --deploy")
         if self.edge_times is not None:
             raise SplitbenchError("--edge-times is plan's; --search times both halves on its calibration pictures")
+        if self.max_drop is None:  # as the command line: a latency budget alone is the only budget
+            object.__setattr__(self, "max_drop", () if self.max_latency else (1.0,))
         if not self.max_drop and not self.max_latency:
             raise SplitbenchError("--search needs a budget: --max-drop POINTS or --max-latency MS")
         for option, values in (("--max-drop", self.max_drop), ("--max-latency", self.max_latency)):
-            if any(value < 0 for value in values):
-                raise SplitbenchError(f"{option} takes numbers ≥ 0, got '{','.join(f'{v:g}' for v in values)}'")
+            for value in values:  # type: ignore[union-attr]
+                check_finite(option, value, 0)
+        variants = [self.model, *self.variant]
+        names = [Path(variant).name for variant in variants]
+        if len(set(names)) < len(names):  # a variant's label is its file's name
+            repeated = next(name for name in names if names.count(name) > 1)
+            raise SplitbenchError(f"--variant: {repeated} is named twice (the model and its variants need distinct "
+                                  "names)")
         super().__post_init__()
         writable_folder(Path(self.cache), "--cache")
 
@@ -84,7 +92,10 @@ class SearchJob(PlanJob):
             from splitbench.transport import learned_file
 
             recipe = load_codec(learned_file(codec))[1]
-            return [model.cuts().resolve(recipe.at).name] if recipe.model == model.spec.name else []
+            if recipe.model != model.spec.name:
+                return []
+            cut = model.cuts().resolve(recipe.at)
+            return [cut.name] if tuple(cut.shape) == tuple(recipe.shape) else []  # a pruned variant's may differ
         return plan_cuts(model, self.at, codec)[1:-1]
 
     def _variant(self, variant: str) -> ZooModel:
@@ -102,6 +113,8 @@ class SearchJob(PlanJob):
         return plan.add("calibration", f"{len(self._get('images'))} pictures").add("cache", self.cache)
 
     def run(self) -> Result:
+        import pandas as pd
+
         from splitbench.link import plan as planning
         from splitbench.link import search
         from splitbench.link.endpoints import Receiver
@@ -141,8 +154,6 @@ class SearchJob(PlanJob):
                 rows.append({"setup": candidate.label, "variant": candidate.variant,
                              "param": candidate.setup.param, **{k: v for k, v in row.items() if k != "setup"}})
                 bar.advance()
-        import pandas as pd
-
         costs = search.with_drop(pd.DataFrame(rows), metric)
         link_model = planning.LinkModel(self.edge_slowdown, self._get("head"),
                                         planning.transport_overhead_ms(Receiver(candidates[0].model,
@@ -194,7 +205,11 @@ def read_search(folder: Path) -> dict[str, Any]:
             raise SplitbenchError(f"--deploy {folder}: no {name}; give the folder plan --search wrote") from None
         except (OSError, ValueError, UnicodeDecodeError) as error:
             raise SplitbenchError(f"--deploy {path}: unreadable ({type(error).__name__})") from None
-    if found["search.json"].get("command") != "plan" or "max_drop" not in found["search.json"].get("arguments", {}):
+    meta = found["search.json"]
+    arguments = meta.get("arguments") if isinstance(meta, dict) else None
+    needed = ("model", "variant", "weights", "leaf", "layout", "bits", "preprocess", "dataset", "split", "limit",
+              "bandwidth", "rtt", "edge_slowdown", "max_drop")
+    if not isinstance(arguments, dict) or meta.get("command") != "plan" or any(key not in arguments for key in needed):
         raise SplitbenchError(f"--deploy {folder}: search.json was not written by plan --search")
     return found
 
@@ -213,6 +228,40 @@ def deployment_options(folder: Path, variant: str | None = None) -> dict[str, An
         "model": arguments["model"] if primary else variant, "weights": arguments["weights"] if primary else "auto",
         "leaf": tuple(arguments["leaf"]), "bandwidth": tuple(arguments["bandwidth"]), "rtt": tuple(arguments["rtt"]),
         "edge_slowdown": arguments["edge_slowdown"]}
+
+
+def with_deployment(options: dict[str, Any], folder: Path, variant: str | None = None) -> dict[str, Any]:
+    """``link``'s ``options`` with the search's settings wherever they are ``LinkJob``'s defaults
+    (an option given otherwise stays, and the job then refuses it in one line)."""
+    from dataclasses import fields
+
+    from splitbench.jobs.link import LinkJob
+
+    defaults = {field.name: field.default for field in fields(LinkJob)}
+    searched = deployment_options(folder, variant)
+    chosen = {key: value if options.get(key, defaults[key]) == defaults[key] else options[key]
+              for key, value in searched.items()}
+    return options | chosen | {"deployments": folder, "with_plan": True}
+
+
+def check_deployment(job: Any) -> None:
+    """A ``LinkJob`` with ``deployments`` links the search's choices on the search's own pictures,
+    under its conditions: any of those settings that differs is refused in one line."""
+    searched = deployment_options(job.deployments, job.model)
+    for key, value in searched.items():
+        mine = getattr(job, key)
+        if (tuple(mine) if isinstance(mine, (list, tuple)) else mine) != \
+                (tuple(value) if isinstance(value, (list, tuple)) else value):
+            option = "--" + key.replace("_", "-")
+            raise SplitbenchError(f"--deploy {job.deployments} links the search's {option} ({_shown(value)}), "
+                                  f"not {_shown(mine)}: leave {option} out")
+    if not job.with_plan:
+        raise SplitbenchError("--deploy checks plan --search's choices against plan's timing: give --plan too")
+
+
+def _shown(value: Any) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) \
+        if isinstance(value, (list, tuple)) else str(value)
 
 
 def deployed_setups(zoo_model: ZooModel, variant: str, folder: Path, layout: str, bits: int) -> list[SplitSetup]:

@@ -29,6 +29,8 @@ from splitbench.link.plan import CostTimer
 from splitbench.link.tasks import Answers
 from splitbench.points import PointStore, content_key
 from splitbench.results import plain_log_ticks, save_figure
+from splitbench.transport import is_user_codec, transport_file
+from splitbench.weights import sha256_of
 from splitbench.zoo import ZooModel
 
 POINTS_VERSION = 1  # bump when what a stored candidate holds changes
@@ -66,8 +68,10 @@ def calibrated(store: PointStore, candidate: Candidate, weights: dict[str, Any],
                measure: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
     """The candidate's calibration row from ``store`` (named by its weights and setup), or
     ``measure()``'s, stored; and whether it was cached."""
-    name = content_key({"variant": candidate.variant, "weights": weights.get("sha256"),
-                        **candidate.setup.describe()}, version=POINTS_VERSION)
+    identity = {"variant": candidate.variant, "weights": weights.get("sha256"), **candidate.setup.describe()}
+    if candidate.setup.at != EDGE and is_user_codec(candidate.setup.codec):  # its file may change under its name
+        identity["file"] = sha256_of(transport_file(candidate.setup.codec))
+    name = content_key(identity, version=POINTS_VERSION)
     with store.measuring(name, candidate.label):
         row = store.get(name)
         if row is not None:
@@ -85,7 +89,7 @@ def with_drop(costs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def pareto(table: pd.DataFrame, objectives: Iterable[str] = OBJECTIVES) -> pd.Series:
     """Whether each row is on the front: no other row is as good in every objective and better in one."""
-    values = table[list(objectives)].to_numpy(dtype=float)
+    values = np.nan_to_num(table[list(objectives)].to_numpy(dtype=float), nan=np.inf)  # no figure: worst
     on_front = []
     for row in values:
         dominated = np.all(values <= row, axis=1) & np.any(values < row, axis=1)
@@ -199,7 +203,7 @@ def check_choices(chosen: pd.DataFrame, candidates: pd.DataFrame, predictions: p
             row |= {"measured_best": best["setup"],
                     "regret_percent": round(100 * (measured["measured_ms"] - best["measured_ms"]) / best["measured_ms"], 1)}
         else:
-            within = ran[ran["measured_ms"] <= pick.limit]
+            within = ran[(ran["measured_ms"] <= pick.limit) & ran[metric].notna()]
             best = within.loc[within[metric].idxmax()] if not within.empty else measured
             row |= {"measured_best": best["setup"], "regret_points": round(float(best[metric] - measured[metric]), 3)}
         rows.append(row)
