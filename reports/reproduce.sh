@@ -144,7 +144,7 @@ splitbench link --deploy reports/deploy/mobilenet_v2 --out reports/deploy/mobile
 splitbench prune vit --weights reports/checkpoints/vit-cifar10-fp16.safetensors --ratio 0.3,0.5 --method weight \
     --scope uniform --limit 1000 --repeats 0 --save-models "$SCRATCH/vit" --out "$SCRATCH/vit-prune"
 splitbench plan vit --search --weights reports/checkpoints/vit-cifar10-fp16.safetensors \
-    --variant "$SCRATCH/vit/vit-weight-uniform-0.3.safetensors,$SCRATCH/vit/vit-weight-uniform-0.5.safetensors" \
+    --variants "$SCRATCH/vit/vit-weight-uniform-0.3.safetensors,$SCRATCH/vit/vit-weight-uniform-0.5.safetensors" \
     --at block2,block4 --codec none,minmax8,examples/half_codec.py:build --dataset cifar10:test --limit 200 \
     --bandwidth 1,10,100 --rtt 10 --max-drop 1,5 --max-latency 50,150 --edge-slowdown 4 --head-start tbf \
     --out reports/deploy/vit

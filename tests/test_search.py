@@ -97,7 +97,7 @@ def test_a_search_measures_every_candidate_and_chooses_from_its_front(tmp_path: 
                                                    "or webp:50/90; drop --qp/--quality"),
     (["--search", "--codec", "webp"], "--codec webp: give the quality values to try, as webp:V1/V2"),
     (["--search", "--codec", "webp:50", "--max-drop=-1"], "--max-drop takes a finite number ≥ 0, got -1.0"),
-    (["--search", "--codec", "webp:50", "--variant", "cifar_resnet20"], "--variant: cifar_resnet20 is named twice"),
+    (["--search", "--codec", "webp:50", "--variants", "cifar_resnet20"], "--variants: cifar_resnet20 is named twice"),
     (["--search", "--codec", "webq:50"], "unknown codec 'webq'; did you mean webp?"),
     (["--search", "--codec", "webp:50", "--validate", "link.csv"], "a search's choices are linked by link --deploy"),
 ])

@@ -75,7 +75,7 @@ Deploy = Annotated[Optional[Path], typer.Option("--deploy", help="A plan --searc
                                                  "top-1, and the regret (deploy_check.csv). The data set, limit, "
                                                  "preprocessing, layout, bandwidths, RTTs and edge slowdown are "
                                                  "the search's (another value given is refused); so is the model, "
-                                                 "or MODEL names one of its --variant exports, whose choices are "
+                                                 "or MODEL names one of its --variants exports, whose choices are "
                                                  "linked instead.")]
 
 # plan's own options
@@ -96,7 +96,7 @@ Search = Annotated[bool, typer.Option("--search", help="Pick the deployment: eve
                                       "pictures (default 200; each timed once, not --repeats) for accuracy, bytes "
                                       "and time; the Pareto front and the choice under each budget per bandwidth "
                                       "and RTT.")]
-Variant = Annotated[Optional[str], typer.Option("--variant", help="--search: further models to weigh, comma-"
+Variant = Annotated[Optional[str], typer.Option("--variants", help="--search: further models to weigh, comma-"
                                                 "separated (exports of prune or group, or model names).")]
 MaxDrop = Annotated[Optional[str], typer.Option("--max-drop", help="--search: accuracy budgets, points below "
                                                 "the model whole on the edge (comma-separated; default 1).")]
@@ -232,7 +232,7 @@ def plan_command(
         quality=quality, layout=layout, bits=bits, preprocess=preprocess, bandwidth=bandwidths, rtt=rtts,
         edge_slowdown=edge_slowdown, edge_times=edge_times, head_start=head_start, validate_with=validate_with,
         dataset=dataset, split=split, data=data, repeats=repeats, out=out)
-    searched = {"--variant": variant, "--max-drop": max_drop, "--max-latency": max_latency}
+    searched = {"--variants": variant, "--max-drop": max_drop, "--max-latency": max_latency}
     if not search:
         given = next((option for option, value in searched.items() if value is not None), None)
         if given:
@@ -240,7 +240,7 @@ def plan_command(
         job: PlanJob = PlanJob(**options, limit=5 if limit is None else limit)
     else:
         job = SearchJob(**options, limit=SEARCH_LIMIT if limit is None else limit, cache=cache,
-                        variant=tuple(split_names(variant, "--variant")) if variant is not None else (),
+                        variant=tuple(split_names(variant, "--variants")) if variant is not None else (),
                         max_drop=tuple(split_numbers(max_drop, "--max-drop", float)) if max_drop is not None
                         else (() if max_latency is not None else (1.0,)),
                         max_latency=tuple(split_numbers(max_latency, "--max-latency", float))

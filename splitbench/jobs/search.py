@@ -60,7 +60,7 @@ class SearchJob(PlanJob):
         names = [Path(variant).name for variant in variants]
         if len(set(names)) < len(names):  # a variant's label is its file's name
             repeated = next(name for name in names if names.count(name) > 1)
-            raise SplitbenchError(f"--variant: {repeated} is named twice (the model and its variants need distinct "
+            raise SplitbenchError(f"--variants: {repeated} is named twice (the model and its variants need distinct "
                                   "names)")
         super().__post_init__()
         writable_folder(Path(self.cache), "--cache")
